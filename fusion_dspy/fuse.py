@@ -1,0 +1,433 @@
+"""``Fuse``: Fusion-of-N as a DSPy module."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+
+from fusion_dspy.config import FuseConfig
+from fusion_dspy.config import FuseSettings
+from fusion_dspy.fuse_call import FuseCall
+from fusion_dspy.fusion_signature import fusion_signature
+from fusion_dspy.fusion_signature import resolve_signature
+from fusion_dspy.pool import Pool
+from fusion_dspy.prediction import FusedPrediction
+from fusion_dspy.prompt import FusorPrompt
+from fusion_dspy.sampling import DrawOutcome
+from fusion_dspy.sampling import Tracked
+from fusion_dspy.sampling import arun_draws
+from fusion_dspy.sampling import atracked
+from fusion_dspy.sampling import merge_into_parent_tracker
+from fusion_dspy.sampling import run_draws
+from fusion_dspy.sampling import tracked
+from fusion_dspy.selectors.base import Selector
+from fusion_dspy.store import CandidateStore
+from fusion_dspy.store import StoredDraw
+from fusion_dspy.store import draw_key
+from fusion_dspy.teacher import Draw
+from fusion_dspy.teacher import Teacher
+from fusion_dspy.teacher import plan_draws
+
+__all__ = ["Fuse"]
+
+_logger = logging.getLogger(__name__)
+
+_MODES = ("fuse", "select", "auto")
+
+
+class Fuse(dspy.Module):
+    """Sample ``n`` candidates from a teacher pool in parallel, then fuse them into one answer.
+
+    Fusion-of-N (Khairi et al., 2025, "Making, not Taking, the Best of N"): instead of keeping the
+    best candidate, a *fusor* LM compares all of them and writes a new answer that keeps their
+    strengths and drops their weaknesses. ``mode="select"`` keeps one instead (Best-of-N), and
+    ``mode="auto"`` skips the fusor when the candidates already agree.
+
+    The module holds two predictors that DSPy optimizers see and tune: ``generate`` (the task
+    signature, shared by every teacher) and ``fusor`` (task inputs + ``candidates`` ->
+    ``comparison`` + the task outputs). LMs are never saved; teachers and the fusor are saved by
+    name and resolved against the Fuse's pool on load.
+
+    Args:
+        signature: The task, as a string (``"question -> answer"``) or a ``dspy.Signature`` class.
+            Typed outputs (int, list, pydantic models, Literal) come back typed.
+        n: Number of candidates per call, spread over the teachers by weighted round-robin
+            (see :func:`fusion_dspy.teacher.plan_draws`).
+        teachers: The teacher pool: ``Teacher`` objects (or bare LMs, wrapped with defaults).
+            ``None`` draws every candidate from the configured LM at temperature 0.7.
+        fusor: The LM that fuses; ``None`` uses the configured LM.
+        mode: ``"fuse"``, ``"select"`` or ``"auto"``.
+        selector: The Best-of-N selector for ``select`` and for the fallback when the fusor
+            fails: a :class:`~fusion_dspy.selectors.Selector` or a registered name
+            (``"mbr"`` by default: chrF minimum Bayes risk, no extra LM calls).
+        prompt: The fusor prompt configuration (:class:`FusorPrompt`).
+        agree: Share of candidates that must agree for ``auto`` to skip the fusor.
+        min_candidates: Fewest successful candidates to continue with; fewer raises
+            :class:`~fusion_dspy.errors.CandidatesExhaustedError` naming every failure.
+        timeout: Seconds to wait for the teachers; late teachers are dropped and reported.
+        seed: Base seed of the draws (seed + sample index) and of the candidate shuffle.
+        shuffle: Shuffle candidates before the fusor reads them (the paper saw a position bias).
+        max_threads: Cap on concurrent teacher calls (default: ``n``).
+        store: A :class:`~fusion_dspy.store.CandidateStore`: draws found there are not generated
+            again, and new successful draws are added (see :mod:`fusion_dspy.store`).
+
+    Example:
+        >>> fuse = Fuse("question -> answer", n=4,
+        ...             teachers=[Teacher(lm_a, temperature=0.7), Teacher(lm_b, samples=2)],
+        ...             fusor=lm_c)
+        >>> pred = fuse(question="What is the capital of Australia?")
+        >>> pred.answer, pred.fusion.path
+    """
+
+    def __init__(
+        self,
+        signature: str | type[dspy.Signature],
+        n: int = 5,
+        *,
+        teachers: Sequence[Teacher | dspy.BaseLM] | None = None,
+        fusor: dspy.BaseLM | None = None,
+        mode: str = "fuse",
+        selector: Selector | str | None = None,
+        prompt: FusorPrompt | None = None,
+        agree: float = 0.8,
+        min_candidates: int = 1,
+        timeout: float | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        max_threads: int | None = None,
+        store: CandidateStore | None = None,
+    ) -> None:
+        super().__init__()
+        self.signature = resolve_signature(signature)
+        _check_n(n)
+        _check_mode(mode)
+        if prompt is not None and not isinstance(prompt, FusorPrompt):
+            raise TypeError(f"prompt must be a FusorPrompt, got {type(prompt).__name__}.")
+        if not isinstance(agree, (int, float)) or not 0 < agree <= 1:
+            raise ValueError(f"agree must be a share in (0, 1], got {agree!r}.")
+        if isinstance(min_candidates, bool) or not isinstance(min_candidates, int) or not 1 <= min_candidates <= n:
+            raise ValueError(f"min_candidates must be an int in [1, n={n}], got {min_candidates!r}.")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}.")
+
+        self.pool = Pool()
+        teacher_names = self.pool.add_teachers(_as_teachers(teachers))
+        fusor_name = self.pool.add_fusor(fusor)
+        self._selector = _as_selector(selector)
+        prompt = prompt or FusorPrompt()
+        self.config = FuseConfig(
+            FuseSettings(
+                n=n,
+                mode=mode,
+                teachers=teacher_names,
+                fusor=fusor_name,
+                selector=self._selector.name,
+                agree=float(agree),
+                min_candidates=min_candidates,
+                seed=seed,
+                shuffle=shuffle,
+                prompt=prompt,
+            ),
+            self.pool,
+        )
+        plan_draws(self.teachers, n, seed=seed)  # Fail now, not at call time, on an impossible plan.
+        self.generate = dspy.Predict(self.signature)
+        fused_signature, self.fusion_fields = fusion_signature(self.signature, prompt)
+        self.fusor = dspy.Predict(fused_signature)
+        self.timeout = timeout
+        self.max_threads = max_threads
+        self.store = store
+
+    # -- configuration -------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> FuseSettings:
+        return self.config.settings
+
+    @property
+    def n(self) -> int:
+        return self.settings.n
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def teachers(self) -> list[Teacher]:
+        """The active teachers (resolved by name from the pool)."""
+        return self.pool.resolve_teachers(self.settings.teachers)
+
+    @property
+    def fusor_lm(self) -> dspy.BaseLM | None:
+        """The active fusor LM (``None``: the configured LM)."""
+        return self.pool.resolve_fusor(self.settings.fusor)
+
+    @property
+    def prompt(self) -> FusorPrompt:
+        return self.settings.prompt
+
+    @property
+    def selector(self) -> Selector:
+        if self._selector.name != self.settings.selector:
+            from fusion_dspy.selectors import get_selector
+
+            self._selector = get_selector(self.settings.selector)
+        return self._selector
+
+    def register(self, *, teachers: Iterable[Teacher] = (), fusors: Iterable[dspy.BaseLM] = ()) -> Fuse:
+        """Make more teachers and fusor LMs known by name (for ``load`` and ``configure``)."""
+        self.pool.add_teachers(teachers)
+        for lm in fusors:
+            self.pool.add_fusor(lm)
+        return self
+
+    def configure(
+        self,
+        *,
+        n: int | None = None,
+        mode: str | None = None,
+        teachers: Sequence[str | Teacher] | None = None,
+        fusor: str | dspy.BaseLM | None = None,
+        selector: Selector | str | None = None,
+        prompt: FusorPrompt | None = None,
+        agree: float | None = None,
+        min_candidates: int | None = None,
+        seed: int | None = None,
+        shuffle: bool | None = None,
+    ) -> Fuse:
+        """Change the configuration in place, validated as a whole; unset arguments keep their value.
+
+        ``teachers`` and ``fusor`` take pool names (or objects, which are registered). A new
+        ``prompt`` re-renders the fusor instruction, replacing any instruction an optimizer wrote.
+        """
+        changes: dict[str, Any] = {}
+        if n is not None:
+            _check_n(n)
+            changes["n"] = n
+        if mode is not None:
+            _check_mode(mode)
+            changes["mode"] = mode
+        if teachers is not None:
+            names = [t if isinstance(t, str) else self.pool.add_teachers([t])[0] for t in teachers]
+            self.pool.resolve_teachers(names)
+            if not names:
+                raise ValueError("teachers must name at least one teacher.")
+            changes["teachers"] = names
+        if fusor is not None:
+            changes["fusor"] = fusor if isinstance(fusor, str) else self.pool.add_fusor(fusor)
+            self.pool.resolve_fusor(changes["fusor"])
+        if selector is not None:
+            self._selector = _as_selector(selector)
+            changes["selector"] = self._selector.name
+        for key, value in (("prompt", prompt), ("agree", agree), ("min_candidates", min_candidates),
+                           ("seed", seed), ("shuffle", shuffle)):
+            if value is not None:
+                changes[key] = value
+        settings = FuseSettings.model_validate({**self.settings.model_dump(), **changes})
+        if settings.min_candidates > settings.n:
+            raise ValueError(f"min_candidates={settings.min_candidates} exceeds n={settings.n}.")
+        plan_draws(self.pool.resolve_teachers(settings.teachers), settings.n, seed=settings.seed)
+        self.config.settings = settings
+        if prompt is not None:
+            fused_signature, self.fusion_fields = fusion_signature(self.signature, prompt)
+            self.fusor.signature = self.fusor.signature.with_instructions(fused_signature.instructions)
+        return self
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def forward(self, **kwargs: Any) -> FusedPrediction:
+        inputs = self._inputs(kwargs)
+        started = time.perf_counter()
+        settings = self.settings
+        draws = plan_draws(self.teachers, settings.n, seed=settings.seed)
+        keys, outcomes, missing = self._lookup(draws, inputs)
+        fresh = run_draws(self.generate, missing, inputs, timeout=self.timeout, max_threads=self.max_threads)
+        outcomes = self._remember(keys, outcomes, fresh)
+        call = FuseCall(signature=self.signature, settings=settings, inputs=inputs, outcomes=outcomes, started=started)
+        call.check_enough()
+        path = call.initial_path()
+        if path == "fuse":
+            fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
+            result = tracked(lambda: self.fusor(**fusor_inputs, **self._fusor_lm_kwargs()))
+            merge_into_parent_tracker([result])
+            if call.accept_fusion(result, lm_name=settings.fusor, order=order, fields=self.fusion_fields):
+                return call.finish("fuse")
+            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
+            path = "select"
+        if path == "select":
+            selector = self.selector
+            call.accept_selection(selector.select(self.signature, inputs, call.candidates), selector.name)
+        elif path == "consensus":
+            call.take_consensus()
+        else:
+            call.take_candidate(0)
+        return call.finish(path)
+
+    async def aforward(self, **kwargs: Any) -> FusedPrediction:
+        inputs = self._inputs(kwargs)
+        started = time.perf_counter()
+        settings = self.settings
+        draws = plan_draws(self.teachers, settings.n, seed=settings.seed)
+        keys, outcomes, missing = self._lookup(draws, inputs)
+        fresh = await arun_draws(self.generate, missing, inputs, timeout=self.timeout)
+        outcomes = self._remember(keys, outcomes, fresh)
+        call = FuseCall(signature=self.signature, settings=settings, inputs=inputs, outcomes=outcomes, started=started)
+        call.check_enough()
+        path = call.initial_path()
+        if path == "fuse":
+            fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
+            result = await atracked(lambda: self.fusor.acall(**fusor_inputs, **self._fusor_lm_kwargs()))
+            merge_into_parent_tracker([result])
+            if call.accept_fusion(result, lm_name=settings.fusor, order=order, fields=self.fusion_fields):
+                return call.finish("fuse")
+            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
+            path = "select"
+        if path == "select":
+            selector = self.selector
+            selection = await selector.aselect(self.signature, inputs, call.candidates)
+            call.accept_selection(selection, selector.name)
+        elif path == "consensus":
+            call.take_consensus()
+        else:
+            call.take_candidate(0)
+        return call.finish(path)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _lookup(
+        self, draws: list[Draw], inputs: dict[str, Any]
+    ) -> tuple[dict[int, str], list[DrawOutcome], list[Draw]]:
+        """Split the plan into draws found in the store (as outcomes) and draws still to generate."""
+        if self.store is None or not draws:
+            return {}, [], draws
+        demos = [dict(demo) for demo in self.generate.demos]
+        instructions = self.generate.signature.instructions
+        keys, found, missing = {}, [], []
+        for draw in draws:
+            key = draw_key(
+                signature=self.signature.signature,
+                instructions=instructions,
+                demos=demos,
+                inputs=inputs,
+                teacher=draw.teacher.name,
+                sample=draw.sample,
+                temperature=draw.teacher.temperature,
+                seed=draw.seed,
+            )
+            keys[draw.index] = key
+            stored = self.store.get(key)
+            if stored is None:
+                missing.append(draw)
+            else:
+                prediction = dspy.Prediction(**_typed_outputs(self.signature, stored.outputs))
+                found.append(DrawOutcome(draw, Tracked(value=prediction), stored=stored))
+        return keys, found, missing
+
+    def _remember(
+        self, keys: dict[int, str], found: list[DrawOutcome], fresh: list[DrawOutcome]
+    ) -> list[DrawOutcome]:
+        """Account for fresh draws, add the successful ones to the store, and restore plan order."""
+        merge_into_parent_tracker([o.result for o in fresh])
+        if self.store is not None:
+            for outcome in fresh:
+                if outcome.result.error is None:
+                    outputs = {name: outcome.result.value[name] for name in self.signature.output_fields}
+                    stored = StoredDraw(outputs=_jsonable(outputs), usage=outcome.result.usage)
+                    self.store.put(keys[outcome.draw.index], stored)
+        return sorted([*found, *fresh], key=lambda o: o.draw.index)
+
+    def _fusor_lm_kwargs(self) -> dict[str, Any]:
+        lm = self.fusor_lm
+        return {} if lm is None else {"lm": lm}
+
+    def _inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        expected = list(self.signature.input_fields)
+        missing = [name for name in expected if name not in kwargs]
+        unexpected = [name for name in kwargs if name not in expected]
+        if missing or unexpected:
+            problems = []
+            if missing:
+                problems.append(f"missing input field(s) {missing}")
+            if unexpected:
+                problems.append(f"unexpected argument(s) {unexpected}")
+            raise ValueError(
+                f"Fuse({self.signature.signature!r}) got {' and '.join(problems)}. "
+                f"Call it with exactly the signature's inputs: {', '.join(f'{n}=...' for n in expected)}."
+            )
+        return {name: kwargs[name] for name in expected}
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (
+            f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
+            f"fusor={s.fusor!r}, selector={s.selector!r})"
+        )
+
+
+def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
+    import pydantic
+
+    return {name: pydantic.TypeAdapter(Any).dump_python(value, mode="json") for name, value in outputs.items()}
+
+
+def _typed_outputs(signature: type[dspy.Signature], outputs: dict[str, Any]) -> dict[str, Any]:
+    """Re-type stored JSON values with the signature's annotations (pydantic models, lists...)."""
+    import pydantic
+
+    return {
+        name: pydantic.TypeAdapter(field.annotation).validate_python(outputs[name])
+        for name, field in signature.output_fields.items()
+    }
+
+
+def _check_n(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1 (the number of candidates), got {n!r}.")
+
+
+def _check_mode(mode: Any) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
+
+
+def _as_teachers(teachers: Sequence[Teacher | dspy.BaseLM] | None) -> list[Teacher]:
+    if teachers is None:
+        return [Teacher()]
+    if isinstance(teachers, (Teacher, dspy.BaseLM)):
+        raise TypeError("teachers must be a list, e.g. teachers=[Teacher(lm)].")
+    teachers = list(teachers)
+    if not teachers:
+        raise ValueError(
+            "teachers is empty; pass at least one Teacher, or leave teachers=None to use the configured LM."
+        )
+    out = []
+    for teacher in teachers:
+        if isinstance(teacher, Teacher):
+            out.append(teacher)
+        elif isinstance(teacher, dspy.BaseLM):
+            out.append(Teacher(teacher))
+        else:
+            raise TypeError(
+                f"Each teacher must be a Teacher or a dspy.LM, got {type(teacher).__name__}: {teacher!r}. "
+                "Build LMs with dspy.LM('provider/model') and wrap them as Teacher(lm, temperature=...)."
+            )
+    return out
+
+
+def _as_selector(selector: Selector | str | None) -> Selector:
+    from fusion_dspy.selectors import get_selector
+
+    if selector is None:
+        return get_selector("mbr")
+    if isinstance(selector, str):
+        return get_selector(selector)
+    if isinstance(selector, Selector):
+        return selector
+    raise TypeError(
+        f"selector must be a Selector or one of the registered names, got {type(selector).__name__}."
+    )

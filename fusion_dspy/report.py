@@ -1,0 +1,195 @@
+"""``pred.fusion``: what happened inside one Fuse call, in a JSON-serialisable form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
+
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+
+__all__ = [
+    "CandidateRecord",
+    "FusionReport",
+    "FusorRecord",
+    "Path",
+    "SelectionRecord",
+    "TokenUsage",
+    "usage_from_tracker",
+]
+
+#: How the returned prediction was produced.
+#: ``fuse``: written by the fusor; ``select``: a candidate chosen by the selector;
+#: ``consensus``: ``mode="auto"`` found enough agreeing candidates and skipped the fusor;
+#: ``single``: only one candidate survived (or ``n=1``), returned as is.
+Path = Literal["fuse", "select", "consensus", "single"]
+
+
+class TokenUsage(BaseModel):
+    """Token counts of one or more LM calls. ``calls`` counts calls that reached a model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            calls=self.calls + other.calls,
+        )
+
+
+def usage_from_tracker(usage_data: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, TokenUsage]:
+    """Convert DSPy's ``UsageTracker.usage_data`` into per-LM :class:`TokenUsage`.
+
+    DSPy records no entry for a cache hit, so cached calls contribute nothing here; the report
+    marks such candidates ``cached=True`` instead of pretending they were free model calls.
+    """
+    totals: dict[str, TokenUsage] = {}
+    for lm_name, entries in usage_data.items():
+        total = totals.get(lm_name, TokenUsage())
+        for entry in entries:
+            total = total + TokenUsage(
+                input_tokens=int(entry.get("prompt_tokens", entry.get("input_tokens")) or 0),
+                output_tokens=int(entry.get("completion_tokens", entry.get("output_tokens")) or 0),
+                calls=1,
+            )
+        totals[lm_name] = total
+    return totals
+
+
+class CandidateRecord(BaseModel):
+    """One teacher draw: its settings, and either its outputs or the error that dropped it.
+
+    ``usage`` is what producing the candidate cost. ``cached`` means no model was called for it in
+    this call: it came from a candidate store (whose ``usage`` is the original call's) or from
+    DSPy's cache (which reports no usage, so ``usage`` is empty).
+    """
+
+    index: int
+    teacher: str
+    sample: int
+    temperature: float
+    seed: int
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    latency_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class FusorRecord(BaseModel):
+    """The fusor call: which LM, the order the candidates were shown in, and what it said."""
+
+    lm: str
+    order: list[int]
+    comparison: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    latency_s: float = 0.0
+
+
+class SelectionRecord(BaseModel):
+    """A Best-of-N pick: the selector, the chosen candidate's ``index``, and per-candidate scores."""
+
+    selector: str
+    index: int
+    scores: dict[int, float] | None = None
+    rationale: str | None = None
+
+
+class FusionReport(BaseModel):
+    """Everything a Fuse call did, attached to the prediction as ``pred.fusion``.
+
+    Attributes:
+        mode: The requested mode (``fuse``, ``select`` or ``auto``).
+        path: How the answer was produced (see :data:`Path`).
+        fallback: Why the requested path was not taken, e.g. the fusor's error; ``None`` if it was.
+        candidates: Every planned draw, successful or not, in plan order.
+        fusor: The fusor call, if one was made.
+        selection: The selector's pick, when the answer came from (or fell back to) selection.
+        agreement: Share of candidates agreeing with the most common answer (``mode="auto"``).
+        attribution: Share of the fused text's characters copied from the candidates (difflib).
+        wall_time_s: Wall-clock time of the whole call.
+    """
+
+    mode: str
+    path: Path
+    fallback: str | None = None
+    candidates: list[CandidateRecord]
+    fusor: FusorRecord | None = None
+    selection: SelectionRecord | None = None
+    agreement: float | None = None
+    attribution: float | None = None
+    wall_time_s: float = 0.0
+
+    @property
+    def succeeded(self) -> list[CandidateRecord]:
+        return [c for c in self.candidates if c.ok]
+
+    @property
+    def failed(self) -> list[CandidateRecord]:
+        return [c for c in self.candidates if not c.ok]
+
+    @property
+    def usage(self) -> dict[str, TokenUsage]:
+        """Token usage per LM over all candidates, the fusor and nothing else."""
+        totals: dict[str, TokenUsage] = {}
+        parts = [c.usage for c in self.candidates] + ([self.fusor.usage] if self.fusor else [])
+        for part in parts:
+            for lm_name, usage in part.items():
+                totals[lm_name] = totals.get(lm_name, TokenUsage()) + usage
+        return totals
+
+    @property
+    def spent_usage(self) -> TokenUsage:
+        """Tokens actually spent by this call (candidates from a store or cache excluded)."""
+        total = TokenUsage()
+        for record in self.candidates:
+            if not record.cached:
+                for usage in record.usage.values():
+                    total = total + usage
+        if self.fusor is not None:
+            for usage in self.fusor.usage.values():
+                total = total + usage
+        return total
+
+    @property
+    def total_usage(self) -> TokenUsage:
+        """Tokens the call's answer costs, stored candidates counted at their original cost."""
+        total = TokenUsage()
+        for usage in self.usage.values():
+            total = total + usage
+        return total
+
+    def summary(self) -> str:
+        """A few readable lines: path, candidates kept and dropped, tokens and time."""
+        lines = [
+            f"path={self.path} (mode={self.mode})"
+            + (f", fallback: {self.fallback}" if self.fallback else ""),
+            f"candidates: {len(self.succeeded)} ok, {len(self.failed)} failed",
+        ]
+        for record in self.failed:
+            lines.append(f"  dropped #{record.index} from {record.teacher}: {record.error_type}: {record.error}")
+        total = self.total_usage
+        lines.append(
+            f"tokens: {total.input_tokens} in / {total.output_tokens} out over {total.calls} calls; "
+            f"wall time {self.wall_time_s:.2f}s"
+        )
+        return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Candidate stores: remember teacher generations so they are paid for once.
+
+A Fuse with a ``store`` looks every planned draw up before calling its teacher. The key covers
+everything that determines a draw (task signature and generate instruction/demos, inputs, teacher
+name, sample index, temperature, seed), so configurations that differ only in N, the pool subset,
+the fusor, its prompt or the mode re-use the same candidates. This is what makes an optimizer
+study or a method comparison at equal N cheap, and a killed run resumable.
+
+Stored entries keep the *real* usage of the original call, so cost accounting does not drop to
+zero on a hit (DSPy's own cache reports no usage for hits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from typing import Protocol
+
+from fusion_dspy.report import TokenUsage
+
+__all__ = ["CandidateStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredDraw:
+    """A successful draw as stored: JSON-mode output values and the usage of the original call."""
+
+    outputs: dict[str, Any]
+    usage: dict[str, TokenUsage]
+
+
+class CandidateStore(Protocol):
+    """Where a Fuse keeps candidates. Implementations must be thread-safe."""
+
+    def get(self, key: str) -> StoredDraw | None: ...
+
+    def put(self, key: str, draw: StoredDraw) -> None: ...
+
+
+def draw_key(
+    *,
+    signature: str,
+    instructions: str,
+    demos: Any,
+    inputs: Mapping[str, Any],
+    teacher: str,
+    sample: int,
+    temperature: float,
+    seed: int,
+) -> str:
+    """A stable key for one draw (sha256 of its canonical JSON)."""
+    payload = json.dumps(
+        {
+            "signature": signature,
+            "instructions": instructions,
+            "demos": demos,
+            "inputs": inputs,
+            "teacher": teacher,
+            "sample": sample,
+            "temperature": temperature,
+            "seed": seed,
+        },
+        sort_keys=True,
+        default=str,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class MemoryStore:
+    """An in-process store (a dict behind a lock)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, StoredDraw] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> StoredDraw | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: str, draw: StoredDraw) -> None:
+        with self._lock:
+            self._entries[key] = draw
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MemoryStore:
+        return self  # A store is shared state by design: copies of a program share candidates.
+
+
+class JsonlStore(MemoryStore):
+    """A store persisted as an append-only JSON Lines file.
+
+    Every ``put`` appends one line and flushes it to disk (``fsync``), so a killed process loses at
+    most the draw being written; a torn last line is skipped on load. Several processes may append
+    to one file (each line is written with a single ``write`` call in append mode), and each
+    process sees the others' entries after :meth:`reload`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.skipped_lines = 0
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every complete line of the file into memory."""
+        if not self.path.exists():
+            return
+        with self.path.open("r", encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                    draw = StoredDraw(
+                        outputs=record["outputs"],
+                        usage={name: TokenUsage(**u) for name, u in record["usage"].items()},
+                    )
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.skipped_lines += 1  # A torn write from a killed process: ignore it.
+                    continue
+                with self._lock:
+                    self._entries[record["key"]] = draw
+
+    def put(self, key: str, draw: StoredDraw) -> None:
+        line = json.dumps(
+            {
+                "key": key,
+                "outputs": draw.outputs,
+                "usage": {name: u.model_dump() for name, u in draw.usage.items()},
+            },
+            ensure_ascii=False,
+            default=str,
+        )
+        with self._lock:
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._entries[key] = draw

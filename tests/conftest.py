@@ -1,0 +1,32 @@
+"""Shared test setup: fully offline, no disk cache, fresh DSPy settings per test."""
+
+from __future__ import annotations
+
+import os
+
+# Before dspy/litellm/datasets are imported anywhere: never reach for the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import copy  # noqa: E402
+
+import dspy  # noqa: E402
+import pytest  # noqa: E402
+
+dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
+
+import importlib  # noqa: E402
+
+_settings_module = importlib.import_module("dspy.dsp.utils.settings")
+
+_DEFAULTS = copy.deepcopy(_settings_module.main_thread_config)
+
+
+@pytest.fixture(autouse=True)
+def clear_dspy_settings():
+    """Tests must not leak ``dspy.configure`` state into each other (pattern from DSPy's own suite)."""
+    yield
+    _settings_module.main_thread_config.clear()
+    _settings_module.main_thread_config.update(copy.deepcopy(_DEFAULTS))

@@ -1,0 +1,69 @@
+"""get_selector / SELECTOR_NAMES: names round-trip, mistakes get clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import fusion_dspy.selectors as selectors
+from fusion_dspy.selectors import SELECTOR_NAMES
+from fusion_dspy.selectors import LLMJudge
+from fusion_dspy.selectors import MajorityVote
+from fusion_dspy.selectors import MBRSelector
+from fusion_dspy.selectors import RewardSelector
+from fusion_dspy.selectors import Selector
+from fusion_dspy.selectors import UniversalSelfConsistency
+from fusion_dspy.selectors import get_selector
+from fusion_dspy.testing import FakeEngine
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("mbr", MBRSelector), ("majority", MajorityVote), ("judge", LLMJudge), ("usc", UniversalSelfConsistency)],
+)
+def test_names_build_their_selector_and_round_trip(name, cls):
+    selector = get_selector(name)
+    assert type(selector) is cls
+    assert selector.name == name
+    assert type(get_selector(selector.name)) is cls
+
+
+def test_every_name_is_listed_and_matches_a_class():
+    classes = [MBRSelector, MajorityVote, LLMJudge, UniversalSelfConsistency, RewardSelector]
+    assert sorted(SELECTOR_NAMES) == sorted(cls.name for cls in classes)
+
+
+def test_kwargs_reach_the_constructor():
+    lm = FakeEngine().lm()
+    assert get_selector("mbr", metric="chrf++").metric == "chrf++"
+    assert get_selector(" Majority ", fields=["answer"]).fields == ("answer",)
+    judge = get_selector("judge", lm=lm, scale=5, criteria="Be brief.")
+    assert (judge.lm, judge.scale, judge.criteria) == (lm, 5, "Be brief.")
+    assert get_selector("usc", lm=lm).lm is lm
+
+    def reward(inputs, prediction):
+        return 1.0
+
+    assert get_selector("reward", reward_fn=reward).reward_fn is reward
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError) as info:
+        get_selector("best")
+    for name in SELECTOR_NAMES:
+        assert repr(name) in str(info.value)
+
+
+def test_reward_needs_a_reward_fn():
+    with pytest.raises(ValueError, match="reward_fn"):
+        get_selector("reward")
+
+
+def test_bad_kwargs_name_the_selector():
+    with pytest.raises(ValueError, match="'mbr'"):
+        get_selector("mbr", temperature=0.5)
+
+
+def test_package_exports():
+    for name in selectors.__all__:
+        assert hasattr(selectors, name), name
+    assert issubclass(LLMJudge, Selector) and "Selection" in selectors.__all__
