@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Candidate", "render_candidates", "render_outputs", "render_value"]
+__all__ = ["Candidate", "neutralize_markers", "render_candidates", "render_outputs", "render_value"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +55,22 @@ def render_outputs(outputs: Mapping[str, Any], fields: tuple[str, ...] | None = 
 def render_candidates(candidates: Sequence[Candidate], fields: tuple[str, ...] | None = None) -> str:
     """Render candidates as clearly delimited, numbered data blocks for an LLM to read.
 
-    Candidate text is untrusted model output: it is fenced in ``<candidate id=K>`` tags and any
-    tag-like text inside it that could close the fence early is neutralised, so a hostile candidate
-    cannot pose as the end of the data or as a new instruction block.
+    Candidate text is untrusted model output: it is fenced in ``<candidate id=K>`` tags, and text
+    inside it that could close the fence early or pose as a DSPy field marker is neutralised, so a
+    hostile candidate cannot pose as the end of the data or as a new prompt field.
     """
     blocks = []
     for number, candidate in enumerate(candidates, start=1):
-        body = candidate.text(fields)
+        body = neutralize_markers(candidate.text(fields))
         body = body.replace("<candidate", "< candidate").replace("</candidate", "< /candidate")
         blocks.append(f"<candidate id={number}>\n{body}\n</candidate>")
     return "\n\n".join(blocks)
+
+
+def neutralize_markers(text: str) -> str:
+    """Break DSPy ChatAdapter field markers (``[[ ## name ## ]]``) inside untrusted text.
+
+    Without this a candidate containing ``[[ ## answer ## ]]`` would look, to the reading model,
+    like the start of a new prompt field. The edit is idempotent and keeps the text readable.
+    """
+    return text.replace("[[ ##", "[ [ ##").replace("## ]]", "## ] ]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import threading
 import time
 from collections.abc import Awaitable
 from collections.abc import Callable
@@ -113,10 +114,10 @@ def run_draws(
     timeout: float | None = None,
     max_threads: int | None = None,
 ) -> list[DrawOutcome]:
-    """Run every draw in its own thread (at most ``max_threads`` at once) and wait for all of them.
+    """Run the draws concurrently (at most ``max_threads`` at once) and wait for all of them.
 
     Draws still running after ``timeout`` seconds are reported as :class:`TeacherTimeoutError`; their
-    threads are abandoned (Python cannot kill a thread) and their late results are discarded.
+    calls are abandoned (Python cannot kill a thread) and their late results are discarded.
     """
     if not draws:
         return []
@@ -125,31 +126,49 @@ def run_draws(
         return [DrawOutcome(draws[0], tracked(lambda: generate(**_call_kwargs(draws[0], inputs))))]
 
     parent_overrides = thread_local_overrides.get().copy()
+    limit = threading.BoundedSemaphore(max_threads) if max_threads else None
 
     def worker(draw: Draw) -> DrawOutcome:
         token = thread_local_overrides.set({**thread_local_overrides.get(), **parent_overrides})
         try:
-            return DrawOutcome(draw, tracked(lambda: generate(**_call_kwargs(draw, inputs))))
+            if limit is None:
+                return DrawOutcome(draw, tracked(lambda: generate(**_call_kwargs(draw, inputs))))
+            with limit:
+                return DrawOutcome(draw, tracked(lambda: generate(**_call_kwargs(draw, inputs))))
         finally:
             thread_local_overrides.reset(token)
 
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=min(len(draws), max_threads or len(draws)), thread_name_prefix="fuse-draw"
-    )
-    try:
-        futures = {executor.submit(worker, draw): draw for draw in draws}
-        done, _ = concurrent.futures.wait(futures, timeout=timeout)
-        outcomes = []
-        for future, draw in futures.items():
-            if future in done:
-                outcomes.append(future.result())
-            else:
-                future.cancel()
-                error = TeacherTimeoutError(f"no answer within {timeout} s")
-                outcomes.append(DrawOutcome(draw, Tracked(error=error, latency_s=float(timeout or 0.0))))
-        return outcomes
-    finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+    futures = {_executor().submit(worker, draw): draw for draw in draws}
+    done, _ = concurrent.futures.wait(futures, timeout=timeout)
+    outcomes = []
+    for future, draw in futures.items():
+        if future in done:
+            outcomes.append(future.result())
+        else:
+            future.cancel()  # Drops it if still queued; a running call finishes unobserved.
+            error = TeacherTimeoutError(f"no answer within {timeout} s")
+            outcomes.append(DrawOutcome(draw, Tracked(error=error, latency_s=float(timeout or 0.0))))
+    return outcomes
+
+
+#: Upper bound on teacher calls in flight across all Fuse calls of the process (threads are
+#: created on demand and reused: starting threads per call cost more than the rest of Fuse).
+MAX_POOL_THREADS = 64
+_EXECUTOR: concurrent.futures.ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The process-wide draw pool. Workers only run LM calls, never submit to the pool, so nested
+    programs (a Fuse inside ``dspy.Evaluate`` threads) queue rather than deadlock."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        with _EXECUTOR_LOCK:
+            if _EXECUTOR is None:
+                _EXECUTOR = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=MAX_POOL_THREADS, thread_name_prefix="fuse-draw"
+                )
+    return _EXECUTOR
 
 
 async def arun_draws(

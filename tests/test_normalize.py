@@ -24,7 +24,9 @@ def test_number_pairs_agree(left, right):
     assert normalize_value(left) == normalize_value(right)
 
 
-@pytest.mark.parametrize(("left", "right"), [(42, 42.5), (42, 420), ("1,000", "1.000"), ("4 2", "42"), (1, True)])
+@pytest.mark.parametrize(
+    ("left", "right"), [(42, 42.5), (42, 420), ("1,000", "1.000"), ("4 2", "42"), (1, True)]
+)
 def test_different_numbers_stay_different(left, right):
     assert normalize_value(left) != normalize_value(right)
 
@@ -46,7 +48,9 @@ def test_non_finite_floats():
     assert normalize_value(float("-inf")) == "-inf"
 
 
-@pytest.mark.parametrize("value", ["Paris", "paris", "Paris.", " PARIS! ", '"Paris"', "'Paris.'", '"Paris".', "«Paris»"])
+@pytest.mark.parametrize(
+    "value", ["Paris", "paris", "Paris.", " PARIS! ", '"Paris"', "'Paris.'", '"Paris".', "«Paris»"]
+)
 def test_spellings_of_a_word_agree(value):
     assert normalize_value(value) == "paris"
 

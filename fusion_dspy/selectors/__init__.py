@@ -20,16 +20,20 @@ from fusion_dspy.selectors.base import Selector
 from fusion_dspy.selectors.consistency import UniversalSelfConsistency
 from fusion_dspy.selectors.judge import LLMJudge
 from fusion_dspy.selectors.majority import MajorityVote
+from fusion_dspy.selectors.mbr import MBR_METRICS
 from fusion_dspy.selectors.mbr import MBRSelector
 from fusion_dspy.selectors.mbr import mbr_scores
 from fusion_dspy.selectors.registry import SELECTOR_NAMES
 from fusion_dspy.selectors.registry import get_selector
+from fusion_dspy.selectors.reward import RewardFn
 from fusion_dspy.selectors.reward import RewardSelector
 
 __all__ = [
     "LLMJudge",
+    "MBR_METRICS",
     "MBRSelector",
     "MajorityVote",
+    "RewardFn",
     "RewardSelector",
     "SELECTOR_NAMES",
     "Selection",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
-from fusion_dspy.candidate import render_candidates
+from fusion_dspy.candidate import neutralize_markers
 from fusion_dspy.candidate import render_value
 
 if TYPE_CHECKING:
@@ -19,9 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "best_position",
     "candidate_texts",
-    "neutralize_markers",
     "output_fields",
-    "render_block",
     "render_task",
     "require_candidates",
 ]
@@ -53,20 +51,6 @@ def best_position(scores: Sequence[float]) -> int:
         if not math.isnan(score) and score > best_score:
             best, best_score = position, score
     return best
-
-
-def neutralize_markers(text: str) -> str:
-    """Break DSPy ChatAdapter field markers (``[[ ## name ## ]]``) inside untrusted text.
-
-    Without this a candidate containing ``[[ ## score ## ]]`` would look, to the judge model, like
-    the start of a new prompt field. The edit is idempotent and keeps the text readable.
-    """
-    return text.replace("[[ ##", "[ [ ##").replace("## ]]", "## ] ]")
-
-
-def render_block(candidates: Sequence[Candidate], fields: tuple[str, ...]) -> str:
-    """Candidates as delimited, numbered data blocks, hardened against prompt-marker spoofing."""
-    return neutralize_markers(render_candidates(candidates, fields))
 
 
 def render_task(signature: type[dspy.Signature] | None, inputs: Mapping[str, Any]) -> str:

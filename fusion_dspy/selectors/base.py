@@ -7,8 +7,8 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 from fusion_dspy.errors import FusionError
 

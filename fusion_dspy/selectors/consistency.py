@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 import dspy
 
+from fusion_dspy.candidate import render_candidates
 from fusion_dspy.selectors._common import output_fields
-from fusion_dspy.selectors._common import render_block
 from fusion_dspy.selectors._common import render_task
 from fusion_dspy.selectors._common import require_candidates
 from fusion_dspy.selectors.base import Selection
@@ -114,7 +114,7 @@ class UniversalSelfConsistency(Selector):
         self, signature: type[dspy.Signature], inputs: Mapping[str, Any], candidates: Sequence[Candidate]
     ) -> dict[str, str]:
         fields = output_fields(signature, candidates)
-        return {"task": render_task(signature, inputs), "responses": render_block(candidates, fields)}
+        return {"task": render_task(signature, inputs), "responses": render_candidates(candidates, fields)}
 
     def _decide(
         self,

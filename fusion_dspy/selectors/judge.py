@@ -13,14 +13,14 @@ import logging
 import math
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 import dspy
 
+from fusion_dspy.candidate import render_candidates
 from fusion_dspy.selectors._common import best_position
 from fusion_dspy.selectors._common import output_fields
-from fusion_dspy.selectors._common import render_block
 from fusion_dspy.selectors._common import render_task
 from fusion_dspy.selectors._common import require_candidates
 from fusion_dspy.selectors._parallel import run_parallel
@@ -74,7 +74,8 @@ class LLMJudge(Selector):
             ``dspy.configure``.
         criteria: What a good response does, in words. ``None`` uses :data:`DEFAULT_JUDGE_CRITERIA`.
         scale: The top of the rating scale (1 is the bottom); at least 2.
-        num_threads: Concurrent judge calls in :meth:`select`; ``None`` means one per candidate.
+        num_threads: Most judge calls in flight at once (threads in :meth:`select`, tasks in
+            :meth:`aselect`); ``None`` means one per candidate.
 
     Example:
         >>> judge = LLMJudge(lm=dspy.LM("openai/gpt-4o-mini"), criteria="Factual accuracy.", scale=5)
@@ -127,11 +128,14 @@ class LLMJudge(Selector):
         if len(candidates) == 1:
             return Selection(position=0, rationale="judge: only one candidate, no judge call made")
         requests = self._requests(signature, inputs, candidates)
+        limit = asyncio.Semaphore(self.num_threads or len(requests))
+
+        async def judge(request: dict[str, str]) -> dspy.Prediction:
+            async with limit:
+                return await self.predict.acall(**request, **self._lm_kwargs())
+
         with dspy.context(trace=None):  # the tasks copy this context when gather() creates them
-            results = await asyncio.gather(
-                *(self.predict.acall(**request, **self._lm_kwargs()) for request in requests),
-                return_exceptions=True,
-            )
+            results = await asyncio.gather(*(judge(request) for request in requests), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancellation or interpreter exit is not a judge failure
@@ -152,7 +156,7 @@ class LLMJudge(Selector):
         task = render_task(signature, inputs)
         fields = output_fields(signature, candidates)
         return [
-            {"task": task, "criteria": self.criteria, "candidate": render_block([candidate], fields)}
+            {"task": task, "criteria": self.criteria, "candidate": render_candidates([candidate], fields)}
             for candidate in candidates
         ]
 

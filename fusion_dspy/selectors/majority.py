@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 from fusion_dspy.normalize import answer_key
 from fusion_dspy.selectors._common import candidate_texts

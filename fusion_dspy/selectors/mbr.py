@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 from fusion_dspy.selectors._common import best_position
 from fusion_dspy.selectors._common import candidate_texts

@@ -7,8 +7,8 @@ arguments; :func:`get_selector` turns that back into an instance. Names equal ea
 
 from __future__ import annotations
 
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 if TYPE_CHECKING:
     from fusion_dspy.selectors.base import Selector

@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 from typing import TYPE_CHECKING
+from typing import Any
 
 from fusion_dspy.selectors._common import best_position
 from fusion_dspy.selectors._common import require_candidates

@@ -31,7 +31,7 @@ INPUTS = {"question": "What is the capital of France?"}
 
 def answers(*values: Any) -> list[Candidate]:
     """One single-field candidate per value, from teachers ``t0``, ``t1``, ..."""
-    return [Candidate(index=i, teacher=f"t{i}", sample=0, outputs={"answer": v}) for i, v in enumerate(values)]
+    return outputs(*({"answer": value} for value in values))
 
 
 def outputs(*dicts: Mapping[str, Any]) -> list[Candidate]:

@@ -143,7 +143,8 @@ def test_out_of_scale_scores_are_clamped_and_noted():
         (body,) = candidate_blocks(request.inputs["candidate"]).values()
         return {"reasoning": "r", "score": 42 if body == "high" else 0}
 
-    selection = LLMJudge(lm=FakeEngine(responder=wild).lm(), scale=10).select(QA, INPUTS, answers("low", "high"))
+    judge = LLMJudge(lm=FakeEngine(responder=wild).lm(), scale=10)
+    selection = judge.select(QA, INPUTS, answers("low", "high"))
     assert selection.scores == (1.0, 10.0)
     assert selection.position == 1
     assert "clamped" in selection.rationale
@@ -181,7 +182,7 @@ async def test_judge_calls_stay_out_of_the_program_trace():
     with dspy.context(trace=trace, lm=judge_engine().lm()):
         LLMJudge().select(QA, INPUTS, CANDIDATES)
         await LLMJudge().aselect(QA, INPUTS, CANDIDATES)
-        dspy.Predict(QA)(question="q")  # the user's own predictor is still traced
+        dspy.Predict(QA)(question="q", lm=FakeEngine().lm())  # the user's own predictor is still traced
     assert len(trace) == 1
 
 
@@ -194,3 +195,16 @@ def test_works_inside_an_outer_parallel_executor():
     results = executor.execute(lambda _: judge.select(QA, INPUTS, CANDIDATES).position, range(3))
     assert results == [1, 1, 1]
     assert engine.calls == 12
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_num_threads_caps_concurrency(use_async):
+    engine = judge_engine(delay=0.2)
+    judge = LLMJudge(lm=engine.lm(), num_threads=1)
+    start = time.perf_counter()
+    if use_async:
+        selection = await judge.aselect(QA, INPUTS, CANDIDATES)
+    else:
+        selection = judge.select(QA, INPUTS, CANDIDATES)
+    assert selection.position == 1
+    assert time.perf_counter() - start >= 0.75  # 4 calls of 0.2 s, one at a time

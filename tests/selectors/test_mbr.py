@@ -70,7 +70,8 @@ def test_single_candidate_is_returned():
 def test_ties_go_to_the_lower_position():
     assert MBRSelector().select(QA, INPUTS, answers("same", "same")).position == 0
     # Two symmetric pairs: every candidate scores the same.
-    assert MBRSelector().select(QA, INPUTS, answers("blue sky", "red car", "blue sky", "red car")).position == 0
+    symmetric = answers("blue sky", "red car", "blue sky", "red car")
+    assert MBRSelector().select(QA, INPUTS, symmetric).position == 0
 
 
 def test_works_on_typed_and_multi_field_outputs():
@@ -97,6 +98,6 @@ def test_unknown_metric_is_rejected_with_the_valid_ones():
 
 
 def test_importing_selectors_does_not_import_sacrebleu():
-    code = "import sys, fusion_dspy.selectors; assert 'sacrebleu' not in sys.modules, 'sacrebleu imported eagerly'"
+    code = "import sys, fusion_dspy.selectors; assert 'sacrebleu' not in sys.modules, 'imported eagerly'"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)

@@ -18,7 +18,12 @@ from fusion_dspy.testing import FakeEngine
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("mbr", MBRSelector), ("majority", MajorityVote), ("judge", LLMJudge), ("usc", UniversalSelfConsistency)],
+    [
+        ("mbr", MBRSelector),
+        ("majority", MajorityVote),
+        ("judge", LLMJudge),
+        ("usc", UniversalSelfConsistency),
+    ],
 )
 def test_names_build_their_selector_and_round_trip(name, cls):
     selector = get_selector(name)

@@ -1,0 +1,82 @@
+"""The ``fusion-dspy`` command line.
+
+Each subcommand lives in its own module under ``fusion_dspy.cli`` and exposes two functions:
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
+subcommand runs, so ``fusion-dspy --help`` stays fast. The CLI is the one place that wires the
+core to ``fusion_dspy.programs`` and ``fusion_dspy.optimizers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+#: subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "fusion_dspy.cli.demo",
+        "offline demo on the bundled local models: single vs Best-of-N vs Fusion",
+    ),
+    "run": ("fusion_dspy.cli.run", "one fused call with a teacher pool from a config file"),
+    "optimize": ("fusion_dspy.cli.optimize", "tune Fuse configurations with Optuna"),
+    "dashboard": ("fusion_dspy.cli.dashboard", "open optuna-dashboard on a study's storage"),
+    "eval": ("fusion_dspy.cli.eval", "compare single / Best-of-N / Fusion / oracle on a task"),
+    "synth": ("fusion_dspy.cli.synth", "generate a fused synthetic dataset, resumable"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    return {name: spec for name, spec in SUBCOMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion-dspy", description="Fusion-of-N for DSPy.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in _available().items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fusion-dspy`` script."""
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Two-stage parsing: find the subcommand first, then let its module declare its own arguments.
+    known, _ = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(known._module)
+    subparsers_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    module.add_arguments(subparsers_action.choices[known.command])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        # Bad input: a clear one-line message, not a traceback (use -vv for the traceback).
+        if args.verbose >= 2:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
