@@ -87,7 +87,9 @@ def fusion_signature(
     )
     fused = fused.prepend(
         fields.comparison,
-        dspy.OutputField(desc="Brief comparison: strengths and weaknesses of each candidate, what to keep and drop."),
+        dspy.OutputField(
+            desc="At most three short sentences: the strengths and weaknesses of the candidates, what to keep and drop."
+        ),
         type_=str,
     )
     return fused.with_instructions(prompt.render(task_instructions(signature))), fields

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+
+from fusion_dspy.cli import main
+
+POOL = {
+    "teachers": [{"name": "a", "model": "fake/a"}, {"name": "b", "model": "fake/b", "samples": 2}],
+    "fusors": [{"name": "f", "model": "fake/f"}],
+}
+
+
+def test_run_prints_candidates_and_answer(tmp_path, capsys):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(POOL))
+    code = main(["run", "--config", str(path), "--input", "question=What is 2+2?"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("#") >= 3 and "local/a" not in out  # teachers shown by their config names
+    assert "  #0 a " in out and "  #1 b " in out and "  #2 b " in out
+    assert "Answer (fuse):" in out and "tokens:" in out
+
+
+def test_run_json_output(tmp_path, capsys):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(POOL))
+    assert main(["run", "--config", str(path), "--input", "question=q", "--mode", "select", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert set(payload["outputs"]) == {"answer"}
+    assert payload["report"]["path"] == "select" and len(payload["report"]["candidates"]) == 3
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(POOL))
+    assert main(["run", "--config", str(path), "--input", "oops"]) == 2
+    assert "error: --input expects FIELD=VALUE" in capsys.readouterr().err
+    assert main(["run", "--config", str(path), "--input", "query=q"]) == 2
+    assert "missing input field(s) ['question']" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.toml"), "--input", "question=q"]) == 2
