@@ -8,6 +8,7 @@ argue for one shared instance per model rather than one per ``dspy.LM`` copy, op
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -84,6 +85,20 @@ def get_shared_llama(path: str | os.PathLike[str], **settings: Any) -> SharedLla
             "fusion_dspy.local.release_shared_llama(path) first."
         )
     return shared
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free models while llama_cpp's module globals still exist; Llama.__del__ during interpreter teardown
+    # otherwise prints "TypeError: 'NoneType' object is not callable".
+    with _registry_lock:
+        shared_models = list(_registry.values())
+        _registry.clear()
+    for shared in shared_models:
+        with shared.lock:
+            close = getattr(shared.llama, "close", None)
+            if callable(close):
+                close()
 
 
 def release_shared_llama(path: str | os.PathLike[str]) -> bool:

@@ -66,7 +66,7 @@ class ModelSpec:
         size: Size of the complete file in bytes; checked before hashing, so a wrong file fails fast.
         chunks: ``(import_name, relative_path)`` per piece, in order. One piece means the package stores the
             file whole and it is used in place; several are raw byte slices that are concatenated.
-        requirements: Pinned pip requirements that provide the chunks, used in error messages.
+        requirements: Pinned pip requirement per chunk (same order), used in error messages.
         pip_options: Extra pip options needed to install ``requirements`` safely (e.g. ``--no-deps``).
         instruct: Whether the weights are instruction tuned. Base models only continue text: weak teachers.
         chat_format: llama-cpp-python chat format to force, or ``None`` to use the GGUF's own template.
@@ -169,9 +169,7 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         known = ", ".join(repr(n) for n in MODELS)
-        raise ValueError(
-            f"Unknown local model {name!r}. Use one of {known}, or the path of a .gguf file."
-        ) from None
+        raise ValueError(f"Unknown local model {name!r}. Use one of {known}, or the path of a .gguf file.") from None
 
 
 def is_installed(name: str) -> bool:
@@ -191,7 +189,9 @@ def default_cache_dir() -> Path:
     return Path(base) / "fusion-dspy" / "models"
 
 
-def resolve_model_path(name_or_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def resolve_model_path(
+    name_or_path: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """Turn a catalog name or a ``.gguf`` path into a verified file that llama.cpp can load.
 
     Args:
@@ -282,13 +282,9 @@ def _package_dir(import_name: str) -> Path | None:
 
 
 def _missing_packages(spec: ModelSpec) -> list[str]:
-    return [req for (pkg, _), req in zip(spec.chunks, _requirements_per_chunk(spec)) if _package_dir(pkg) is None]
-
-
-def _requirements_per_chunk(spec: ModelSpec) -> tuple[str, ...]:
-    if len(spec.requirements) == len(spec.chunks):
-        return spec.requirements
-    return tuple(spec.requirements[0] for _ in spec.chunks)
+    """Requirements whose chunk package cannot be found (``requirements`` pairs with ``chunks``)."""
+    pairs = zip(spec.chunks, spec.requirements, strict=True)
+    return [requirement for (package, _), requirement in pairs if _package_dir(package) is None]
 
 
 def _make_dir(directory: Path) -> None:
@@ -296,8 +292,7 @@ def _make_dir(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(
-            f"Cannot create the model cache directory {directory} ({exc}). "
-            f"Set {_CACHE_ENV} to a writable directory."
+            f"Cannot create the model cache directory {directory} ({exc}). Set {_CACHE_ENV} to a writable directory."
         ) from exc
 
 

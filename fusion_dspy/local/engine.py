@@ -16,10 +16,11 @@ Examples:
 from __future__ import annotations
 
 import asyncio
-import functools
+import collections
 import logging
 import os
 import re
+import threading
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -149,9 +150,13 @@ class LlamaCppEngine:
 
     def complete(self, request: Request) -> Response:
         """Run one chat completion for a canonical DSPy request."""
-        kwargs = self._completion_kwargs(request)
+        kwargs, gbnf = self._completion_kwargs(request)
         shared = self.shared_llama()
         with shared.lock:
+            if gbnf is not None:
+                grammar = _compile_grammar(gbnf, shared.llama)
+                if grammar is not None:
+                    kwargs["grammar"] = grammar
             try:
                 out = shared.llama.create_chat_completion(**kwargs)
             except ValueError as exc:
@@ -163,8 +168,9 @@ class LlamaCppEngine:
                 raise InvalidRequestError(f"{self.path.name}: {exc}") from exc
             except RuntimeError as exc:  # llama_decode failures, out of memory
                 raise ServerError(f"{self.path.name}: llama.cpp failed: {exc}") from exc
+            usage = out.get("usage") or {}
+            _trim_prefix_cache(shared.llama, usage.get("prompt_tokens") or 0)
         choice = out["choices"][0]
-        usage = out.get("usage") or {}
         text = choice["message"].get("content") or ""
         return Response(
             id=out.get("id"),
@@ -212,10 +218,13 @@ class LlamaCppEngine:
             self._shared = get_shared_llama(self.path, **self._settings)
         return self._shared
 
-    def _completion_kwargs(self, request: Request) -> dict[str, Any]:
+    def _completion_kwargs(self, request: Request) -> tuple[dict[str, Any], str | None]:
+        """``create_chat_completion`` arguments and the GBNF grammar (if any) for a request."""
         config = request.config
         if request.tools:
-            raise UnsupportedFeatureError("The llama.cpp engine does not support tools; use ChatAdapter or JSONAdapter.")
+            raise UnsupportedFeatureError(
+                "The llama.cpp engine does not support tools; use ChatAdapter or JSONAdapter."
+            )
         for name in ("reasoning", "logprobs", "probabilities", "tool_choice"):
             if getattr(config, name, None) is not None:
                 raise UnsupportedFeatureError(f"The llama.cpp engine does not support Config.{name}.")
@@ -236,12 +245,19 @@ class LlamaCppEngine:
             value = getattr(config, name)
             if value is not None:
                 kwargs[name] = value
+        gbnf = None
         if self.grammar == "auto":
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else _system_text(request)
-            gbnf = derive_gbnf(system=system, messages=messages, response_format=config.response_format)
-            if gbnf is not None:
-                kwargs["grammar"] = _compile_grammar(gbnf)
-        return kwargs
+            try:
+                gbnf = derive_gbnf(
+                    system=system,
+                    messages=messages,
+                    response_format=config.response_format,
+                    max_tokens=kwargs["max_tokens"],
+                )
+            except Exception:  # an exotic schema llama.cpp's converter rejects: decode unconstrained
+                _logger.warning("Could not derive a grammar for this request; decoding without it.", exc_info=True)
+        return kwargs, gbnf
 
     def _messages(self, request: Request) -> list[dict[str, str]]:
         system = _system_text(request)
@@ -313,6 +329,27 @@ class AsyncLlamaCppEngine:
         return cls(LlamaCppEngine.load_state(state))
 
 
+def _trim_prefix_cache(llama: Any, prompt_tokens: int) -> None:
+    """Keep only the first ``prompt_tokens - 2`` tokens of the KV cache after a completion.
+
+    llama-cpp-python reuses the longest cached prefix of the next prompt and evaluates the rest. Evaluated alone
+    (a suffix of one token, e.g. when the same prompt comes again), a token's logits differ in the last bits from
+    the batched evaluation of a fresh prompt, and greedy decoding can then pick another word late in the reply:
+    the same request at temperature 0 gave two different answers depending on what ran before. Dropping the
+    generated tokens and the last two prompt tokens makes every suffix at least two tokens long, which measured
+    bit-identical to a fresh evaluation, while the shared system prompt stays cached.
+    """
+    keep = max(0, prompt_tokens - 2)
+    if llama.n_tokens <= keep:
+        return
+    ctx = getattr(llama, "_ctx", None)
+    remove = getattr(ctx, "kv_cache_seq_rm", None)
+    if callable(remove) and remove(-1, keep, -1):
+        llama.n_tokens = keep
+    else:  # no partial removal in this build: start from scratch next time (slower, still deterministic)
+        llama.reset()
+
+
 def _system_text(request: Request) -> str | None:
     system = request.system
     if system is None or isinstance(system, str):
@@ -320,7 +357,36 @@ def _system_text(request: Request) -> str | None:
     return "".join(getattr(part, "text", "") for part in system)
 
 
-@functools.lru_cache(maxsize=64)
-def _compile_grammar(gbnf: str) -> Any:
+_GRAMMAR_CACHE_SIZE = 64
+_grammars: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_grammars_lock = threading.Lock()
+
+
+def _compile_grammar(gbnf: str, llama: Any) -> Any | None:
+    """A ``LlamaGrammar`` for ``gbnf``, or ``None`` (with a warning) if llama.cpp cannot parse it.
+
+    llama-cpp-python does not check the grammar sampler it creates: an unparsable grammar crashes the process
+    with a segmentation fault. Each new grammar is therefore parsed once here, and a derived grammar that fails
+    degrades to unconstrained decoding instead of taking the program down.
+    """
+    with _grammars_lock:
+        if gbnf in _grammars:
+            _grammars.move_to_end(gbnf)
+            return _grammars[gbnf]
     llama_cpp = require_llama_cpp()
-    return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+    sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode("utf-8"), b"root")
+    if sampler:
+        llama_cpp.llama_sampler_free(sampler)
+        grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+    else:
+        grammar = None
+        _logger.warning(
+            "llama.cpp rejected the grammar derived for this request; decoding without it. "
+            "Please report this with the grammar:\n%s",
+            gbnf,
+        )
+    with _grammars_lock:
+        _grammars[gbnf] = grammar
+        while len(_grammars) > _GRAMMAR_CACHE_SIZE:
+            _grammars.popitem(last=False)
+    return grammar

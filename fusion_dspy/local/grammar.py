@@ -15,14 +15,18 @@ Two request shapes are recognised, both from what the adapter already put in the
   system prompt states for the field: free text for ``str``, a number, ``True``/``False``, one of the allowed
   literals, or JSON matching the field's schema.
 
-Free text may not contain ``[[`` (it would open a field marker), blank lines (the separator between fields), or a
-``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look (``{answer}``); JSON such
-as ``{"a": 1}`` and prose braces such as ``{ x }`` remain possible.
+Free text may not contain ``[[`` or ``[#`` (they would open a field marker), blank lines (the separator between
+fields), or a ``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look
+(``{answer}``); JSON such as ``{"a": 1}`` and prose braces such as ``{ x }`` remain possible inside a line. Each
+line must start like prose (letter, digit, quote, bullet, non-ASCII): that one rule turned SmolLM2-135M's
+``{##  answer ## ## }`` and code-fence replies into sentences. The price: a ``str`` value cannot start a line with
+a code fence or a Markdown heading.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import json
 import logging
@@ -58,13 +62,20 @@ _JSON_FIELD = re.compile(r"`(\w+)`")
 _NOTE = re.compile(r'\{(\w+)\}\s+# note: the value you produce (.*?)(?:",?)?$', re.MULTILINE)
 _RULE_NAME_INVALID = re.compile(r"[^a-zA-Z0-9-]+")
 
-# Free text: no "[[", no blank line, no "{" followed by an identifier character. Lines are joined by single
-# newlines; the blank line that separates fields comes only from the root rule.
+# Free text. Each line starts with a letter, digit, quote, "(", "*", "-" or a non-ASCII character: tiny models
+# otherwise open a value with "{answer}", "[## answer", "#" or a code fence and then loop. Inside a line "[[",
+# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by single newlines; the blank
+# line that separates fields comes only from the root rule. A field is ``text-first text-rest{0,N}``.
 _TEXT_RULES = r"""
-text ::= line ("\n" line)*
-line ::= piece+
-piece ::= [^\n\[{] | "[" [^\n\[{] | "{" [^\n\[{a-zA-Z_]
+text-first ::= [^\n\[{#`<]
+text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first
 """.strip()
+
+# Budget for free-text fields, in characters per generated token. A looping model then still closes every field
+# before max_tokens runs out (a truncated reply cannot parse); ordinary prose (about 4 characters per token) keeps
+# three quarters of its token budget.
+_CHARS_PER_TOKEN = 3
+_MIN_FIELD_CHARS = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +101,7 @@ def derive_gbnf(
     system: str | None,
     messages: Sequence[Mapping[str, Any]],
     response_format: Mapping[str, Any] | None,
+    max_tokens: int | None = None,
 ) -> str | None:
     """The GBNF grammar implied by a request, or ``None`` when nothing can be derived.
 
@@ -98,6 +110,8 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
+        max_tokens: The request's generation budget. Free-text ChatAdapter fields share
+            ``3 * max_tokens`` characters, so every field marker fits before the budget ends.
     """
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
     if response_format is not None:
@@ -107,9 +121,13 @@ def derive_gbnf(
             schema = _object_schema(fields) if fields else {}
         return json_schema_gbnf(schema)
     fields = chat_adapter_fields(system, last_user)
-    if fields:
-        return chat_adapter_gbnf(fields)
-    return None
+    if not fields:
+        return None
+    max_chars = None
+    if max_tokens:
+        n_text = sum(field.kind == "text" for field in fields) or 1
+        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max_tokens // n_text)
+    return chat_adapter_gbnf(fields, max_chars=max_chars)
 
 
 def chat_adapter_fields(system: str | None, last_user: str) -> list[OutputField] | None:
@@ -145,8 +163,13 @@ def json_adapter_fields(system: str | None, last_user: str) -> list[OutputField]
     return [_field_from_note(name, notes.get(name)) for name in names]
 
 
-def chat_adapter_gbnf(fields: Sequence[OutputField]) -> str:
-    """GBNF for ``[[ ## a ## ]]\\n<a>\\n\\n[[ ## b ## ]]\\n<b>\\n\\n[[ ## completed ## ]]``."""
+def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = None) -> str:
+    """GBNF for ``[[ ## a ## ]]\\n<a>\\n\\n[[ ## b ## ]]\\n<b>\\n\\n[[ ## completed ## ]]``.
+
+    Args:
+        fields: The output fields, in the order the adapter asked for them.
+        max_chars: Upper bound on each free-text value's length (about; ``None`` for unbounded).
+    """
     rules: dict[str, str] = {}
     converter = None
     parts: list[str] = []
@@ -155,7 +178,8 @@ def chat_adapter_gbnf(fields: Sequence[OutputField]) -> str:
         parts.append(_literal(marker if index == 0 else f"\n\n{marker}"))
         rule = f"field-{index}-{_RULE_NAME_INVALID.sub('-', field.name)}"
         if field.kind == "text":
-            rules[rule] = "text"
+            rest = "text-rest*" if max_chars is None else f"text-rest{{0,{max(1, max_chars - 1)}}}"
+            rules[rule] = f"text-first {rest}"
         elif field.kind == "int":
             rules[rule] = '"-"? [0-9]{1,18}'
         elif field.kind == "float":
@@ -167,8 +191,8 @@ def chat_adapter_gbnf(fields: Sequence[OutputField]) -> str:
         else:
             if converter is None:
                 converter = _schema_converter()
-            schema = dict(field.schema) if field.schema is not None else _ANY_JSON
-            schema = converter.resolve_refs(schema, f"field-{index}")
+            schema = copy.deepcopy(dict(field.schema)) if field.schema is not None else dict(_ANY_JSON)
+            schema = converter.resolve_refs(schema, f"field-{index}")  # rewrites $refs in place
             rules[rule] = converter.visit(schema, f"{rule}-value")
         parts.append(rule)
     parts.append(_literal("\n\n[[ ## completed ## ]]"))
@@ -188,7 +212,7 @@ def json_schema_gbnf(schema: Mapping[str, Any]) -> str:
     DSPy signature's fields come out in the order the adapter asked for.
     """
     converter = _schema_converter()
-    resolved = converter.resolve_refs(dict(schema), "response-format")
+    resolved = converter.resolve_refs(copy.deepcopy(dict(schema)), "response-format")  # rewrites $refs in place
     converter.visit(resolved, "")
     return converter.format_grammar() + "\n"
 
@@ -252,7 +276,9 @@ def _schema_from_response_format(response_format: Mapping[str, Any]) -> Mapping[
     """The JSON schema in an OpenAI-, lm15- or llama-cpp-style ``response_format``, or ``None`` for JSON mode."""
     kind = response_format.get("type")
     for candidate in (
-        response_format.get("json_schema", {}).get("schema") if isinstance(response_format.get("json_schema"), Mapping) else None,
+        response_format.get("json_schema", {}).get("schema")
+        if isinstance(response_format.get("json_schema"), Mapping)
+        else None,
         response_format.get("schema"),
     ):
         if isinstance(candidate, Mapping):

@@ -1,0 +1,64 @@
+"""``fusion-dspy synth``: a fused synthetic dataset from a prompt file and a teacher pool, resumable.
+
+Run it again with the same arguments after an interruption (even ``kill -9``): finished prompts are
+skipped, the one in flight is redone from its stored teacher draws, and the dataset is exported
+once every prompt is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", required=True, help="JSON Lines file: one object per prompt (or a string)")
+    parser.add_argument("--config", required=True, help="pool config (.toml/.yaml/.json) with teachers and fusors")
+    parser.add_argument("--out", required=True, help="output directory (created; reused to resume)")
+    parser.add_argument("--signature", default="prompt -> response", help="task signature (default: prompt -> response)")
+    parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: one per teacher sample)")
+    parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
+    parser.add_argument("--mode", choices=("fuse", "auto"), default="fuse",
+                        help="auto skips the fusor when the candidates agree")
+    parser.add_argument("--also-select", nargs="?", const="mbr", default=None, metavar="SELECTOR",
+                        help="also store the Best-of-N pick (default selector: mbr)")
+    parser.add_argument("--format", choices=("records", "chat"), default="records",
+                        help="chat: also write sft.jsonl with messages lists for SFT")
+    parser.add_argument("--shard-size", type=int, default=500, help="records per checkpoint shard")
+    parser.add_argument("--limit", type=int, default=None, help="only the first LIMIT prompts")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fusion_dspy import Fuse
+    from fusion_dspy.pool_config import load_pool_config
+    from fusion_dspy.synth import load_prompts
+    from fusion_dspy.synth import synthesize
+
+    config = load_pool_config(args.config)
+    teachers = config.build_teachers()
+    fusors = config.build_fusors()
+    if args.fusor is not None and args.fusor not in fusors:
+        raise ValueError(f"--fusor {args.fusor!r} is not in {args.config}; known fusors: {sorted(fusors)}.")
+    fusor_name = args.fusor or next(iter(fusors), None)
+    if fusor_name is None:
+        raise ValueError(f"{args.config} has no [[fusors]] entry; add one to fuse the candidates.")
+    n = args.n or sum(t.samples for t in teachers)
+    fuse = Fuse(args.signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=args.mode, seed=args.seed)
+    prompts = load_prompts(args.prompts, list(fuse.signature.input_fields))
+    if args.limit is not None:
+        prompts = prompts[: args.limit]
+    result = synthesize(
+        fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, format=args.format,
+        progress=not args.no_progress,
+    )
+    print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
+          f"of {result.total} prompts (config {result.config_hash})")
+    if not result.complete:
+        print("not complete: run the same command again to retry the failed prompts")
+        return 1
+    print(f"dataset: {result.out_dir}/dataset (Arrow), data.parquet, data.jsonl"
+          + (", sft.jsonl" if args.format == "chat" else ""))
+    return 0

@@ -1,0 +1,360 @@
+"""Compare single samples, Best-of-N, Fusion and the oracle at equal N, on the same candidates.
+
+For every example the harness draws the largest N's candidates once (the Fuse's candidate store
+keeps them), then re-uses them: Fusion at each N reads the first N draws (``plan_draws`` is
+prefix-stable), Best-of-N at each N re-configures the same Fuse to ``mode="select"``, and single
+samples, random pick and the oracle are scored straight from the recorded candidates. So every
+method sees exactly the same candidates, differences are paired, and the teachers are paid once.
+
+Every result is appended to a journal as soon as it exists; a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from fusion_dspy.errors import CandidatesExhaustedError
+from fusion_dspy.evaluate.journal import Journal
+from fusion_dspy.evaluate.report import EvalReport
+from fusion_dspy.evaluate.report import MethodResult
+from fusion_dspy.evaluate.report import summarize
+from fusion_dspy.fuse import Fuse
+from fusion_dspy.report import FusionReport
+from fusion_dspy.report import TokenUsage
+from fusion_dspy.report import usage_from_tracker
+from fusion_dspy.selectors.base import Selector
+from fusion_dspy.store import JsonlStore
+
+__all__ = ["Harness", "example_id"]
+
+_logger = logging.getLogger(__name__)
+
+Metric = Callable[..., float]
+CorpusMetric = Callable[[Sequence[dspy.Example], Sequence[Any]], float]
+
+
+def example_id(example: dspy.Example) -> str:
+    """A stable id from the example's inputs (so resumed runs and re-ordered data line up)."""
+    payload = json.dumps(dict(example.inputs()), sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
+    total = TokenUsage()
+    for usage in usages:
+        for part in usage.values():
+            total = total + part
+    return total
+
+
+class Harness:
+    """Run every method at every N on a list of examples, resumably.
+
+    Args:
+        fuse: The ``Fuse`` under test (its teachers, fusor and prompt). The harness re-configures its
+            ``n``, ``mode`` and ``selector``; give it a store, or one is created in ``out_dir``.
+        metric: ``metric(example, prediction) -> float`` (higher is better), e.g. chrF.
+        examples: ``dspy.Example`` objects whose inputs match the Fuse's signature.
+        ns: The N values to compare (e.g. ``[1, 2, 4, 8]``).
+        selectors: Best-of-N selectors (objects or registered names); method names are
+            ``"bon-<selector.name>"``. The first is the baseline of the paired comparisons.
+        out_dir: Where the journal (``results.jsonl``), the draws (``draws.jsonl``) and the reports go.
+        corpus_metric: Optional corpus-level metric (e.g. corpus chrF), reported per method.
+        metric_name: Label of the metric in reports.
+        task: Label of the task in reports.
+        progress: Show a tqdm progress bar.
+        resamples: Bootstrap resamples for CIs and paired tests.
+        plots: Write the PNG plots (needs matplotlib).
+
+    Methods (``MethodResult.method``): ``fusion``, ``bon-<selector>``, ``random`` (a seeded uniformly random
+    surviving candidate), ``oracle`` (best candidate by the reference metric: the
+    selection ceiling), and ``single:<teacher>`` (that teacher's first sample, N=1).
+    """
+
+    def __init__(
+        self,
+        *,
+        fuse: Fuse,
+        metric: Metric,
+        examples: Sequence[dspy.Example],
+        ns: Sequence[int],
+        selectors: Sequence[Selector | str] = ("mbr",),
+        out_dir: str | os.PathLike[str],
+        corpus_metric: CorpusMetric | None = None,
+        metric_name: str = "score",
+        task: str = "task",
+        progress: bool = True,
+        resamples: int = 2000,
+        plots: bool = True,
+    ) -> None:
+        from fusion_dspy.selectors import get_selector
+
+        if not ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns):
+            raise ValueError(f"ns must be positive integers, e.g. [1, 2, 4, 8]; got {list(ns)!r}.")
+        if not examples:
+            raise ValueError("examples is empty: nothing to evaluate. Check the data path and --limit.")
+        self.fuse = fuse
+        self.metric = metric
+        self.examples = list(examples)
+        self.ns = sorted(set(ns))
+        self.selectors = [get_selector(s) if isinstance(s, str) else s for s in selectors]
+        if not self.selectors:
+            raise ValueError("selectors is empty; Best-of-N needs at least one selector (e.g. 'mbr').")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.corpus_metric = corpus_metric
+        self.metric_name = metric_name
+        self.task = task
+        self.progress = progress
+        self.resamples = resamples
+        self.plots = plots
+        if self.fuse.store is None:
+            self.fuse.store = JsonlStore(self.out_dir / "draws.jsonl")
+        self.fingerprint = self._fingerprint()
+        self.journal = Journal(self.out_dir / "results.jsonl")
+        self._check_journal()
+
+    # -- public ------------------------------------------------------------------------------------
+
+    @property
+    def baseline(self) -> str:
+        return f"bon-{self.selectors[0].name}"
+
+    def run(self) -> EvalReport:
+        """Evaluate every example (skipping what the journal already has) and write the reports."""
+        done = self._done()
+        ids = [example_id(e) for e in self.examples]
+        bar = self._bar(len(self.examples))
+        settings, selector = self.fuse.settings, self.fuse.selector
+        try:
+            for example, eid in zip(self.examples, ids):
+                self._run_example(example, eid, done.get(eid, {}))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            self.fuse.configure(n=settings.n, mode=settings.mode, selector=selector)
+        return self.report()
+
+    def report(self) -> EvalReport:
+        """Summarize the journal for the current examples and write JSON, Markdown and plots."""
+        results: dict[str, dict[tuple[str, int], MethodResult]] = {}
+        for entry in self.journal:
+            if entry.get("kind") == "result":
+                result = MethodResult.model_validate(entry["result"])
+                results.setdefault(result.example, {})[(result.method, result.n)] = result
+        ids = [example_id(e) for e in self.examples]
+        report = summarize(
+            task=self.task,
+            metric_name=self.metric_name,
+            examples=self.examples,
+            ids=ids,
+            results=results,
+            ns=self.ns,
+            baseline=self.baseline,
+            corpus_metric=self.corpus_metric,
+            resamples=self.resamples,
+            config={**self._config(), "selectors": [s.name for s in self.selectors]},
+        )
+        report.write(self.out_dir, plots=self.plots)
+        return report
+
+    # -- one example -------------------------------------------------------------------------------
+
+    def _run_example(self, example: dspy.Example, eid: str, done: dict[tuple[str, int], Any]) -> None:
+        inputs = dict(example.inputs())
+        largest = self.ns[-1]
+        candidates = done.get(("candidates", largest))
+        if candidates is None or ("fusion", largest) not in done:
+            self.fuse.configure(n=largest, mode="fuse")
+            prediction, report, elapsed = self._call(inputs)
+            candidates = self._candidates_entry(report)
+            self._write(eid, "candidates", largest, candidates)
+            self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates, elapsed))
+            done[("fusion", largest)] = True
+        for n in self.ns:
+            if ("fusion", n) not in done and n != largest:
+                self.fuse.configure(n=n, mode="fuse")
+                prediction, report, elapsed = self._call(inputs)
+                self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates, elapsed))
+            for selector in self.selectors:
+                method = f"bon-{selector.name}"
+                if (method, n) in done:
+                    continue
+                self.fuse.configure(n=n, mode="select", selector=selector)
+                with dspy.track_usage() as tracker:
+                    prediction, report, elapsed = self._call(inputs)
+                extra = usage_from_tracker(tracker.usage_data)
+                self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates,
+                                                          extra, elapsed))
+            for result in self._candidate_methods(example, eid, n, candidates, done):
+                self._write_result(result)
+
+    def _call(self, inputs: dict[str, Any]) -> tuple[Any, FusionReport, float]:
+        start = time.perf_counter()
+        try:
+            prediction = self.fuse(**inputs)
+            return prediction, prediction.fusion, time.perf_counter() - start
+        except CandidatesExhaustedError as error:
+            _logger.warning("every candidate failed for one example: %s", str(error).splitlines()[0])
+            return None, error.report, time.perf_counter() - start
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def _candidates_entry(self, report: FusionReport) -> list[dict[str, Any]]:
+        entries = []
+        for record in report.candidates:
+            entries.append({
+                "index": record.index,
+                "teacher": record.teacher,
+                "sample": record.sample,
+                "outputs": record.outputs,
+                "error": record.error_type,
+                "usage": _usage_sum([record.usage]).model_dump(),
+                "latency_s": record.latency_s,
+            })
+        return entries
+
+    def _score(self, example: dspy.Example, outputs: Mapping[str, Any] | None) -> tuple[float, str | None]:
+        if outputs is None:
+            return 0.0, "no output"
+        try:
+            return float(self.metric(example, dspy.Prediction(**outputs))), None
+        except Exception as error:  # a broken metric call scores 0 and is reported, not fatal
+            _logger.warning("metric failed (%s: %s); scoring 0", type(error).__name__, error)
+            return 0.0, f"metric: {type(error).__name__}: {error}"
+
+    def _first(self, candidates: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        return [c for c in candidates if c["index"] < n]
+
+    def _fusion_result(self, example: dspy.Example, eid: str, n: int, prediction: Any, report: FusionReport,
+                       candidates: list[dict[str, Any]], elapsed: float) -> MethodResult:
+        outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
+        score, error = self._score(example, outputs)
+        drawn = self._first(candidates, n)
+        fusor = report.fusor
+        return MethodResult(
+            example=eid, method="fusion", n=n, score=score, output=outputs, path=report.path,
+            usage=report.total_usage,
+            time_s=sum(c["latency_s"] for c in drawn) + (fusor.latency_s if fusor else 0.0),
+            attribution=report.attribution, error=error or (report.fallback if report.path != "fuse" else None),
+            comparison=fusor.comparison if fusor else None,
+        )
+
+    def _selection_result(self, example: dspy.Example, eid: str, method: str, n: int, prediction: Any,
+                          report: FusionReport, candidates: list[dict[str, Any]],
+                          extra: Mapping[str, TokenUsage], elapsed: float) -> MethodResult:
+        outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
+        score, error = self._score(example, outputs)
+        drawn = self._first(candidates, n)
+        usage = _usage_sum([{"c": TokenUsage(**c["usage"])} for c in drawn]) + _usage_sum([extra])
+        return MethodResult(
+            example=eid, method=method, n=n, score=score, output=outputs, path=report.path, usage=usage,
+            time_s=sum(c["latency_s"] for c in drawn) + elapsed, error=error,
+        )
+
+    def _candidate_methods(self, example: dspy.Example, eid: str, n: int, candidates: list[dict[str, Any]],
+                           done: Mapping[tuple[str, int], Any]) -> list[MethodResult]:
+        drawn = self._first(candidates, n)
+        scored = [(c, *self._score(example, c["outputs"])) for c in drawn if c["outputs"] is not None]
+        results = []
+        if ("oracle", n) not in done:
+            if scored:
+                best = max(scored, key=lambda item: item[1])
+                results.append(MethodResult(
+                    example=eid, method="oracle", n=n, score=best[1], output=best[0]["outputs"],
+                    usage=_usage_sum([{"c": TokenUsage(**c["usage"])} for c in drawn]),
+                    time_s=sum(c["latency_s"] for c in drawn), error=best[2],
+                ))
+            else:
+                results.append(MethodResult(example=eid, method="oracle", n=n, score=0.0, error="no candidate"))
+        if ("random", n) not in done:
+            if scored:
+                # A seeded uniform pick (per example and N), so corpus metrics see one real output.
+                pick = random.Random(f"{eid}:{n}").randrange(len(scored))
+                chosen, score, error = scored[pick]
+                results.append(MethodResult(
+                    example=eid, method="random", n=n, score=score, output=chosen["outputs"],
+                    usage=TokenUsage(**chosen["usage"]), time_s=chosen["latency_s"], error=error,
+                ))
+            else:
+                results.append(MethodResult(example=eid, method="random", n=n, score=0.0, error="no candidate"))
+        if n == self.ns[-1]:
+            for candidate in candidates:
+                method = f"single:{candidate['teacher']}"
+                if candidate["sample"] != 0 or (method, 1) in done:
+                    continue
+                score, error = self._score(example, candidate["outputs"])
+                results.append(MethodResult(
+                    example=eid, method=method, n=1, score=score, output=candidate["outputs"],
+                    usage=TokenUsage(**candidate["usage"]), time_s=candidate["latency_s"],
+                    error=error or candidate["error"],
+                ))
+        return results
+
+    # -- journal -----------------------------------------------------------------------------------
+
+    def _write(self, eid: str, method: str, n: int, payload: Any) -> None:
+        self.journal.append({"kind": "candidates", "example": eid, "n": n, "candidates": payload})
+
+    def _write_result(self, result: MethodResult) -> None:
+        self.journal.append({"kind": "result", "result": result.model_dump(mode="json")})
+
+    def _done(self) -> dict[str, dict[tuple[str, int], Any]]:
+        done: dict[str, dict[tuple[str, int], Any]] = {}
+        for entry in self.journal:
+            if entry.get("kind") == "candidates":
+                done.setdefault(entry["example"], {})[("candidates", entry["n"])] = entry["candidates"]
+            elif entry.get("kind") == "result":
+                result = entry["result"]
+                done.setdefault(result["example"], {})[(result["method"], result["n"])] = True
+        return done
+
+    def _config(self) -> dict[str, Any]:
+        settings = self.fuse.settings
+        return {
+            "teachers": [
+                {"name": t.name, "temperature": t.temperature, "samples": t.samples} for t in self.fuse.teachers
+            ],
+            "fusor": settings.fusor,
+            "prompt": settings.prompt.model_dump(mode="json"),
+            "seed": settings.seed,
+            "shuffle": settings.shuffle,
+            "fusor_instructions": self.fuse.fusor.signature.instructions,
+            "generate_instructions": self.fuse.generate.signature.instructions,
+        }
+
+    def _fingerprint(self) -> str:
+        payload = json.dumps({**self._config(), "metric": self.metric_name, "task": self.task}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def _check_journal(self) -> None:
+        header = next((e for e in self.journal if e.get("kind") == "header"), None)
+        if header is None:
+            self.journal.append({"kind": "header", "fingerprint": self.fingerprint, "config": self._config()})
+        elif header["fingerprint"] != self.fingerprint:
+            raise ValueError(
+                f"{self.journal.path} holds results of another configuration (fingerprint {header['fingerprint']}, "
+                f"now {self.fingerprint}): the pool, fusor or prompt changed. Use a new output "
+                "directory, or delete it to start over."
+            )
+
+    def _bar(self, total: int) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=f"eval {self.task}", unit="example", dynamic_ncols=True)

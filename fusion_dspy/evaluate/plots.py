@@ -1,0 +1,76 @@
+"""PNG plots of an :class:`~fusion_dspy.evaluate.report.EvalReport` (matplotlib, Agg backend).
+
+Two questions the paper's reviewers asked: does fusion reach Best-of-N quality with fewer samples
+(sample efficiency), and what does each point of quality cost (cost-quality)?
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from typing import Any
+
+if TYPE_CHECKING:
+    from fusion_dspy.evaluate.report import EvalReport
+
+__all__ = ["plot_cost_quality", "plot_sample_efficiency"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_sample_efficiency(report: EvalReport, path: str | os.PathLike[str]) -> None:
+    """Metric vs N per method (95% CI bars); single teachers as dashed horizontal lines."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    methods = [m for m in dict.fromkeys(s.method for s in report.methods) if not m.startswith("single:")]
+    for method in methods:
+        points = sorted((s for s in report.methods if s.method == method), key=lambda s: s.n)
+        xs = [s.n for s in points]
+        ys = [s.mean for s in points]
+        errors = [[s.mean - s.ci_low for s in points], [s.ci_high - s.mean for s in points]]
+        style = {"fusion": "-o", "oracle": ":^", "random": ":v"}.get(method, "--s")
+        axes.errorbar(xs, ys, yerr=errors, fmt=style, capsize=3, label=method)
+    for single in (s for s in report.methods if s.method.startswith("single:")):
+        axes.axhline(single.mean, linestyle="--", linewidth=0.8, alpha=0.6, color="gray")
+        axes.annotate(single.method, (report.ns[0], single.mean), fontsize=7, color="gray",
+                      xytext=(2, 2), textcoords="offset points")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(report.ns, [str(n) for n in report.ns])
+    axes.set_xlabel("N (candidates)")
+    axes.set_ylabel(report.metric_name)
+    axes.set_title(f"{report.task}: sample efficiency ({report.examples} examples, 95% CI)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_cost_quality(report: EvalReport, path: str | os.PathLike[str]) -> None:
+    """Metric vs tokens per example and vs time per example; one point per method and N."""
+    plt = _pyplot()
+    figure, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for axes, attribute, label in ((by_tokens, "total_tokens", "tokens per example"),
+                                   (by_time, "time_s", "LM seconds per example")):
+        for method in dict.fromkeys(s.method for s in report.methods):
+            points = sorted((s for s in report.methods if s.method == method), key=lambda s: s.n)
+            xs = [max(getattr(s, attribute), 1e-3) for s in points]
+            axes.plot(xs, [s.mean for s in points], "o-" if len(points) > 1 else "o", label=method)
+            for s, x in zip(points, xs):
+                axes.annotate(f"N={s.n}", (x, s.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        axes.set_xscale("symlog", linthresh=1.0)
+        axes.set_xlabel(label)
+        axes.grid(alpha=0.3)
+    by_tokens.set_ylabel(report.metric_name)
+    by_time.legend(fontsize=7, loc="best")
+    figure.suptitle(f"{report.task}: cost vs quality")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

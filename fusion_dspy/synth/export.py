@@ -1,0 +1,61 @@
+"""Turn a run's checkpoint shards into a ``datasets.Dataset`` (Arrow) plus Parquet, JSONL and SFT exports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fusion_dspy.evaluate.journal import Journal
+from fusion_dspy.synth.record import to_chat
+
+__all__ = ["export_dataset", "read_records"]
+
+_logger = logging.getLogger(__name__)
+
+
+def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every finished record of a run, in prompt order, each id once (the first record wins)."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted((Path(out_dir) / "shards").glob("shard-*.jsonl")):
+        for entry in Journal(path):
+            if entry["id"] in records:
+                _logger.warning("%s: duplicate record for prompt %s ignored", path, entry["id"])
+                continue
+            records[entry["id"]] = entry
+    return sorted(records.values(), key=lambda record: record["index"])
+
+
+def export_dataset(out_dir: str | os.PathLike[str], *, format: str = "records") -> Any:
+    """Write ``dataset/`` (``save_to_disk``), ``data.parquet``, ``data.jsonl`` and, for ``format="chat"``,
+    ``sft.jsonl``; returns the ``datasets.Dataset``.
+
+    The Arrow directory is written next to the old one and swapped in, so a kill during export never
+    leaves a half-written dataset behind (the shards stay the source of truth; export again).
+    """
+    import datasets
+
+    out = Path(out_dir)
+    records = read_records(out)
+    if not records:
+        raise ValueError(f"{out} has no finished records to export.")
+    dataset = datasets.Dataset.from_list(records)
+    staging = out / "dataset.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    dataset.save_to_disk(str(staging))
+    final = out / "dataset"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    dataset.to_parquet(str(out / "data.parquet"))
+    dataset.to_json(str(out / "data.jsonl"), force_ascii=False)
+    if format == "chat":
+        with (out / "sft.jsonl").open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(to_chat(record), ensure_ascii=False) + "\n")
+    _logger.info("exported %d records to %s", len(records), out)
+    return dataset

@@ -1,0 +1,80 @@
+"""Read the prompts of a synthetic-data run and give each a stable id."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Prompt", "load_prompts", "make_prompts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """One unit of work: its id, its position in the prompt file, and the task inputs."""
+
+    id: str
+    index: int
+    inputs: dict[str, Any]
+
+
+def make_prompts(rows: Sequence[dict[str, Any]], input_fields: Sequence[str]) -> list[Prompt]:
+    """Map rows to the task's input fields and give each a stable id.
+
+    A row provides the input fields by name; a row with only ``prompt`` (or ``instruction``) fills
+    a single-input task. The id is the row's ``id`` when present, else a hash of its inputs (plus an
+    occurrence number for repeated prompts), so ids survive re-ordering and appending to the file.
+    """
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        if all(name in row for name in input_fields):
+            inputs = {name: row[name] for name in input_fields}
+        elif len(input_fields) == 1 and ("prompt" in row or "instruction" in row):
+            inputs = {input_fields[0]: row.get("prompt", row.get("instruction"))}
+        else:
+            raise ValueError(
+                f"Prompt #{index} has fields {sorted(row)} but the task needs {list(input_fields)}; "
+                "give every row those fields (or 'prompt' for a single-input task)."
+            )
+        if row.get("id") is not None:
+            pid = str(row["id"])
+            if pid in seen:
+                raise ValueError(f"Duplicate prompt id {pid!r} (rows {seen[pid]} and {index}); ids must be unique.")
+        else:
+            digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            pid, occurrence = digest, 1
+            while pid in seen:
+                occurrence += 1
+                pid = f"{digest}-{occurrence}"
+        seen[pid] = index
+        prompts.append(Prompt(id=pid, index=index, inputs=inputs))
+    return prompts
+
+
+def load_prompts(path: str | os.PathLike[str], input_fields: Sequence[str]) -> list[Prompt]:
+    """Read a JSON Lines prompt file (one object per line) into :class:`Prompt` objects."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Prompt file {path} does not exist.")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error}).") from error
+            if isinstance(row, str):
+                row = {"prompt": row}
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object or string, got {type(row).__name__}.")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no prompts.")
+    return make_prompts(rows, input_fields)

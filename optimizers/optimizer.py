@@ -1,0 +1,463 @@
+"""``FusionOptimizer``: tune every Fuse of a program against the user's metric with Optuna."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+import optuna
+from dspy.dsp.utils.settings import thread_local_overrides
+from dspy.teleprompt.teleprompt import Teleprompter
+from fusion_dspy.optimizers.bank import CandidateBank
+from fusion_dspy.optimizers.cost import CostModel
+from fusion_dspy.optimizers.cost import Price
+from fusion_dspy.optimizers.front import FrontPoint
+from fusion_dspy.optimizers.front import front_from_study
+from fusion_dspy.optimizers.front import pareto_front
+from fusion_dspy.optimizers.front import select_from_front
+from fusion_dspy.optimizers.fuses import apply_settings
+from fusion_dspy.optimizers.fuses import find_fuses
+from fusion_dspy.optimizers.objective import Metric
+from fusion_dspy.optimizers.proposer import InstructionProposer
+from fusion_dspy.optimizers.search_space import SearchSpace
+from fusion_dspy.optimizers.session import Session
+from fusion_dspy.optimizers.session import build_session
+from fusion_dspy.optimizers.storage import open_storage
+from fusion_dspy.optimizers.worker import Callback
+from fusion_dspy.optimizers.worker import TrialLoop
+from fusion_dspy.optimizers.worker import enqueue_budget
+from fusion_dspy.optimizers.worker import worker_id
+
+from fusion_dspy import FuseSettings
+from fusion_dspy import Teacher
+
+__all__ = ["FusionOptimizer"]
+
+_logger = logging.getLogger(__name__)
+
+CONFIRMED_ATTR = "fusion_dspy.confirmed"
+_OBJECTIVES = {("quality",): ("maximize",), ("quality", "cost"): ("maximize", "minimize")}
+
+
+class FusionOptimizer(Teleprompter):
+    """Searches N, the teacher pool, temperatures, the fusor, the mode and the fusor prompt of every Fuse.
+
+    DSPy's MIPROv2 tunes instructions and demos; it cannot drop a teacher, change N or decide
+    that selecting beats fusing. This optimizer searches exactly those, per Fuse (parameters are
+    named by the Fuse's path, so nested programs work), with Optuna's TPE. It is cheap because
+    every trial draws candidates through one bank: a configuration that only changes N, the pool
+    subset, the fusor or its prompt pays for fusor calls only.
+
+    Starting points matter: besides the student's configuration, every teacher alone at N=1 is
+    evaluated first, because with teachers weaker than the fusor model fusion copies their errors
+    and "the strong model alone" wins (measured on the bundled local models: 68% vs 24% on math).
+
+    Args:
+        metric: ``metric(example, prediction, trace=None)`` -> number or bool; higher is better.
+        teachers: The teacher pool to search (``Teacher`` objects or LMs). ``None``: each Fuse's own pool.
+        fusors: Fusor LMs, as a list (named by model string) or a ``{name: lm}`` mapping (``None``
+            means the configured LM). ``None``: each Fuse's own fusors.
+        n_range: Inclusive range of N, unless a :class:`SearchSpace` sets its own.
+        trials: Trial budget of the study (a resumed study runs only the missing ones).
+        storage: ``None`` (in memory), a database URL, a journal file path, or an Optuna storage.
+        study_name: Needed to resume; defaults to ``"fusion-<program class>"``.
+        objectives: ``("quality",)`` (maximize the metric, with pruning) or ``("quality", "cost")``
+            (the Pareto front; :meth:`select_from_front` picks a point).
+        search_space: One :class:`SearchSpace` for every Fuse, or a mapping ``{fuse path: space}``.
+        instructions: Extra fusor instructions to try (beside the current one and the proposals).
+        num_instructions: How many fusor instructions an LM proposes per Fuse (0: none).
+        prompt_model: The LM that proposes instructions (default: the first fusor, else the configured LM).
+        sampler: An Optuna sampler (default: ``TPESampler(seed=seed)``).
+        pruner: ``"auto"`` (Wilcoxon if scipy is installed, else median), ``"median"``,
+            ``"wilcoxon"``, ``None`` (no pruning) or an Optuna pruner. Single objective only.
+        minibatch_size: Examples per step between pruning decisions.
+        confirm: How many of the best configurations are scored on the full valset before one is
+            chosen (single objective; results already measured are re-used, not re-run).
+        max_cost: With two objectives, the cost budget ``compile`` selects under.
+        prices: Price per LM (``{name or model: {"input": $, "output": $}}`` per million tokens);
+            default: cost in tokens.
+        baselines: Run the student's configuration and each teacher alone at N=1 first.
+        bank: Share teacher draws between trials (``False`` re-samples every trial, for comparison).
+        bank_dir: Where banks live (default: beside the study; see :mod:`~fusion_dspy.optimizers.storage`).
+        seed: Seeds the sampler, the example order of each trial and the proposals.
+        n_jobs: Trials run concurrently in threads (``dspy.context`` is carried into each).
+        num_threads: Examples scored concurrently within a trial.
+        heartbeat_interval: Seconds between heartbeats of a running trial (database storages).
+        grace_period: Seconds without heartbeat after which a trial counts as dead and is retried.
+        max_retry: How often a dead worker's trial is retried.
+        callbacks: ``callback(study, frozen_trial)`` after each trial (progress bars, logging).
+
+    Example:
+        >>> opt = FusionOptimizer(metric=exact_match, teachers=pool, fusors=[big, small], trials=40,
+        ...                       storage="sqlite:///study.db", study_name="qa-fusion")
+        >>> compiled = opt.compile(program, trainset=train, valset=dev)
+        >>> compiled.save("qa_fused.json"); print(opt.report().table)
+    """
+
+    def __init__(
+        self,
+        *,
+        metric: Metric,
+        teachers: Sequence[Teacher | dspy.BaseLM] | None = None,
+        fusors: Sequence[dspy.BaseLM | None] | Mapping[str, dspy.BaseLM | None] | None = None,
+        n_range: tuple[int, int] = (1, 8),
+        trials: int = 40,
+        storage: str | os.PathLike[str] | optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+        objectives: Sequence[str] = ("quality",),
+        search_space: SearchSpace | Mapping[str, SearchSpace] | None = None,
+        instructions: Sequence[str] = (),
+        num_instructions: int = 3,
+        prompt_model: dspy.BaseLM | None = None,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        pruner: optuna.pruners.BasePruner | str | None = "auto",
+        minibatch_size: int = 10,
+        confirm: int = 3,
+        max_cost: float | None = None,
+        prices: Mapping[str, Price | Mapping[str, float]] | None = None,
+        baselines: bool = True,
+        bank: bool = True,
+        bank_dir: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        n_jobs: int = 1,
+        num_threads: int = 4,
+        heartbeat_interval: int = 10,
+        grace_period: int = 30,
+        max_retry: int | None = 3,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        super().__init__()
+        if not callable(metric):
+            raise TypeError("metric must be callable: metric(example, prediction, trace=None) -> float or bool.")
+        objectives = tuple(objectives)
+        if objectives not in _OBJECTIVES:
+            raise ValueError(f"objectives must be ('quality',) or ('quality', 'cost'), got {objectives}.")
+        if not 1 <= n_range[0] <= n_range[1]:
+            raise ValueError(f"n_range must be (low, high) with 1 <= low <= high, got {n_range}.")
+        if trials < 1 or minibatch_size < 1 or confirm < 1:
+            raise ValueError("trials, minibatch_size and confirm must all be >= 1.")
+        self.metric = metric
+        self.teachers = None if teachers is None else [t if isinstance(t, Teacher) else Teacher(t) for t in teachers]
+        self.fusors = _named_fusors(fusors)
+        self.n_range = (int(n_range[0]), int(n_range[1]))
+        self.trials = trials
+        self.storage = storage
+        self.study_name = study_name
+        self.objectives = objectives
+        self.search_space = search_space
+        self.instructions = list(instructions)
+        self.num_instructions = num_instructions
+        self.prompt_model = prompt_model
+        self.sampler = sampler
+        self.pruner = pruner
+        self.minibatch_size = minibatch_size
+        self.confirm = confirm
+        self.max_cost = max_cost
+        self.cost_model = CostModel(prices=None if prices is None else {k: Price.model_validate(v) if not
+                                                                         isinstance(v, Price) else v
+                                                                         for k, v in prices.items()})
+        self.baselines = baselines
+        self.bank_enabled = bank
+        self.bank_dir = bank_dir
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.num_threads = num_threads
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
+        self.callbacks = list(callbacks)
+        self._session: Session | None = None
+        self._student: dspy.Module | None = None
+
+    # -- public API --------------------------------------------------------------------------------
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study of the last ``compile``/``work`` call."""
+        return self._require_session().study
+
+    @property
+    def bank(self) -> CandidateBank:
+        """The candidate bank of the last run (``bank.stats()`` counts hits and new generations)."""
+        return self._require_session().bank
+
+    def compile(
+        self,
+        student: dspy.Module,
+        *,
+        trainset: Sequence[dspy.Example],
+        teacher: dspy.Module | None = None,
+        valset: Sequence[dspy.Example] | None = None,
+    ) -> dspy.Module:
+        """Run the study (or the rest of it) and return a tuned copy of ``student``.
+
+        ``student`` is never modified. ``trainset`` grounds the instruction proposals; ``valset``
+        scores configurations (``None``: the trainset does both). The copy has the chosen
+        settings applied to every Fuse, plus ``trial_logs`` (one JSON-ready dict per trial) and
+        ``score``; with two objectives also ``pareto_front``.
+
+        Args:
+            student: The program; it must contain at least one ``Fuse``.
+            trainset: Training examples (``dspy.Example`` with inputs set).
+            teacher: Unused; accepted for the ``Teleprompter`` signature.
+            valset: Validation examples.
+        """
+        del teacher  # Fusion has no separate teacher program: the teachers are the Fuse's pool.
+        context = thread_local_overrides.get().copy()
+        session = self._open(student, trainset, valset, context, coordinator=True)
+        if self.baselines and not session.study.get_trials(deepcopy=False):
+            baselines = session.baselines(_student_settings(student), singletons=True)
+        else:
+            baselines = []
+        added = enqueue_budget(session.study, self.trials, baselines)
+        _logger.info("Study %r: %d trial(s) queued, budget %d.", session.study.study_name, added, self.trials)
+        self._requeue_orphans(session)
+        self._loop(session, context, wait_for_others=True).run()
+        self._warn_uncounted(session)
+        return self._finish(session, student)
+
+    def work(
+        self,
+        student: dspy.Module,
+        *,
+        trainset: Sequence[dspy.Example],
+        valset: Sequence[dspy.Example] | None = None,
+        wait_timeout: float = 600.0,
+    ) -> int:
+        """Join a study as a worker: run queued trials until none are left; returns how many ran here.
+
+        A coordinator (``compile`` in another process, or ``fusion-dspy optimize`` without
+        ``--worker``) creates the study and queues its trials; workers wait up to
+        ``wait_timeout`` seconds for that. Use a database storage for workers on several machines.
+        """
+        context = thread_local_overrides.get().copy()
+        session = self._open(student, trainset, valset, context, coordinator=False, wait_timeout=wait_timeout)
+        ran: list[int] = []
+        me = worker_id()
+        loop = self._loop(session, context, wait_for_others=True,
+                          extra=[lambda study, trial: ran.append(trial.number)
+                                 if str(trial.user_attrs.get("worker", "")).startswith(me) else None])
+        loop.run()
+        return len(ran)
+
+    def select_from_front(self, *, max_cost: float | None = None, min_quality: float | None = None) -> dspy.Module:
+        """A compiled copy of the last student at the Pareto point chosen by budget (two objectives)."""
+        session = self._require_session()
+        point = select_from_front(self.pareto_front(), max_cost=max_cost, min_quality=min_quality)
+        return self._compiled(session, self._student, point.config, score=point.quality)
+
+    def pareto_front(self) -> list[FrontPoint]:
+        """The (quality, cost) Pareto front of the last study; single objective: quality vs recorded cost."""
+        session = self._require_session()
+        if len(self.objectives) == 2:
+            return front_from_study(session.study)
+        return pareto_front(
+            FrontPoint(trial=t.number, quality=t.user_attrs["result"]["quality"], cost=t.user_attrs["result"]["cost"],
+                       config=t.user_attrs["config"])
+            for t in session.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("result", {}).get("complete")
+        )
+
+    def report(self, *, plots_dir: str | os.PathLike[str] | None = None) -> Any:
+        """A :class:`~fusion_dspy.optimizers.reporting.StudyReport`: trial table, best configurations,
+        parameter importances, and PNG plots in ``plots_dir`` (needs matplotlib)."""
+        from fusion_dspy.optimizers.reporting import build_report
+
+        session = self._require_session()
+        return build_report(session.study, bank=session.bank.stats(), plots_dir=plots_dir)
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _open(self, student: dspy.Module, trainset: Sequence[dspy.Example], valset: Sequence[dspy.Example] | None,
+              context: Mapping[str, Any], *, coordinator: bool, wait_timeout: float = 600.0) -> Session:
+        if not isinstance(student, dspy.Module):
+            raise TypeError(f"student must be a dspy.Module, got {type(student).__name__}.")
+        trainset = list(trainset)
+        valset = list(valset) if valset is not None else trainset
+        if not valset:
+            raise ValueError("valset (or trainset, when valset is None) is empty; the optimizer needs examples.")
+        find_fuses(student)  # A clear error before any storage is touched.
+        opened = open_storage(self.storage, bank_dir=self.bank_dir, heartbeat_interval=self.heartbeat_interval,
+                              grace_period=self.grace_period, max_retry=self.max_retry)
+        seed = self.seed if coordinator else self.seed + os.getpid()
+        prompt_model = self.prompt_model or next((lm for lm in (self.fusors or {}).values() if lm is not None), None)
+        proposer = InstructionProposer(lm=prompt_model, num_instructions=self.num_instructions, seed=self.seed) \
+            if self.num_instructions > 0 else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            session = build_session(
+                student=student, trainset=trainset, valset=valset, metric=self.metric, teachers=self.teachers,
+                fusors=self.fusors, search_space=self.search_space, n_range=self.n_range,
+                instructions=self.instructions, proposer=proposer, opened=opened,
+                study_name=self.study_name or f"fusion-{type(student).__name__}",
+                directions=_OBJECTIVES[self.objectives], sampler=self.sampler or optuna.samplers.TPESampler(seed=seed),
+                pruner=self._make_pruner(), use_bank=self.bank_enabled, cost_model=self.cost_model,
+                minibatch_size=self.minibatch_size, num_threads=self.num_threads, seed=self.seed, context=context,
+                coordinator=coordinator, wait_timeout=wait_timeout,
+            )
+        self._session, self._student = session, student
+        return session
+
+    def _make_pruner(self) -> optuna.pruners.BasePruner:
+        if len(self.objectives) > 1 or self.pruner is None:
+            return optuna.pruners.NopPruner()
+        if isinstance(self.pruner, optuna.pruners.BasePruner):
+            return self.pruner
+        kind = self.pruner
+        if kind == "auto":
+            try:
+                import scipy  # noqa: F401  (WilcoxonPruner needs it)
+
+                kind = "wilcoxon"
+            except ImportError:
+                kind = "median"
+        if kind == "wilcoxon":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=self.minibatch_size)
+        if kind == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=self.minibatch_size)
+        raise ValueError(f"pruner must be 'auto', 'wilcoxon', 'median', None or an optuna pruner, got {kind!r}.")
+
+    def _loop(self, session: Session, context: Mapping[str, Any], *, wait_for_others: bool,
+              extra: Sequence[Callback] = ()) -> TrialLoop:
+        def refresh(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            session.bank.refresh()  # See draws other workers added since.
+            session.memo.refresh()
+
+        callbacks = [*self.callbacks, *extra]
+        if session.opened.heartbeat or session.bank.path is not None:
+            callbacks.insert(0, refresh)
+        return TrialLoop(study=session.study, storage=session.opened.storage, objective=session.objective,
+                         n_jobs=self.n_jobs, callbacks=callbacks, wait_for_others=wait_for_others,
+                         poll_interval=min(1.0, self.heartbeat_interval / 2), context=context)
+
+    def _requeue_orphans(self, session: Session) -> None:
+        """Without heartbeats a storage cannot tell a dead run's RUNNING trial from a live one.
+
+        The coordinator of such a storage (in memory, journal file) is the only process, so a
+        RUNNING trial at start belongs to an interrupted run: fail it and queue it again.
+        """
+        if session.opened.heartbeat:
+            return
+        study = session.study
+        study_id = session.opened.storage.get_study_id_from_name(study.study_name)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial_id = session.opened.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            session.opened.storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+            _logger.warning("Trial %d was left running by an interrupted run; queued it again.", trial.number)
+
+    @staticmethod
+    def _warn_uncounted(session: Session) -> None:
+        uncounted = sum(t.user_attrs.get("result", {}).get("uncounted_draws", 0) for t in session.study.trials)
+        if uncounted:
+            _logger.warning(
+                "%d candidate(s) came from DSPy's cache, which reports no token usage for hits, so their cost "
+                "counted as 0. For honest costs build the teacher LMs with cache=False (the bank already "
+                "re-uses draws) or start with an empty DSPy cache.", uncounted)
+
+    def _finish(self, session: Session, student: dspy.Module) -> dspy.Module:
+        if len(self.objectives) == 2:
+            front = front_from_study(session.study)
+            point = select_from_front(front, max_cost=self.max_cost)
+            compiled = self._compiled(session, student, point.config, score=point.quality)
+            compiled.pareto_front = [dataclasses.asdict(p) for p in front]
+            return compiled
+        best = self._confirm(session)
+        return self._compiled(session, student, best["config"], score=best["quality"])
+
+    def _confirm(self, session: Session) -> dict[str, Any]:
+        """Score the best few configurations on the full valset and keep the best (cheaper on ties)."""
+        finished = [t for t in session.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                    if "result" in t.user_attrs]
+        if not finished:
+            raise RuntimeError(
+                f"No trial of study {session.study.study_name!r} completed, so there is no configuration to return. "
+                "Check the trial table (opt.report()) for errors; raise `trials` if they were all pruned."
+            )
+        finished.sort(key=lambda t: (-t.value, t.user_attrs["result"]["cost"], t.number))
+        picked, keys = [], set()
+        for trial in finished:
+            if trial.user_attrs["result"]["config_key"] not in keys:
+                keys.add(trial.user_attrs["result"]["config_key"])
+                picked.append(trial)
+            if len(picked) == self.confirm:
+                break
+        everything = list(range(len(session.evaluator.examples)))
+        confirmed = []
+        for trial in picked:
+            settings = {path: FuseSettings.model_validate(s) for path, s in trial.user_attrs["config"].items()}
+            evaluation = session.evaluator.evaluate(settings, everything, minibatch_size=len(everything))
+            confirmed.append({"trial": trial.number, "quality": evaluation.quality, "cost": evaluation.cost,
+                              "config": trial.user_attrs["config"], **{k: v for k, v in evaluation.summary().items()
+                                                                       if k in ("lm_calls", "memo_hits")}})
+        session.study.set_user_attr(CONFIRMED_ATTR, [{k: v for k, v in c.items() if k != "config"} for c in confirmed])
+        best = max(confirmed, key=lambda c: (c["quality"], -c["cost"], -c["trial"]))
+        _logger.info("Chose trial %d: quality %.4f, cost %.1f per example (confirmed on %d examples).",
+                     best["trial"], best["quality"], best["cost"], len(everything))
+        return best
+
+    def _compiled(self, session: Session, student: dspy.Module | None, config: Mapping[str, Mapping[str, Any]],
+                  *, score: float) -> dspy.Module:
+        if student is None:
+            raise RuntimeError("No student program: call compile() first.")
+        compiled = student.deepcopy()
+        template_fuses = find_fuses(session.template)
+        for path, fuse in find_fuses(compiled).items():
+            pool = template_fuses[path].pool
+            fuse.register(teachers=pool.teachers.values())
+            for name, lm in pool.fusors.items():
+                fuse.pool.add_fusor(lm, name=name)
+        apply_settings(compiled, {path: FuseSettings.model_validate(s) for path, s in config.items()})
+        compiled.trial_logs = trial_logs(session.study)
+        compiled.score = score
+        return compiled
+
+    def _require_session(self) -> Session:
+        if self._session is None:
+            raise RuntimeError("Nothing has run yet: call compile() (or work()) first.")
+        return self._session
+
+
+def trial_logs(study: optuna.Study) -> list[dict[str, Any]]:
+    """One JSON-ready record per trial: number, state, values, parameters and our counters."""
+    return [
+        {"number": t.number, "state": t.state.name, "values": t.values, "params": dict(t.params),
+         **{k: v for k, v in t.user_attrs.items()}}
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def _student_settings(student: dspy.Module) -> dict[str, FuseSettings]:
+    return {path: fuse.settings for path, fuse in find_fuses(student).items()}
+
+
+def _named_fusors(
+    fusors: Sequence[dspy.BaseLM | None] | Mapping[str, dspy.BaseLM | None] | None,
+) -> dict[str, dspy.BaseLM | None] | None:
+    if fusors is None:
+        return None
+    if isinstance(fusors, Mapping):
+        named = dict(fusors)
+    else:
+        from fusion_dspy.pool import lm_name
+
+        named = {}
+        for lm in fusors:
+            name = lm_name(lm)
+            if name in named and named[name] is not lm:
+                raise ValueError(f"Two fusor LMs share the model name {name!r}; pass a {{name: lm}} mapping instead.")
+            named[name] = lm
+    if not named:
+        raise ValueError("fusors is empty; pass at least one LM (or None to use each Fuse's own fusor).")
+    for name, lm in named.items():
+        if lm is not None and not isinstance(lm, dspy.BaseLM):
+            raise TypeError(f"fusor {name!r} must be a dspy.LM, got {type(lm).__name__}.")
+    return named

@@ -1,0 +1,313 @@
+"""What the optimizer may change in one ``Fuse``, and how a trial's parameters become its settings.
+
+:class:`SearchSpace` is the user-facing declaration (pydantic, restrictable: fix a dimension by
+giving it a single choice). :class:`FuseSpace` is that declaration resolved against one Fuse of the
+program (its path, the teacher pool, the fusor LMs, the instruction candidates); it suggests Optuna
+parameters and turns them into :class:`~fusion_dspy.FuseSettings`.
+
+Parameters are named ``<fuse path>.<dimension>``, e.g. ``answer.n`` or ``answer.use.qwen-0.5b``, so
+several nested Fuse modules get independent parameters and the Optuna dashboard reads naturally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import field_validator
+from pydantic import model_validator
+
+from fusion_dspy import FuseSettings
+from fusion_dspy import FusorPrompt
+from fusion_dspy import Teacher
+from fusion_dspy.config import Mode
+from fusion_dspy.selectors import SELECTOR_NAMES
+from fusion_dspy.teacher import plan_draws
+
+__all__ = ["FuseSpace", "InfeasibleConfigError", "SearchSpace", "resolve_space", "variant_name"]
+
+#: Selectors the optimizer can rebuild from a name alone ("reward" needs a Python function).
+SEARCHABLE_SELECTORS = tuple(name for name in SELECTOR_NAMES if name != "reward")
+
+
+class InfeasibleConfigError(ValueError):
+    """A sampled configuration that ``Fuse`` rejects, e.g. a temperature-0 teacher drawn twice."""
+
+
+class SearchSpace(BaseModel):
+    """The dimensions searched for one ``Fuse``. Every tuple is a set of choices; one choice fixes it.
+
+    Defaults search everything the paper found to matter, but keep each dimension small and
+    categorical: the candidate bank can only re-use a draw whose (teacher, temperature, sample)
+    was seen before, so a continuous temperature would make every trial pay for new generations.
+
+    Attributes:
+        n: Inclusive range of N (candidates per call). ``None``: the optimizer's ``n_range``.
+        teachers: Names of the teachers this Fuse may use (``None``: all of them).
+        search_pool: Search which teachers are in the pool (one boolean per teacher). An all-false
+            draw is repaired to the whole eligible pool, so no trial is wasted and the mapping from
+            parameters to configuration stays deterministic (TPE simply sees two parameter points
+            with the same value). ``False``: always use every eligible teacher.
+        temperatures: Sampling temperature choices per teacher; ``None`` keeps each teacher's own.
+            A value of 0 is allowed, but a trial that would draw a temperature-0 teacher twice is
+            pruned without any LM call (its samples would be identical).
+        fusors: Names of the fusor LMs to choose from (``None``: all of them).
+        modes: ``fuse`` (the fusor writes the answer), ``select`` (Best-of-N) and/or ``auto``.
+        selectors: Selector names tried in ``select`` mode (``judge``/``usc`` cost LM calls).
+        agree: Agreement thresholds tried in ``auto`` mode.
+        instructions: Search the fusor instruction among the candidates (the Fuse's current one,
+            the optimizer's proposals and the user's). ``False``: keep the current instruction.
+        criteria: Choices for the comparison criteria slot of :class:`~fusion_dspy.FusorPrompt`.
+        discard_worst: Choices for the "explicitly discard weak parts" slot.
+        length_control: Choices for the "no longer than the longest candidate" slot.
+        languages: Choices for the output-language slot (``None``: the task's language).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: tuple[int, int] | None = None
+    teachers: tuple[str, ...] | None = None
+    search_pool: bool = True
+    temperatures: tuple[float, ...] | None = (0.3, 0.7, 1.0)
+    fusors: tuple[str, ...] | None = None
+    modes: tuple[Mode, ...] = ("fuse", "select", "auto")
+    selectors: tuple[str, ...] = ("mbr", "majority")
+    agree: tuple[float, ...] = (0.6, 0.8, 1.0)
+    instructions: bool = True
+    criteria: tuple[tuple[str, ...], ...] = (
+        ("content", "language quality", "responsibility"),
+        ("correctness", "completeness"),
+    )
+    discard_worst: tuple[bool, ...] = (True, False)
+    length_control: tuple[bool, ...] = (False, True)
+    languages: tuple[str | None, ...] = Field(default=(None,))
+
+    @field_validator("n")
+    @classmethod
+    def _check_n(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 1 <= value[0] <= value[1]:
+            raise ValueError(f"n must be (low, high) with 1 <= low <= high, got {value}.")
+        return value
+
+    @field_validator("temperatures", "agree")
+    @classmethod
+    def _check_numbers(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (not value or any(not math.isfinite(v) or v < 0 for v in value)):
+            raise ValueError(f"expected a non-empty tuple of finite numbers >= 0, got {value}.")
+        return None if value is None else tuple(sorted(set(value)))
+
+    @field_validator("selectors")
+    @classmethod
+    def _check_selectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in SEARCHABLE_SELECTORS]
+        if unknown or not value:
+            raise ValueError(
+                f"selectors must be a non-empty subset of {list(SEARCHABLE_SELECTORS)}, got {list(value)}. "
+                "('reward' needs a Python function: configure it on the Fuse and leave mode='select' fixed.)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_non_empty(self) -> SearchSpace:
+        for name in ("modes", "criteria", "discard_worst", "length_control", "languages"):
+            if not getattr(self, name):
+                raise ValueError(f"SearchSpace.{name} needs at least one choice (one choice fixes it).")
+        if self.teachers is not None and not self.teachers:
+            raise ValueError("SearchSpace.teachers needs at least one teacher name (or None for all).")
+        if self.fusors is not None and not self.fusors:
+            raise ValueError("SearchSpace.fusors needs at least one fusor name (or None for all).")
+        if "auto" in self.modes and any(not 0 < a <= 1 for a in self.agree):
+            raise ValueError(f"agree thresholds must be in (0, 1], got {self.agree}.")
+        return self
+
+
+def variant_name(teacher: Teacher, temperature: float) -> str:
+    """The pool name of ``teacher`` sampled at ``temperature`` (its own name at its own temperature)."""
+    if float(temperature) == teacher.temperature:
+        return teacher.name
+    return f"{teacher.name}@t{float(temperature):g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FuseSpace:
+    """A :class:`SearchSpace` resolved for one Fuse of the program.
+
+    Attributes:
+        path: The Fuse's attribute path in the program (``"self"`` for a program that is a Fuse).
+        space: The declaration.
+        base: The Fuse's settings before optimization; unsearched fields keep these values.
+        teachers: Eligible teachers, in pool order (the order decides who is drawn first).
+        n_range: Inclusive range of N.
+        fusors: Eligible fusor names.
+        instructions: Fusor instruction candidates; index 0 is the Fuse's current instruction.
+    """
+
+    path: str
+    space: SearchSpace
+    base: FuseSettings
+    teachers: tuple[Teacher, ...]
+    n_range: tuple[int, int]
+    fusors: tuple[str, ...]
+    instructions: tuple[str, ...]
+
+    def param(self, name: str) -> str:
+        return f"{self.path}.{name}"
+
+    # -- variants the Fuse's pool must know ------------------------------------------------------
+
+    def temperature_choices(self, teacher: Teacher) -> tuple[float, ...]:
+        return self.space.temperatures if self.space.temperatures is not None else (teacher.temperature,)
+
+    def teacher_variants(self) -> list[Teacher]:
+        """Every teacher object a trial may name: one per (teacher, temperature choice)."""
+        out = []
+        for teacher in self.teachers:
+            for temperature in self.temperature_choices(teacher):
+                name = variant_name(teacher, temperature)
+                out.append(teacher if name == teacher.name else teacher.replace(temperature=temperature, name=name))
+        return out
+
+    # -- suggest ---------------------------------------------------------------------------------
+
+    def suggest(self, trial: optuna.Trial) -> FuseSettings:
+        """Suggest this Fuse's parameters on ``trial`` and return the effective settings.
+
+        Raises:
+            InfeasibleConfigError: The configuration cannot run (see ``SearchSpace.temperatures``).
+        """
+        low, high = self.n_range
+        n = trial.suggest_int(self.param("n"), low, high) if low < high else low
+
+        chosen = list(self.teachers)
+        if self.space.search_pool and len(self.teachers) > 1:
+            chosen = [t for t in self.teachers if trial.suggest_categorical(self.param(f"use.{t.name}"), (True, False))]
+            if not chosen:
+                chosen = list(self.teachers)  # Deterministic repair; see SearchSpace.search_pool.
+        names = []
+        for teacher in self.teachers:  # Suggest every temperature: a static space suits multivariate TPE.
+            temperature = _choose(trial, self.param(f"temperature.{teacher.name}"), self.temperature_choices(teacher))
+            if teacher in chosen:
+                names.append(variant_name(teacher, temperature))
+
+        fusor = _choose(trial, self.param("fusor"), self.fusors)
+        mode = _choose(trial, self.param("mode"), self.space.modes)
+        selector, agree = self.base.selector, self.base.agree
+        if mode == "select":
+            selector = _choose(trial, self.param("selector"), self.space.selectors)
+        if mode == "auto":
+            agree = _choose(trial, self.param("agree"), self.space.agree)
+
+        prompt = self.base.prompt
+        if mode != "select":  # The fusor prompt only matters when the fusor runs.
+            instruction = self.instructions[0]
+            if self.space.instructions and len(self.instructions) > 1:
+                instruction = self.instructions[trial.suggest_categorical(self.param("instruction"),
+                                                                          tuple(range(len(self.instructions))))]
+            criteria_index = _choose(trial, self.param("criteria"), tuple(range(len(self.space.criteria))))
+            criteria = self.space.criteria[criteria_index]
+            prompt = FusorPrompt(
+                instruction=instruction,
+                criteria=criteria,
+                discard_worst=_choose(trial, self.param("discard_worst"), self.space.discard_worst),
+                length_control=_choose(trial, self.param("length_control"), self.space.length_control),
+                language=_choose(trial, self.param("language"), self.space.languages),
+                constitution=self.base.prompt.constitution,
+            )
+        return self.settings(n=n, teachers=names, fusor=fusor, mode=mode, selector=selector, agree=agree, prompt=prompt)
+
+    def settings(self, **changes: Any) -> FuseSettings:
+        """``base`` with ``changes`` applied, checked the way ``Fuse.configure`` checks it."""
+        values = {**self.base.model_dump(), **changes}
+        values["min_candidates"] = min(values["min_candidates"], values["n"])
+        settings = FuseSettings.model_validate(values)
+        variants = {t.name: t for t in self.teacher_variants()}
+        try:
+            plan_draws([variants[name] for name in settings.teachers], settings.n, seed=settings.seed)
+        except ValueError as error:
+            raise InfeasibleConfigError(str(error)) from error
+        return settings
+
+    # -- enqueue ---------------------------------------------------------------------------------
+
+    def params_for(self, *, n: int, teachers: Sequence[str], temperature: float | None = None,
+                   mode: str | None = None) -> dict[str, Any]:
+        """Optuna parameters (a subset; the sampler fills the rest) that select a configuration.
+
+        Used to enqueue known-good starting points such as the student's own configuration and
+        "each teacher alone at N=1", which the local baseline showed can beat every fusion.
+        """
+        params: dict[str, Any] = {}
+        low, high = self.n_range
+        if low < high:
+            params[self.param("n")] = min(max(n, low), high)
+        if self.space.search_pool and len(self.teachers) > 1:
+            for teacher in self.teachers:
+                params[self.param(f"use.{teacher.name}")] = teacher.name in teachers
+        for teacher in self.teachers:
+            choices = self.temperature_choices(teacher)
+            if len(choices) > 1:
+                wanted = teacher.temperature if temperature is None else temperature
+                params[self.param(f"temperature.{teacher.name}")] = min(choices, key=lambda t: abs(t - wanted))
+        if mode is not None and len(self.space.modes) > 1 and mode in self.space.modes:
+            params[self.param("mode")] = mode
+        return params
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON description of this space, to refuse resuming a study with a different one."""
+        return {
+            "path": self.path,
+            "space": self.space.model_dump(mode="json"),
+            "teachers": [t.name for t in self.teachers],
+            "n_range": list(self.n_range),
+            "fusors": list(self.fusors),
+            "instructions": len(self.instructions),
+        }
+
+
+def _choose(trial: optuna.Trial, name: str, choices: Sequence[Any]) -> Any:
+    """A categorical suggestion, or the only choice without creating a parameter."""
+    choices = tuple(choices)
+    return choices[0] if len(choices) == 1 else trial.suggest_categorical(name, choices)
+
+
+def resolve_space(
+    *,
+    path: str,
+    space: SearchSpace,
+    base: FuseSettings,
+    teachers: Mapping[str, Teacher],
+    fusors: Sequence[str],
+    instructions: Sequence[str],
+    n_range: tuple[int, int],
+) -> FuseSpace:
+    """Check ``space`` against the pool and build the :class:`FuseSpace` (errors say how to fix)."""
+    names = list(space.teachers) if space.teachers is not None else list(teachers)
+    unknown = [name for name in names if name not in teachers]
+    if unknown:
+        raise ValueError(
+            f"SearchSpace for Fuse {path!r} names unknown teacher(s) {unknown}; known: {sorted(teachers)}. "
+            "Pass them as FusionOptimizer(teachers=[...]) or fix SearchSpace.teachers."
+        )
+    fusor_names = list(space.fusors) if space.fusors is not None else list(fusors)
+    unknown = [name for name in fusor_names if name not in fusors]
+    if unknown or not fusor_names:
+        raise ValueError(
+            f"SearchSpace for Fuse {path!r} names unknown fusor(s) {unknown or fusor_names}; known: {list(fusors)}. "
+            "Pass them as FusionOptimizer(fusors=[...]) or fix SearchSpace.fusors."
+        )
+    return FuseSpace(
+        path=path,
+        space=space,
+        base=base,
+        teachers=tuple(teachers[name] for name in names),
+        n_range=space.n or n_range,
+        fusors=tuple(fusor_names),
+        instructions=tuple(instructions),
+    )

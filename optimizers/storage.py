@@ -1,0 +1,86 @@
+"""Open an Optuna storage from what the user passed, and decide where the bank lives beside it.
+
+* ``None``: in memory (study and bank die with the process).
+* ``"sqlite:///study.db"``, ``"postgresql://..."``, any SQLAlchemy URL: :class:`optuna.storages.RDBStorage`
+  with heartbeats, so a trial whose process died (``kill -9``, a lost machine) is failed after the
+  grace period and re-queued by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (Optuna 5's
+  name for ``RetryFailedTrialCallback``).
+* Any other string or path: an Optuna journal file (:class:`optuna.storages.journal.JournalFileBackend`),
+  safe for several processes on one machine or NFS; it has no heartbeats.
+* A ready :class:`optuna.storages.BaseStorage`: used as is.
+
+The bank and the evaluation memo go to ``<database or journal file>.fusion/<study name>/``; for a
+server database (PostgreSQL, MySQL) to ``./.fusion-dspy/<study name>/`` unless ``bank_dir`` says
+otherwise (point it at a shared filesystem to share draws between machines).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import optuna
+
+__all__ = ["OpenedStorage", "open_storage"]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedStorage:
+    """An Optuna storage and the directory where its studies' banks live (``None``: in memory)."""
+
+    storage: optuna.storages.BaseStorage
+    bank_root: Path | None
+
+    @property
+    def heartbeat(self) -> bool:
+        """Whether the storage can tell a dead worker's trial from a running one."""
+        interval = getattr(self.storage, "get_heartbeat_interval", None)
+        return interval is not None and interval() is not None
+
+
+def open_storage(
+    storage: str | os.PathLike[str] | optuna.storages.BaseStorage | None,
+    *,
+    bank_dir: str | os.PathLike[str] | None = None,
+    heartbeat_interval: int = 10,
+    grace_period: int = 30,
+    max_retry: int | None = 3,
+) -> OpenedStorage:
+    """Open ``storage`` (see the module docstring) with heartbeats for database URLs."""
+    root = Path(bank_dir) if bank_dir is not None else None
+    if storage is None:
+        return OpenedStorage(optuna.storages.InMemoryStorage(), root)
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return OpenedStorage(storage, root)
+    text = os.fspath(storage)
+    if "://" in text:
+        if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
+            raise ValueError(
+                f"Need heartbeat_interval >= 1 and grace_period > heartbeat_interval seconds, got "
+                f"{heartbeat_interval} and {grace_period}."
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            rdb = optuna.storages.RDBStorage(
+                text,
+                engine_kwargs={"pool_pre_ping": True} if not text.startswith("sqlite") else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+        if root is None:
+            database = text.split(":///", 1)[1] if text.startswith("sqlite:///") else ""
+            if database and database != ":memory:":
+                root = Path(database + ".fusion")
+            elif not text.startswith("sqlite"):
+                root = Path(".fusion-dspy")
+        return OpenedStorage(rdb, root)
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return OpenedStorage(journal, root if root is not None else Path(str(path) + ".fusion"))

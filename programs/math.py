@@ -1,0 +1,172 @@
+"""Math word problems (GSM8K, MGSM): reasoning plus a final number, scored by exact numeric match.
+
+This is where the paper saw Best-of-N beat fusion (MGSM), and where our local baseline saw a fusor
+copy its teachers' wrong numbers: answers are short and checkable, so agreement between samples is
+strong evidence. The program therefore defaults to ``mode="select"`` with majority voting on the
+``answer`` field; switch to ``mode="fuse"`` or ``"auto"`` to compare.
+"""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from fusion_dspy import Fuse
+from fusion_dspy.programs.data import find_data_file
+from fusion_dspy.programs.data import load_rows
+from fusion_dspy.programs.task import TaskSpec
+from fusion_dspy.selectors import MajorityVote
+
+__all__ = [
+    "MGSM_LANGUAGES",
+    "TASK",
+    "MathProgram",
+    "SolveMath",
+    "exact_number_match",
+    "extract_number",
+    "load_gsm8k",
+    "load_math",
+    "load_mgsm",
+]
+
+#: Languages of MGSM (file suffixes of ``mgsm/mgsm_<lang>.tsv``).
+MGSM_LANGUAGES: tuple[str, ...] = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+class SolveMath(dspy.Signature):
+    """Solve the math word problem. Think step by step, then give the final answer as a single number
+    (no units, no currency symbols)."""
+
+    question: str = dspy.InputField(desc="The word problem.")
+    reasoning: str = dspy.OutputField(desc="Step-by-step solution.")
+    answer: str = dspy.OutputField(desc="The final answer: one number only.")
+
+
+class MathProgram(dspy.Module):
+    """A math solver over a teacher pool; Best-of-N by majority vote unless told otherwise.
+
+    Args:
+        fuse: A ready ``Fuse`` over :class:`SolveMath`.
+        **fuse_kwargs: Otherwise, arguments for ``Fuse``; ``mode`` defaults to ``"select"`` and
+            ``selector`` to a majority vote on ``answer``.
+    """
+
+    def __init__(self, *, fuse: Fuse | None = None, **fuse_kwargs: Any) -> None:
+        super().__init__()
+        if fuse is None:
+            fuse_kwargs.setdefault("mode", "select")
+            fuse_kwargs.setdefault("selector", MajorityVote(fields=["answer"]))
+            fuse = Fuse(SolveMath, **fuse_kwargs)
+        self.fuse = fuse
+
+    def forward(self, question: str) -> dspy.Prediction:
+        return self.fuse(question=question)
+
+
+def extract_number(text: Any) -> decimal.Decimal | None:
+    """The last number in ``text`` (``"$1,250.00"`` -> 1250), or ``None`` when there is none.
+
+    The *last* number, because models that ignore "one number only" usually end with the result
+    (``"16 - 3 - 4 = 9 eggs, so 9 * 2 = 18"``).
+    """
+    if text is None:
+        return None
+    if isinstance(text, (int, float, decimal.Decimal)) and not isinstance(text, bool):
+        return decimal.Decimal(str(text))
+    matches = _NUMBER.findall(str(text))
+    if not matches:
+        return None
+    try:
+        return decimal.Decimal(matches[-1].replace(",", ""))
+    except decimal.InvalidOperation:
+        return None
+
+
+def exact_number_match(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
+    """1.0 when the prediction's final number equals the reference answer numerically, else 0.0."""
+    gold = extract_number(example.answer)
+    guess = extract_number(prediction.get("answer") if hasattr(prediction, "get") else prediction)
+    return float(gold is not None and guess is not None and guess == gold)
+
+
+def load_gsm8k(
+    *,
+    data_files: str | os.PathLike[str] | None = None,
+    hub: str | None = "openai/gsm8k",
+    split: str = "test",
+    limit: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[dspy.Example]:
+    """GSM8K problems; the answer is the number after ``####`` in the reference solution.
+
+    Reads ``gsm8k/test.jsonl`` from the data directory when ``data_files`` is not given, else the hub.
+    """
+    files = data_files or find_data_file(f"gsm8k/{split}.jsonl")
+    rows = load_rows(files, hub=None if files else hub, hub_config="main", split=split, cache_dir=cache_dir)
+    examples = []
+    for row in rows[:limit]:
+        solution, _, final = row["answer"].rpartition("####")
+        examples.append(
+            dspy.Example(question=row["question"], answer=final.strip().replace(",", ""), solution=solution.strip())
+            .with_inputs("question")
+        )
+    return examples
+
+
+def load_mgsm(
+    language: str = "en",
+    *,
+    data_files: str | os.PathLike[str] | None = None,
+    hub: str | None = "juletxara/mgsm",
+    limit: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> list[dspy.Example]:
+    """MGSM problems in one language (TSV: question, numeric answer; no header)."""
+    if language not in MGSM_LANGUAGES:
+        raise ValueError(f"Unknown MGSM language {language!r}; choose one of {MGSM_LANGUAGES}.")
+    files = data_files or find_data_file(f"mgsm/mgsm_{language}.tsv")
+    if files:
+        # Plain csv, not the datasets csv builder: MGSM questions contain quote characters.
+        with open(files, encoding="utf-8", newline="") as handle:
+            rows = [{"question": q, "answer_number": a} for q, a in csv.reader(handle, delimiter="\t",
+                                                                             quoting=csv.QUOTE_NONE)]
+    else:
+        rows = load_rows(None, hub=hub, hub_config=language, split="test", cache_dir=cache_dir)
+    return [
+        dspy.Example(question=row["question"], answer=str(row["answer_number"]).strip(), language=language)
+        .with_inputs("question")
+        for row in rows[:limit]
+    ]
+
+
+def load_math(data: str | os.PathLike[str] | None = None, *, limit: int | None = None) -> list[dspy.Example]:
+    """``None`` or ``"gsm8k"``: GSM8K; ``"mgsm_<lang>"``: MGSM; a ``.jsonl``/``.tsv`` file: that file."""
+    if data is None or str(data) == "gsm8k":
+        return load_gsm8k(limit=limit)
+    text = str(data)
+    if text.startswith("mgsm_") and not Path(text).exists():
+        return load_mgsm(text.removeprefix("mgsm_"), limit=limit)
+    path = Path(text)
+    if path.suffix == ".tsv":
+        language = path.stem.removeprefix("mgsm_")
+        return load_mgsm(language if language in MGSM_LANGUAGES else "en", data_files=path, limit=limit)
+    return load_gsm8k(data_files=path, limit=limit)
+
+
+TASK = TaskSpec(
+    name="math",
+    signature=SolveMath,
+    metric=exact_number_match,
+    metric_name="exact match",
+    load=load_math,
+    selectors=("majority", "mbr"),
+    answer_fields=("answer",),
+)

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+
+from fusion_dspy import Fuse
+from fusion_dspy import Teacher
+from fusion_dspy.evaluate import EvalReport
+from fusion_dspy.evaluate import Harness
+from fusion_dspy.evaluate import example_id
+from fusion_dspy.selectors import MajorityVote
+from fusion_dspy.testing import FakeEngine
+
+ANSWERS = {"q0": ["1", "1", "2", "2"], "q1": ["5", "6", "6", "6"], "q2": ["9", "8", "7", "9"]}
+GOLD = {"q0": "2", "q1": "6", "q2": "9"}
+
+
+def teacher_engines():
+    """Teacher a draws samples 0, 1 and teacher b samples 0, 1 of the table above (plan: a b a b)."""
+    def responder(name):
+        def respond(request):
+            position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
+            return {"answer": ANSWERS[request.inputs["question"]][position]}
+        return respond
+    return FakeEngine(name="a", responder=responder("a")), FakeEngine(name="b", responder=responder("b"))
+
+
+def metric(example, prediction, trace=None):
+    return float(str(prediction.answer) == example.answer)
+
+
+def examples():
+    return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in GOLD.items()]
+
+
+def make(tmp_path, fusor_answer=None, plots=False):
+    a, b = teacher_engines()
+    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "answer": fusor_answer or "2"})
+    fuse = Fuse("question -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
+                                                    Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())
+    harness = Harness(fuse=fuse, metric=metric, examples=examples(), ns=[1, 2, 4],
+                      selectors=[MajorityVote(), "mbr"], out_dir=tmp_path, metric_name="EM", task="toy",
+                      progress=False, resamples=200, plots=plots)
+    return harness, (a, b, fusor)
+
+
+def test_methods_scores_and_single_draw_per_candidate(tmp_path):
+    harness, (a, b, fusor) = make(tmp_path)
+    report = harness.run()
+    # Every candidate was drawn once: 4 per example, although 3 N values x 3 methods used them.
+    assert a.calls + b.calls == 12
+    # The fusor ran once per example and N > 1 (N=1 is a single candidate, no fusion).
+    assert fusor.calls == 6
+    methods = {(m.method, m.n) for m in report.methods}
+    assert methods == {(m, n) for m in ("fusion", "bon-majority", "bon-mbr", "random", "oracle") for n in (1, 2, 4)} | {
+        ("single:a", 1), ("single:b", 1)}
+    # Hand-checked: oracle at N=4 is right on every example; majority at N=4 picks 1 (tie->first), 6, 9.
+    assert report.get("oracle", 4).mean == 1.0
+    assert report.get("bon-majority", 4).mean == pytest.approx(2 / 3)
+    assert report.get("single:a", 1).mean == pytest.approx(1 / 3)  # a's first answers: 1, 5, 9
+    assert report.get("fusion", 4).mean == pytest.approx(1 / 3)  # the fusor always says 2
+    assert report.get("fusion", 4).attribution is not None and report.get("fusion", 4).paths == {"fuse": 3}
+    vs = report.get("fusion", 4).vs_baseline
+    assert vs["diff"] == pytest.approx(1 / 3 - 2 / 3) and (vs["wins"], vs["ties"], vs["losses"]) == (1, 0, 2)
+    assert report.get("bon-majority", 4).vs_baseline is None  # the baseline itself
+    assert report.get("fusion", 4).input_tokens > report.get("bon-mbr", 4).input_tokens > 0
+
+
+def test_report_files_and_schema(tmp_path):
+    harness, _ = make(tmp_path, plots=True)
+    harness.run()
+    payload = json.loads((tmp_path / "report.json").read_text())
+    report = EvalReport.model_validate(payload)
+    assert report.baseline == "bon-majority" and report.ns == [1, 2, 4] and report.examples == 3
+    row = payload["methods"][0]
+    assert {"method", "n", "count", "mean", "ci_low", "ci_high", "vs_baseline", "input_tokens", "output_tokens",
+            "time_s", "attribution", "paths", "errors"} <= set(row)
+    table = (tmp_path / "report.md").read_text()
+    assert table.startswith("| method | N | EM mean [95% CI]") and table.count("\n| ") == len(report.methods)
+    for name in ("sample_efficiency.png", "cost_quality.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert results[0]["kind"] == "header" and {r["kind"] for r in results} == {"header", "candidates", "result"}
+
+
+def test_rerun_resumes_without_any_lm_call(tmp_path):
+    harness, _ = make(tmp_path)
+    first = harness.run()
+    again, (a, b, fusor) = make(tmp_path)
+    second = again.run()
+    assert a.calls == b.calls == fusor.calls == 0
+    assert [m.mean for m in first.methods] == [m.mean for m in second.methods]
+
+
+def test_partial_journal_resumes_only_missing_methods(tmp_path):
+    harness, _ = make(tmp_path)
+    harness.run()
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    last = example_id(examples()[-1])
+    keep = [line for line in lines if not (last in line and '"bon-mbr"' in line)]
+    path.write_text("\n".join(keep) + "\n" + lines[-1][: len(lines[-1]) // 2])  # and a torn tail
+    again, (a, b, fusor) = make(tmp_path)
+    report = again.run()
+    assert a.calls == b.calls == fusor.calls == 0  # candidates come from the draw store
+    assert report.get("bon-mbr", 4).count == 3
+
+
+def test_changed_configuration_is_refused(tmp_path):
+    harness, _ = make(tmp_path)
+    harness.run()
+    other, _ = make(tmp_path)
+    other.fuse.configure(seed=7)
+    with pytest.raises(ValueError, match="another configuration"):
+        Harness(fuse=other.fuse, metric=metric, examples=examples(), ns=[1], out_dir=tmp_path, progress=False)
+
+
+def test_exhausted_candidates_score_zero_not_crash(tmp_path):
+    broken = FakeEngine(name="x", fail=True)
+    fuse = Fuse("question -> answer", 2, teachers=[Teacher(broken.lm(), name="x", samples=2)],
+                fusor=FakeEngine(name="f").lm())
+    report = Harness(fuse=fuse, metric=metric, examples=examples()[:1], ns=[2], out_dir=tmp_path,
+                     progress=False, resamples=50, plots=False).run()
+    assert report.get("fusion", 2).mean == 0.0 and report.get("fusion", 2).errors == 1
+    assert report.get("oracle", 2).mean == 0.0
+
+
+def test_bad_arguments():
+    harness_args = dict(fuse=Fuse("question -> answer", 1), metric=metric, out_dir="unused", progress=False)
+    with pytest.raises(ValueError, match="ns must be positive"):
+        Harness(examples=examples(), ns=[0], **harness_args)
+    with pytest.raises(ValueError, match="examples is empty"):
+        Harness(examples=[], ns=[1], **harness_args)

@@ -1,0 +1,226 @@
+"""The in-process llama.cpp engine with SmolLM2-135M (skipped without llama-cpp-python or the model package)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+from pathlib import Path
+from typing import Literal
+
+import dspy
+import pytest
+from dspy.lm15 import Config
+from dspy.lm15 import Message
+from dspy.lm15 import Request
+
+from fusion_dspy import local
+from fusion_dspy.local import LlamaCppEngine
+
+pytestmark = pytest.mark.local_model
+
+QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?"]
+
+
+class Typed(dspy.Signature):
+    """Answer the question."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField()
+    count: int = dspy.OutputField()
+    ok: bool = dspy.OutputField()
+    kind: Literal["fruit", "vegetable"] = dspy.OutputField()
+    fruits: list[str] = dspy.OutputField()
+
+
+def chat() -> dspy.ChatAdapter:
+    return dspy.ChatAdapter(use_json_adapter_fallback=False)
+
+
+def test_predict_parses_and_reports_usage(smollm2: dspy.LM) -> None:
+    with dspy.context(lm=smollm2, adapter=chat(), track_usage=True):
+        pred = dspy.Predict("question -> answer")(question=QUESTIONS[0])
+    assert isinstance(pred.answer, str) and pred.answer.strip()
+    usage = pred.get_lm_usage()[smollm2.model]
+    assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 0
+    response = smollm2.history[-1]["response"]
+    assert response.usage.input_tokens == usage["prompt_tokens"]
+
+
+def test_grammar_makes_smollm2_parse(smollm2: dspy.LM, smollm2_free: dspy.LM) -> None:
+    """Unconstrained SmolLM2 ignores DSPy's format (greedy, so this is reproducible); the grammar fixes it."""
+    failures = 0
+    for question in QUESTIONS:
+        with dspy.context(lm=smollm2_free, adapter=chat()):
+            try:
+                dspy.Predict("question -> answer")(question=question)
+            except dspy.utils.exceptions.AdapterParseError:
+                failures += 1
+    assert failures == len(QUESTIONS)
+    for question in QUESTIONS:
+        with dspy.context(lm=smollm2, adapter=chat()):
+            pred = dspy.Predict("question -> reasoning, answer")(question=question)
+        assert pred.answer.strip() and pred.reasoning.strip()
+        assert "{" not in pred.answer  # no copied "{answer}" placeholder
+    assert smollm2.history[-1]["outputs"][0].endswith("[[ ## completed ## ]]")
+
+
+def test_typed_fields_chat_adapter(smollm2: dspy.LM) -> None:
+    with dspy.context(lm=smollm2, adapter=chat()):
+        pred = dspy.Predict(Typed)(question="Name some fruits.")
+    assert isinstance(pred.count, int) and isinstance(pred.ok, bool)
+    assert pred.kind in ("fruit", "vegetable")
+    assert isinstance(pred.fruits, list) and all(isinstance(x, str) for x in pred.fruits)
+
+
+def test_json_adapter_uses_schema_grammar(smollm2: dspy.LM) -> None:
+    with dspy.context(lm=smollm2, adapter=dspy.JSONAdapter()):
+        pred = dspy.Predict(Typed)(question="Name some fruits.")
+    assert isinstance(pred.count, int) and pred.kind in ("fruit", "vegetable")
+    entry = smollm2.history[-1]
+    assert entry["kwargs"]["response_format"] is not None  # the schema reached the engine (no ChatAdapter retry)
+    assert list(json.loads(entry["outputs"][0])) == ["answer", "count", "ok", "kind", "fruits"]
+
+
+def test_engine_json_schema_request(smollm2: dspy.LM) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "year": {"type": "integer"}},
+        "required": ["city", "year"],
+    }
+    request = Request(
+        model="local/smollm2-135m",
+        messages=(Message.user("Where is the Eiffel Tower and when was it built? Answer in JSON."),),
+        config=Config(max_tokens=64, temperature=0.0, response_format={"type": "json_schema", "schema": schema}),
+    )
+    response = smollm2.engine.complete(request)
+    data = json.loads(response.message.text)
+    assert set(data) == {"city", "year"} and isinstance(data["year"], int)
+    assert response.usage.output_tokens > 0 and response.usage.total_tokens > response.usage.output_tokens
+
+
+def test_truncation_reports_length(smollm2_free: dspy.LM) -> None:
+    request = Request(
+        model="local/smollm2-135m",
+        messages=(Message.user("Write a long story about a dragon."),),
+        config=Config(max_tokens=5, temperature=0.0),
+    )
+    response = smollm2_free.engine.complete(request)
+    assert response.finish_reason == "length"
+    assert response.usage.output_tokens == 5
+
+
+def test_stop_sequences(smollm2_free: dspy.LM) -> None:
+    request = Request(
+        model="local/smollm2-135m",
+        messages=(Message.user("Count from 1 to 10, separated by commas."),),
+        config=Config(max_tokens=40, temperature=0.0),
+    )
+    full = smollm2_free.engine.complete(request).message.text
+    assert "4" in full
+    stopped = smollm2_free.engine.complete(
+        Request(
+            model=request.model, messages=request.messages, config=Config(max_tokens=40, temperature=0.0, stop=("4",))
+        )
+    ).message.text
+    assert "4" not in stopped and full.startswith(stopped)
+
+
+def test_determinism_and_seeds(smollm2_free: dspy.LM) -> None:
+    prompt = "Write one sentence about a cat."
+    greedy = {smollm2_free(prompt, temperature=0.0, seed=seed)[0] for seed in (1, 2)}
+    assert len(greedy) == 1  # T=0 ignores the seed
+    hot = [smollm2_free(prompt, temperature=0.9, seed=seed)[0] for seed in (1, 2, 3)]
+    assert len(set(hot)) >= 2  # different seeds sample differently
+    assert smollm2_free(prompt, temperature=0.9, seed=1)[0] == hot[0]  # the same seed repeats
+
+
+def test_deepcopy_shares_engine(smollm2: dspy.LM) -> None:
+    engine = smollm2.engine
+    assert copy.deepcopy(engine) is engine
+    assert copy.deepcopy(smollm2._async_engine_spec) is smollm2._async_engine_spec
+    program = dspy.Predict("question -> answer")
+    program.lm = smollm2
+    clone = program.deepcopy()
+    assert clone.lm.engine is engine
+
+
+def test_one_llama_per_model(smollm2: dspy.LM, smollm2_free: dspy.LM, smollm2_path: Path) -> None:
+    assert smollm2.engine.shared_llama().llama is smollm2_free.engine.shared_llama().llama
+    other = LlamaCppEngine(model=smollm2_path, n_threads=1)  # a path to the same file shares too
+    assert other.shared_llama() is smollm2.engine.shared_llama()
+    clash = LlamaCppEngine(model=smollm2_path, n_threads=1, n_ctx=1024)
+    with pytest.raises(ValueError, match="already loaded"):
+        clash.shared_llama()
+
+
+def test_threads_are_serialised(smollm2: dspy.LM) -> None:
+    sequential = [dspy.Predict("question -> answer")(question=q, lm=smollm2).answer for q in QUESTIONS]
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        results[i] = dspy.Predict("question -> answer")(question=QUESTIONS[i], lm=smollm2).answer
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(QUESTIONS))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in range(len(QUESTIONS))] == sequential
+
+
+def test_async_acall(smollm2: dspy.LM) -> None:
+    async def main() -> list[str]:
+        with dspy.context(lm=smollm2, adapter=chat()):
+            preds = await asyncio.gather(*(dspy.Predict("question -> answer").acall(question=q) for q in QUESTIONS))
+        return [p.answer for p in preds]
+
+    answers = asyncio.run(main())
+    assert answers == [dspy.Predict("question -> answer")(question=q, lm=smollm2).answer for q in QUESTIONS]
+
+
+def test_context_overflow_is_a_clear_error(smollm2_path: Path) -> None:
+    engine = LlamaCppEngine(model=smollm2_path, n_threads=1)
+    request = Request(model="local/x", messages=(Message.user("word " * 5000),), config=Config(max_tokens=8))
+    with pytest.raises(dspy.lm15.ContextLengthError, match="Raise n_ctx"):
+        engine.complete(request)
+
+
+def test_engine_state_round_trip(smollm2: dspy.LM) -> None:
+    state = smollm2.engine.dump_state()
+    assert state["model"] == "smollm2-135m" and state["grammar"] == "auto"
+    rebuilt = LlamaCppEngine.load_state(state)
+    assert rebuilt.path == smollm2.engine.path and rebuilt.shared_llama() is smollm2.engine.shared_llama()
+
+
+def test_invalid_grammar_option() -> None:
+    with pytest.raises(ValueError, match="'auto' or 'off'"):
+        local.lm("smollm2-135m", grammar="on")  # type: ignore[arg-type]
+
+
+def test_program_save_and_load_rebuilds_engine(smollm2: dspy.LM, tmp_path: Path) -> None:
+    program = dspy.Predict("question -> answer")
+    program.lm = smollm2
+    program.save(tmp_path / "program.json")
+    loaded = dspy.Predict("question -> answer")
+    loaded.load(tmp_path / "program.json", allow_unsafe_lm_state=True)
+    assert loaded.lm.model == smollm2.model
+    assert isinstance(loaded.lm.engine, LlamaCppEngine)
+    assert loaded.lm.engine.shared_llama() is smollm2.engine.shared_llama()
+
+
+def test_unparsable_grammar_degrades_instead_of_crashing(
+    smollm2: dspy.LM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """llama-cpp-python segfaults on a grammar it cannot parse; the engine must check first."""
+    from fusion_dspy.local import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "derive_gbnf", lambda **_: "root ::= undefined-rule\n")
+    request = Request(
+        model="local/x", messages=(Message.user("Say hi."),), config=Config(max_tokens=4, temperature=0.0)
+    )
+    with caplog.at_level("WARNING", logger="fusion_dspy.local.engine"):
+        response = smollm2.engine.complete(request)
+    assert response.usage.output_tokens > 0
+    assert "rejected the grammar" in caplog.text

@@ -1,0 +1,147 @@
+"""Grammar derivation from real DSPy adapter requests (captured with a recording engine; no model needed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import dspy
+import pytest
+from dspy.lm15 import Message
+from dspy.lm15 import Request
+from dspy.lm15 import Response
+from dspy.lm15 import TextPart
+from dspy.lm15 import Usage
+
+from fusion_dspy.local.grammar import OutputField
+from fusion_dspy.local.grammar import chat_adapter_fields
+from fusion_dspy.local.grammar import chat_adapter_gbnf
+from fusion_dspy.local.grammar import derive_gbnf
+from fusion_dspy.local.grammar import json_adapter_fields
+
+
+class Typed(dspy.Signature):
+    """Answer with typed fields."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField()
+    count: int = dspy.OutputField()
+    score: float = dspy.OutputField()
+    ok: bool = dspy.OutputField()
+    kind: Literal["yes", "no way"] = dspy.OutputField()
+    items: list[str] = dspy.OutputField()
+    note: str | None = dspy.OutputField()
+
+
+class Recorder:
+    """A DSPy engine that records requests and answers with an unparseable reply."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+
+    def complete(self, request: Request) -> Response:
+        self.requests.append(request)
+        return Response(
+            id=None,
+            model=request.model,
+            message=Message.assistant([TextPart("nothing useful")]),
+            finish_reason="stop",
+            usage=Usage(input_tokens=1, output_tokens=1),
+        )
+
+
+def capture(signature: type[dspy.Signature] | str, adapter: dspy.Adapter) -> Request:
+    recorder = Recorder()
+    lm = dspy.LM("local/recorder", engine=recorder, cache=False)
+    with dspy.context(lm=lm, adapter=adapter):
+        with pytest.raises(dspy.utils.exceptions.AdapterParseError):
+            dspy.Predict(signature)(question="q?")
+    return recorder.requests[0]
+
+
+def as_messages(request: Request) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.text or ""} for m in request.messages]
+
+
+def test_chat_adapter_fields_and_types() -> None:
+    request = capture(Typed, dspy.ChatAdapter(use_json_adapter_fallback=False))
+    fields = chat_adapter_fields(request.system, request.messages[-1].text)
+    assert fields is not None
+    assert [(f.name, f.kind) for f in fields] == [
+        ("answer", "text"),
+        ("count", "int"),
+        ("score", "float"),
+        ("ok", "bool"),
+        ("kind", "choice"),
+        ("items", "json"),
+        ("note", "text"),  # str | None is raw text in ChatAdapter: a JSON string would keep its quotes
+    ]
+    assert fields[4].choices == ("yes", "no way")
+    assert fields[5].schema == {"type": "array", "items": {"type": "string"}}
+
+
+def test_chat_adapter_gbnf_shape() -> None:
+    gbnf = chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer", kind="int")])
+    root = gbnf.splitlines()[0]
+    assert root == (
+        'root ::= "[[ ## reasoning ## ]]\\n" field-0-reasoning "\\n\\n[[ ## answer ## ]]\\n" field-1-answer '
+        '"\\n\\n[[ ## completed ## ]]"'
+    )
+    assert 'field-1-answer ::= "-"? [0-9]{1,18}' in gbnf
+    assert "field-0-reasoning ::= text-first text-rest*\n" in gbnf
+    capped = chat_adapter_gbnf([OutputField(name="reasoning")], max_chars=100)
+    assert "field-0-reasoning ::= text-first text-rest{0,99}\n" in capped
+
+
+def test_text_budget_follows_max_tokens() -> None:
+    request = capture("question -> reasoning, answer", dspy.ChatAdapter(use_json_adapter_fallback=False))
+    gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format=None, max_tokens=100)
+    assert gbnf is not None
+    assert "field-0-reasoning ::= text-first text-rest{0,149}" in gbnf  # 3 chars/token shared by 2 text fields
+    assert "field-1-answer ::= text-first text-rest{0,149}" in gbnf
+
+
+def test_no_grammar_for_plain_prompts() -> None:
+    assert derive_gbnf(system=None, messages=[{"role": "user", "content": "Hello"}], response_format=None) is None
+
+
+def test_json_adapter_reminder_fields() -> None:
+    request = capture(Typed, dspy.JSONAdapter())
+    fields = json_adapter_fields(request.system, request.messages[-1].text)
+    assert fields is not None
+    assert [f.name for f in fields] == ["answer", "count", "score", "ok", "kind", "items", "note"]
+    assert [f.kind for f in fields[:5]] == ["text", "int", "float", "bool", "choice"]
+
+
+def test_json_schema_grammar(llama_cpp: object) -> None:
+    # JSONAdapter sends the schema only to LMs that declare support, as the local engine does.
+    class Declares(Recorder):
+        supports_response_schema = True
+        supported_params = frozenset({"response_format"})
+
+    recorder = Declares()
+    lm = dspy.LM("local/recorder", engine=recorder, cache=False)
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        with pytest.raises(dspy.utils.exceptions.AdapterParseError):
+            dspy.Predict(Typed)(question="q?")
+    request = recorder.requests[0]
+    assert request.config.response_format is not None
+    gbnf = derive_gbnf(
+        system=request.system, messages=as_messages(request), response_format=request.config.response_format
+    )
+    assert gbnf is not None and gbnf.startswith("answer-kv ::=")
+    assert '"\\"count\\""' in gbnf and '"\\"items\\""' in gbnf
+    # JSON mode without a schema still constrains to an object with the reminder's keys.
+    gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format={"type": "json_object"})
+    assert gbnf is not None and '"\\"answer\\""' in gbnf
+
+
+def test_chat_gbnf_with_nested_schema(llama_cpp: object) -> None:
+    schema = {
+        "type": "array",
+        "$defs": {"P": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}},
+        "items": {"$ref": "#/$defs/P"},
+    }
+    gbnf = chat_adapter_gbnf([OutputField(name="rows", kind="json", schema=schema), OutputField(name="why")])
+    assert "field-0-rows ::= field-0-rows-value" in gbnf
+    assert json.dumps("[[ ## why ## ]]\n")[1:-1] in gbnf

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from fusion_dspy.cli import main
+
+POOL = """
+[[teachers]]
+name = "alpha"
+model = "fake/alpha"
+cache = false
+
+[[teachers]]
+name = "beta"
+model = "fake/beta"
+cache = false
+
+[[fusors]]
+name = "judge"
+model = "fake/judge"
+cache = false
+"""
+
+
+def write_inputs(tmp_path, count: int = 4):
+    pool = tmp_path / "pool.toml"
+    pool.write_text(POOL)
+    data = tmp_path / "val.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(count)))
+    return pool, data
+
+
+def test_optimize_writes_a_compiled_program_and_prints_the_table(tmp_path, capsys):
+    pool, data = write_inputs(tmp_path)
+    out = tmp_path / "compiled.json"
+    code = main(["optimize", "--program", "tests.optimizers.cli_program:program", "--config", str(pool),
+                 "--valset", str(data), "--trials", "5", "--storage", f"sqlite:///{tmp_path / 'study.db'}",
+                 "--study-name", "cli", "--num-instructions", "0", "--temperatures", "keep", "--no-progress",
+                 "--output", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "configuration" in printed and "chosen configuration" in printed
+    saved = json.loads(out.read_text())
+    assert saved["config"]["n"] >= 1 and set(saved["config"]["teachers"]) <= {"alpha", "beta"}
+    assert (tmp_path / "study.db.fusion" / "cli" / "draws.jsonl").exists()
+
+
+def test_optimize_reports_bad_input_as_one_line(tmp_path, capsys):
+    pool, data = write_inputs(tmp_path)
+    code = main(["optimize", "--program", "tests.optimizers.cli_program:nothing", "--config", str(pool),
+                 "--valset", str(data)])
+    assert code == 2
+    assert "has no attribute 'nothing'" in capsys.readouterr().err
+
+
+def test_dashboard_says_how_to_install_it_when_missing(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)
+    assert main(["dashboard", "--storage", "sqlite:///x.db"]) == 1
+    assert "pip install optuna-dashboard" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["optimize", "dashboard"])
+def test_subcommands_declare_their_options(module):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(f"fusion_dspy.cli.{module}").add_arguments(parser)
+    assert "--storage" in parser.format_help()

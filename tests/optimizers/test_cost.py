@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+from fusion_dspy.optimizers import CostModel
+from fusion_dspy.optimizers import FusionOptimizer
+from fusion_dspy.optimizers import Price
+from fusion_dspy.optimizers import SearchSpace
+
+from fusion_dspy import TokenUsage
+from tests.optimizers.builders import exact
+from tests.optimizers.builders import examples
+from tests.optimizers.builders import poisoned_pool
+
+USAGE = {"local/strong": TokenUsage(input_tokens=1000, output_tokens=100, calls=2),
+         "local/fusor": TokenUsage(input_tokens=2000, output_tokens=500, calls=1)}
+
+
+def test_tokens_by_default_and_money_from_a_price_table_keyed_by_pool_name():
+    assert CostModel().cost(USAGE) == 3600
+    prices = CostModel(prices={"strong": Price(input=1.0, output=2.0), "local/fusor": Price(input=10, output=20)})
+    priced = prices.with_aliases({"strong": "local/strong"})
+    assert priced.cost(USAGE) == pytest.approx((1000 * 1 + 100 * 2 + 2000 * 10 + 500 * 20) / 1e6)
+    with pytest.raises(ValueError, match="No price for LM 'local/strong'"):
+        prices.cost(USAGE)
+
+
+def test_bank_hits_keep_their_original_cost():
+    problem = poisoned_pool()
+    space = SearchSpace(n=(1, 1), teachers=("strong",), temperatures=None)
+    opt = FusionOptimizer(metric=exact, teachers=problem.teachers, fusors=[problem.fusor_lm], trials=3,
+                          search_space=space, num_instructions=0, pruner=None,
+                          prices={"strong": {"input": 1e6, "output": 0}})
+    opt.compile(problem.fuse(n=1), trainset=examples(3))
+    first, *later = [t.user_attrs["result"] for t in opt.study.trials]
+    assert first["lm_calls"] == 3 and first["cost"] > 0
+    for result in later:  # the same configuration again: no call, same cost
+        assert result["lm_calls"] == 0 and result["cost"] == first["cost"]

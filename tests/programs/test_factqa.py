@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+
+from fusion_dspy import Teacher
+from fusion_dspy.programs.factqa import FactQAProgram
+from fusion_dspy.programs.factqa import answer_match
+from fusion_dspy.programs.factqa import load_geofactx
+from fusion_dspy.testing import FakeEngine
+
+
+def example(*answers: str) -> dspy.Example:
+    return dspy.Example(question="q", answers=list(answers)).with_inputs("question")
+
+
+@pytest.mark.parametrize(
+    ("answers", "guess", "score"),
+    [
+        (["Guitar", "Slide Guitar"], "guitar", 1.0),  # case and punctuation normalized
+        (["Guitar", "Slide Guitar"], "The slide guitar.", 1.0),  # contains an accepted phrase
+        (["Guitar"], "Guitarist", 0.0),  # whole phrases only
+        (["WHOI", "Woods Hole"], "MIT", 0.0),
+        (["A"], "A cat", 0.0),  # a one-letter reference must match exactly
+        (["A"], "a", 1.0),
+        (["ダダサーヘブ・ファルケ"], "インド映画の父はダダサーヘブ・ファルケです", 1.0),  # unspaced script
+        (["Paris"], "", 0.0),
+    ],
+)
+def test_answer_match(answers, guess, score):
+    assert answer_match(example(*answers), dspy.Prediction(answer=guess)) == score
+
+
+def test_load_geofactx_prefers_corrected_answers_and_filters_languages(tmp_path):
+    rows = [
+        {"question": "Q en", "answer_list": ["old"], "corrected_answer_list": ["new"], "reasoning": "r",
+         "language": "english", "topic": "t"},
+        {"question": "Q sw", "answer_list": ["jibu"], "corrected_answer_list": [], "language": "swahili"},
+    ]
+    path = tmp_path / "geo.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    examples = load_geofactx(data_files=path)
+    assert [e.answers for e in examples] == [["new"], ["jibu"]]
+    assert [e.question for e in load_geofactx(data_files=path, languages=["swahili"])] == ["Q sw"]
+
+
+def test_factqa_program_nested_and_fused():
+    teacher = FakeEngine(name="t", responder=lambda r: {"reasoning": "r", "answer": f"Canberra {r.seed}"})
+    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "reasoning": "fused", "answer": "Canberra"})
+
+    class Wrapper(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.qa = FactQAProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm())
+
+        def forward(self, question: str) -> dspy.Prediction:
+            return self.qa(question=question)
+
+    pred = Wrapper()(question="Capital of Australia?")
+    assert (pred.reasoning, pred.answer) == ("fused", "Canberra") and pred.fusion.path == "fuse"
+    assert answer_match(example("Canberra"), pred) == 1.0
+
+
+def test_real_geofactx(real_data):
+    if not (real_data / "geofactx" / "geofact_x_test.jsonl").exists():
+        pytest.skip("no geofactx in the data directory")
+    examples = load_geofactx(languages=["swahili"], limit=10)
+    assert len(examples) == 10 and all(e.answers for e in examples)
