@@ -82,8 +82,8 @@ def main() -> None:
     print(opt.report())
     stats = opt.bank.stats()
     calls = sum(t.user_attrs.get("result", {}).get("lm_calls", 0) for t in opt.study.trials)
-    print(f"\n{len(opt.study.trials)} trials in {elapsed:.0f} s; {calls} LM calls in trials, "
-          f"{stats.generated} teacher generations banked ({stats.hits} re-used)")
+    print(f"\n{len(opt.study.trials)} trials, {elapsed:.0f} s in this run; {calls} LM calls made by the trials; "
+          f"{stats.size} teacher generations in the bank ({stats.generated} new in this run, {stats.hits} re-used)")
     print(f"student (naive fusion of all three): {describe_config({'self': student.settings.model_dump()})}")
     print(f"chosen configuration:                {describe_config({'self': compiled.settings.model_dump()})} "
           f"-> exact match {compiled.score:.2f} on {len(examples)} problems")

@@ -32,7 +32,6 @@ from fusion_dspy.optimizers.storage import open_storage
 from fusion_dspy.optimizers.worker import Callback
 from fusion_dspy.optimizers.worker import TrialLoop
 from fusion_dspy.optimizers.worker import enqueue_budget
-from fusion_dspy.optimizers.worker import worker_id
 
 from fusion_dspy import FuseSettings
 from fusion_dspy import Teacher
@@ -238,12 +237,9 @@ class FusionOptimizer(Teleprompter):
         """
         context = thread_local_overrides.get().copy()
         session = self._open(student, trainset, valset, context, coordinator=False, wait_timeout=wait_timeout)
-        ran: list[int] = []
-        me = worker_id()
-        loop = self._loop(session, context, wait_for_others=True,
-                          extra=[lambda study, trial: ran.append(trial.number)
-                                 if str(trial.user_attrs.get("worker", "")).startswith(me) else None])
-        loop.run()
+        ran: list[int] = []  # Callbacks fire only for trials this process ran.
+        self._loop(session, context, wait_for_others=True,
+                   extra=[lambda study, trial: ran.append(trial.number)]).run()
         return len(ran)
 
     def select_from_front(self, *, max_cost: float | None = None, min_quality: float | None = None) -> dspy.Module:

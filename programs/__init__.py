@@ -10,8 +10,9 @@ files or the project's data directory offline (``$FUSION_DSPY_DATA_DIR``) and hu
 * :mod:`~fusion_dspy.programs.math`: GSM8K / MGSM, final-number exact match (Best-of-N by majority).
 * :mod:`~fusion_dspy.programs.recorded`: teachers that replay recorded outputs (e.g. WMT system outputs).
 
-IFEval-style instruction following is not included: the PyPI packages with its rule-based checkers
-(``if-verifiable``, ``lm-eval``'s task) load NLTK tokenizer data from the network at run time.
+IFEval-style instruction following is not included: the PyPI packages that carry its rule-based checkers
+(``if-verifiable`` 0.1.2, ``lm-eval``'s ``ifeval`` task) need NLTK's ``punkt`` tokenizer data, which no PyPI
+package ships and ``nltk.download`` fetches from the network, so the checkers cannot run offline.
 """
 
 from __future__ import annotations

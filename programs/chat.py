@@ -17,11 +17,11 @@ from typing import Any
 from typing import Literal
 
 import dspy
+from fusion_dspy.programs.data import data_dir
+from fusion_dspy.programs.task import TaskSpec
 
 from fusion_dspy import Fuse
 from fusion_dspy.evaluate.stats import bootstrap_ci
-from fusion_dspy.programs.data import data_dir
-from fusion_dspy.programs.task import TaskSpec
 
 __all__ = [
     "TASK",

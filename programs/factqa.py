@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
-
-from fusion_dspy import Fuse
-from fusion_dspy.normalize import normalize_value
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.task import TaskSpec
+
+from fusion_dspy import Fuse
+from fusion_dspy.normalize import normalize_value
 
 __all__ = ["GEOFACTX_LANGUAGES", "TASK", "AnswerFact", "FactQAProgram", "answer_match", "load_geofactx"]
 

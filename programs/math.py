@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-
-from fusion_dspy import Fuse
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.task import TaskSpec
+
+from fusion_dspy import Fuse
 from fusion_dspy.selectors import MajorityVote
 
 __all__ = [

@@ -28,7 +28,9 @@ __all__ = ["RecordedEngine", "RecordedOutputMissingError", "recorded_lm", "recor
 _logger = logging.getLogger(__name__)
 
 _FIELD_LINE = re.compile(r"^\d+\. `(?P<name>[^`]+)` \(", re.MULTILINE)
-_MARKER = re.compile(r"\[\[ ## (?P<name>[^#\]]+?) ## \]\]\n(?P<value>.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.DOTALL)
+_MARKER = re.compile(
+    r"\[\[ ## (?P<name>[^#\]]+?) ## \]\]\n(?P<value>.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", re.DOTALL
+)
 _WHITESPACE = re.compile(r"\s+")
 
 

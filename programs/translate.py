@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-
-from fusion_dspy import Fuse
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.task import TaskSpec
+
+from fusion_dspy import Fuse
 
 __all__ = [
     "LANGUAGES",
@@ -119,7 +119,9 @@ def corpus_bleu(examples: Sequence[dspy.Example], predictions: Sequence[Any], *,
     try:
         bleu = BLEU(tokenize=tokenizer)
     except (ImportError, RuntimeError) as error:
-        raise ImportError(f"BLEU for {target_language} needs extra tokenizers: pip install 'sacrebleu[ja,ko]'.") from error
+        raise ImportError(
+            f"BLEU for {target_language} needs extra tokenizers: pip install 'sacrebleu[ja,ko]'."
+        ) from error
     hypotheses = [_hypothesis(p) for p in predictions]
     return float(bleu.corpus_score(hypotheses, [[e.target for e in examples]]).score)
 

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", required=True, help="JSON Lines file: one object per prompt (or a string)")
     parser.add_argument("--config", required=True, help="pool config (.toml/.yaml/.json) with teachers and fusors")
     parser.add_argument("--out", required=True, help="output directory (created; reused to resume)")
-    parser.add_argument("--signature", default="prompt -> response", help="task signature (default: prompt -> response)")
+    parser.add_argument("--signature", default="prompt -> response",
+                        help="task signature (default: prompt -> response)")
     parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: one per teacher sample)")
     parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
     parser.add_argument("--mode", choices=("fuse", "auto"), default="fuse",
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         prompts = prompts[: args.limit]
     result = synthesize(
-        fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, format=args.format,
+        fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
         progress=not args.no_progress,
     )
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "

@@ -132,14 +132,23 @@ class Harness:
     def baseline(self) -> str:
         return f"bon-{self.selectors[0].name}"
 
-    def run(self) -> EvalReport:
-        """Evaluate every example (skipping what the journal already has) and write the reports."""
+    def run(self, *, time_budget_s: float | None = None) -> EvalReport:
+        """Evaluate every example (skipping what the journal already has) and write the reports.
+
+        Args:
+            time_budget_s: Start no new example after this many seconds; the report then covers the
+                examples finished so far, and a later ``run`` continues with the rest.
+        """
         done = self._done()
         ids = [example_id(e) for e in self.examples]
         bar = self._bar(len(self.examples))
         settings, selector = self.fuse.settings, self.fuse.selector
+        started = time.monotonic()
         try:
-            for example, eid in zip(self.examples, ids):
+            for example, eid in zip(self.examples, ids, strict=True):
+                if time_budget_s is not None and time.monotonic() - started > time_budget_s:
+                    _logger.warning("time budget of %.0f s spent; stopping (run again to continue)", time_budget_s)
+                    break
                 self._run_example(example, eid, done.get(eid, {}))
                 if bar is not None:
                     bar.update(1)
@@ -180,16 +189,16 @@ class Harness:
         candidates = done.get(("candidates", largest))
         if candidates is None or ("fusion", largest) not in done:
             self.fuse.configure(n=largest, mode="fuse")
-            prediction, report, elapsed = self._call(inputs)
+            prediction, report, _ = self._call(inputs)
             candidates = self._candidates_entry(report)
-            self._write(eid, "candidates", largest, candidates)
-            self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates, elapsed))
+            self._write_candidates(eid, largest, candidates)
+            self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates))
             done[("fusion", largest)] = True
         for n in self.ns:
             if ("fusion", n) not in done and n != largest:
                 self.fuse.configure(n=n, mode="fuse")
-                prediction, report, elapsed = self._call(inputs)
-                self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates, elapsed))
+                prediction, report, _ = self._call(inputs)
+                self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates))
             for selector in self.selectors:
                 method = f"bon-{selector.name}"
                 if (method, n) in done:
@@ -241,7 +250,7 @@ class Harness:
         return [c for c in candidates if c["index"] < n]
 
     def _fusion_result(self, example: dspy.Example, eid: str, n: int, prediction: Any, report: FusionReport,
-                       candidates: list[dict[str, Any]], elapsed: float) -> MethodResult:
+                       candidates: list[dict[str, Any]]) -> MethodResult:
         outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
         score, error = self._score(example, outputs)
         drawn = self._first(candidates, n)
@@ -307,8 +316,8 @@ class Harness:
 
     # -- journal -----------------------------------------------------------------------------------
 
-    def _write(self, eid: str, method: str, n: int, payload: Any) -> None:
-        self.journal.append({"kind": "candidates", "example": eid, "n": n, "candidates": payload})
+    def _write_candidates(self, eid: str, n: int, candidates: list[dict[str, Any]]) -> None:
+        self.journal.append({"kind": "candidates", "example": eid, "n": n, "candidates": candidates})
 
     def _write_result(self, result: MethodResult) -> None:
         self.journal.append({"kind": "result", "result": result.model_dump(mode="json")})

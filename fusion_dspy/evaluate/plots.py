@@ -30,9 +30,11 @@ def plot_sample_efficiency(report: EvalReport, path: str | os.PathLike[str]) -> 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     methods = [m for m in dict.fromkeys(s.method for s in report.methods) if not m.startswith("single:")]
-    for method in methods:
+    for position, method in enumerate(methods):
         points = sorted((s for s in report.methods if s.method == method), key=lambda s: s.n)
-        xs = [s.n for s in points]
+        # Nudge each method sideways (log axis) so error bars at the same N do not hide each other.
+        nudge = 2 ** (0.04 * (position - (len(methods) - 1) / 2))
+        xs = [s.n * nudge for s in points]
         ys = [s.mean for s in points]
         errors = [[s.mean - s.ci_low for s in points], [s.ci_high - s.mean for s in points]]
         style = {"fusion": "-o", "oracle": ":^", "random": ":v"}.get(method, "--s")
@@ -63,9 +65,13 @@ def plot_cost_quality(report: EvalReport, path: str | os.PathLike[str]) -> None:
             points = sorted((s for s in report.methods if s.method == method), key=lambda s: s.n)
             xs = [max(getattr(s, attribute), 1e-3) for s in points]
             axes.plot(xs, [s.mean for s in points], "o-" if len(points) > 1 else "o", label=method)
-            for s, x in zip(points, xs):
+            for s, x in zip(points, xs, strict=True):
                 axes.annotate(f"N={s.n}", (x, s.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        axes.set_xscale("symlog", linthresh=1.0)
+        # Replayed candidates cost 0 tokens: symlog keeps them on the tokens axis; times are always > 0.
+        if attribute == "total_tokens":
+            axes.set_xscale("symlog", linthresh=1.0)
+        else:
+            axes.set_xscale("log")
         axes.set_xlabel(label)
         axes.grid(alpha=0.3)
     by_tokens.set_ylabel(report.metric_name)

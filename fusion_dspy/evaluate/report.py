@@ -99,7 +99,8 @@ class EvalReport(BaseModel):
         for m in self.methods:
             row = [m.method, str(m.n), f"{m.mean:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]"]
             if has_corpus:
-                row.append("" if m.corpus is None else f"{m.corpus:.2f} [{m.corpus_ci_low:.2f}, {m.corpus_ci_high:.2f}]")
+                corpus = "" if m.corpus is None else f"{m.corpus:.2f} [{m.corpus_ci_low:.2f}, {m.corpus_ci_high:.2f}]"
+                row.append(corpus)
             v = m.vs_baseline
             if v is None:
                 row += ["", "", "", ""]
@@ -160,7 +161,11 @@ def summarize(
     resamples: int = 2000,
     config: dict[str, Any] | None = None,
 ) -> EvalReport:
-    """Turn per-example results into per-method summaries (examples without a result are left out)."""
+    """Turn per-example results into per-method summaries (examples without a result are left out).
+
+    ``examples`` in the report counts the examples that have results, so a partial (time-boxed or
+    interrupted) run reports what it actually measured.
+    """
     import dspy
 
     keys = sorted({key for per_example in results.values() for key in per_example}, key=_order)
@@ -189,8 +194,8 @@ def summarize(
             chosen = [examples[i] for i, _ in rows]
             predictions = [dspy.Prediction(**(r.output or {})) for _, r in rows]
 
-            def corpus(indices: Sequence[int], chosen: list[Any] = chosen, predictions: list[Any] = predictions) -> float:
-                return corpus_metric([chosen[i] for i in indices], [predictions[i] for i in indices])
+            def corpus(indices: Sequence[int], chosen: list[Any] = chosen, predicted: list[Any] = predictions) -> float:
+                return corpus_metric([chosen[i] for i in indices], [predicted[i] for i in indices])
 
             summary.corpus, summary.corpus_ci_low, summary.corpus_ci_high = bootstrap_ci(
                 scores, statistic=corpus, resamples=min(resamples, _CORPUS_RESAMPLES)
@@ -210,7 +215,7 @@ def summarize(
         metric_name=metric_name,
         baseline=baseline,
         ns=list(ns),
-        examples=len(ids),
+        examples=sum(1 for eid in ids if results.get(eid)),
         config=config or {},
         methods=summaries,
     )

@@ -96,8 +96,8 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided exact binomial sign test on paired scores; ties are dropped (1.0 if all tie)."""
     if len(a) != len(b):
         raise ValueError(f"sign_test() needs paired scores, got {len(a)} and {len(b)}.")
-    wins = sum(x > y for x, y in zip(a, b))
-    losses = sum(x < y for x, y in zip(a, b))
+    wins = sum(x > y for x, y in zip(a, b, strict=True))
+    losses = sum(x < y for x, y in zip(a, b, strict=True))
     trials = wins + losses
     if trials == 0:
         return 1.0

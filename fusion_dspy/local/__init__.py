@@ -12,7 +12,7 @@ Examples:
     >>> local.list_models()
     ['smollm2-135m', 'qwen2.5-0.5b', 'qwen2.5-1.5b', 'gemma3-270m']
     >>> teacher = local.lm("qwen2.5-0.5b", temperature=0.7)  # doctest: +SKIP
-    >>> dspy.Predict("question -> answer", )(question="2+2?", lm=teacher).answer  # doctest: +SKIP
+    >>> dspy.Predict("question -> answer")(question="2+2?", lm=teacher).answer  # doctest: +SKIP
     '4'
 """
 
@@ -77,7 +77,8 @@ def lm(
     Args:
         name_or_path: Catalog name (see :func:`list_models`) or path of a GGUF file.
         n_ctx: Context window in tokens.
-        n_threads: CPU threads; defaults to ``os.cpu_count()``.
+        n_threads: CPU threads; defaults to ``os.cpu_count()``. Use ``1`` when other processes keep the cores busy
+            (ggml's threads spin-wait on each other and slow down several-fold).
         grammar: ``"auto"`` forces replies into the adapter's format when it can be derived; ``"off"`` does not.
             Part of the model id (``local/<name>+free``), so DSPy's cache never mixes the two.
         cache_dir: Where chunked catalog models are assembled (default ``$FUSION_DSPY_MODEL_DIR`` or

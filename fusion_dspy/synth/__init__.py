@@ -6,7 +6,7 @@ duplicated); see :mod:`fusion_dspy.synth.pipeline` for the on-disk layout.
 Example:
     >>> from fusion_dspy.synth import load_prompts, synthesize
     >>> prompts = load_prompts("prompts.jsonl", fuse.signature.input_fields)
-    >>> result = synthesize(fuse, prompts, "ds/", also_select="mbr", format="chat")
+    >>> result = synthesize(fuse, prompts, "ds/", also_select="mbr", output_format="chat")
     >>> datasets.load_from_disk("ds/dataset")
 """
 

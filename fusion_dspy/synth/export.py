@@ -29,8 +29,8 @@ def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return sorted(records.values(), key=lambda record: record["index"])
 
 
-def export_dataset(out_dir: str | os.PathLike[str], *, format: str = "records") -> Any:
-    """Write ``dataset/`` (``save_to_disk``), ``data.parquet``, ``data.jsonl`` and, for ``format="chat"``,
+def export_dataset(out_dir: str | os.PathLike[str], *, output_format: str = "records") -> Any:
+    """Write ``dataset/`` (``save_to_disk``), ``data.parquet``, ``data.jsonl`` and, for ``output_format="chat"``,
     ``sft.jsonl``; returns the ``datasets.Dataset``.
 
     The Arrow directory is written next to the old one and swapped in, so a kill during export never
@@ -53,7 +53,7 @@ def export_dataset(out_dir: str | os.PathLike[str], *, format: str = "records") 
     os.replace(staging, final)
     dataset.to_parquet(str(out / "data.parquet"))
     dataset.to_json(str(out / "data.jsonl"), force_ascii=False)
-    if format == "chat":
+    if output_format == "chat":
         with (out / "sft.jsonl").open("w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(to_chat(record), ensure_ascii=False) + "\n")

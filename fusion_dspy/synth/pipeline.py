@@ -7,7 +7,7 @@ Layout of an output directory::
     shards/shard-00000.jsonl finished records, one per line, fsync'ed (the checkpoint)
     dataset/                 datasets.Dataset.save_to_disk (Arrow), written when every prompt is done
     data.parquet, data.jsonl exports of the same rows
-    sft.jsonl                chat-format SFT export (``format="chat"``)
+    sft.jsonl                chat-format SFT export (``output_format="chat"``)
 
 A record is appended only when its prompt is completely done, in one write; a torn line from a
 ``kill -9`` is cut off when the shard is reopened. So a restarted run skips exactly the finished
@@ -111,7 +111,7 @@ def synthesize(
     *,
     also_select: Selector | str | None = None,
     shard_size: int = 500,
-    format: str = "records",
+    output_format: str = "records",
     progress: bool = True,
     export: bool = True,
 ) -> SynthResult:
@@ -125,7 +125,7 @@ def synthesize(
         also_select: Also record the Best-of-N pick of this selector over the *same* candidates
             (no new teacher calls), for FusioN-vs-BoN data comparisons.
         shard_size: Records per checkpoint shard.
-        format: ``"records"``, or ``"chat"`` to also write ``sft.jsonl`` (messages lists).
+        output_format: ``"records"``, or ``"chat"`` to also write ``sft.jsonl`` (messages lists).
         progress: Show a tqdm progress bar with ETA.
         export: Write the Arrow dataset and exports once every prompt is done.
 
@@ -136,8 +136,8 @@ def synthesize(
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
-    if format not in ("records", "chat"):
-        raise ValueError(f"format must be 'records' or 'chat', got {format!r}.")
+    if output_format not in ("records", "chat"):
+        raise ValueError(f"output_format must be 'records' or 'chat', got {output_format!r}.")
     selector = get_selector(also_select) if isinstance(also_select, str) else also_select
     out = Path(out_dir)
     shards = out / "shards"
@@ -185,7 +185,7 @@ def synthesize(
         fuse.configure(mode=mode)
     complete = resumed + generated == len(prompts)
     if complete and export:
-        export_dataset(out, format=format)
+        export_dataset(out, output_format=output_format)
     elif not complete:
         _logger.warning("%d prompt(s) failed; run again to retry them, then the dataset is exported", len(failed))
     return SynthResult(out_dir=out, total=len(prompts), generated=generated, resumed=resumed, failed=failed,

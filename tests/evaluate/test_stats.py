@@ -37,7 +37,8 @@ def test_paired_bootstrap_detects_a_consistent_gain_and_not_noise():
     b = [float(x) for x in range(30)]
     result = paired_bootstrap(a, b)
     assert result.diff == pytest.approx(1.0) and result.ci_low == pytest.approx(1.0)
-    assert result.p_bootstrap < 0.01 and result.p_sign < 1e-6 and (result.wins, result.ties, result.losses) == (30, 0, 0)
+    assert result.p_bootstrap < 0.01 and result.p_sign < 1e-6
+    assert (result.wins, result.ties, result.losses) == (30, 0, 0)
     same = paired_bootstrap(b, b)
     assert same.diff == 0 and same.p_bootstrap == 1.0 and same.p_sign == 1.0 and same.ties == 30
     noisy = paired_bootstrap([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1])

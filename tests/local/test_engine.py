@@ -224,3 +224,12 @@ def test_unparsable_grammar_degrades_instead_of_crashing(
         response = smollm2.engine.complete(request)
     assert response.usage.output_tokens > 0
     assert "rejected the grammar" in caplog.text
+
+
+def test_system_prompt_merged_for_templates_without_system(smollm2_path: Path) -> None:
+    """Gemma's chat format drops system messages; the catalog entry merges them into the first user turn."""
+    engine = LlamaCppEngine(model=smollm2_path, n_threads=1, merge_system_into_user=True)
+    request = Request(model="local/x", system="Be brief.", messages=(Message.user("Hi"),))
+    assert engine._messages(request) == [{"role": "user", "content": "Be brief.\n\nHi"}]
+    plain = LlamaCppEngine(model=smollm2_path, n_threads=1)
+    assert plain._messages(request)[0] == {"role": "system", "content": "Be brief."}

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fusion_dspy.programs.data import data_dir
 
 
@@ -21,4 +20,6 @@ def real_data() -> Path:
 @pytest.fixture(autouse=True)
 def datasets_cache(tmp_path, monkeypatch):
     """Keep datasets' Arrow cache inside the test's temporary directory."""
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")

@@ -4,13 +4,13 @@ import json
 
 import dspy
 import pytest
-
-from fusion_dspy import Teacher
-from fusion_dspy.evaluate.stats import bootstrap_ci
 from fusion_dspy.programs.chat import ChatProgram
 from fusion_dspy.programs.chat import PairwiseJudge
 from fusion_dspy.programs.chat import load_arena_hard
 from fusion_dspy.programs.chat import win_rate
+
+from fusion_dspy import Teacher
+from fusion_dspy.evaluate.stats import bootstrap_ci
 from fusion_dspy.testing import FakeEngine
 
 

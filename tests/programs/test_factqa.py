@@ -4,11 +4,11 @@ import json
 
 import dspy
 import pytest
-
-from fusion_dspy import Teacher
 from fusion_dspy.programs.factqa import FactQAProgram
 from fusion_dspy.programs.factqa import answer_match
 from fusion_dspy.programs.factqa import load_geofactx
+
+from fusion_dspy import Teacher
 from fusion_dspy.testing import FakeEngine
 
 

@@ -5,14 +5,14 @@ import json
 
 import dspy
 import pytest
-
-from fusion_dspy import Teacher
 from fusion_dspy.programs.math import MathProgram
 from fusion_dspy.programs.math import exact_number_match
 from fusion_dspy.programs.math import extract_number
 from fusion_dspy.programs.math import load_gsm8k
 from fusion_dspy.programs.math import load_math
 from fusion_dspy.programs.math import load_mgsm
+
+from fusion_dspy import Teacher
 from fusion_dspy.testing import FakeEngine
 
 
@@ -38,7 +38,8 @@ def test_load_gsm8k_and_mgsm_from_local_files(tmp_path):
     gsm = tmp_path / "test.jsonl"
     gsm.write_text(json.dumps({"question": "Q1?", "answer": "3 + 4 = <<3+4=7>>7\n#### 1,007"}) + "\n")
     [example] = load_gsm8k(data_files=gsm)
-    assert example.answer == "1007" and example.solution.startswith("3 + 4") and set(example.inputs().keys()) == {"question"}
+    assert example.answer == "1007" and example.solution.startswith("3 + 4")
+    assert set(example.inputs().keys()) == {"question"}
     mgsm = tmp_path / "mgsm_de.tsv"
     mgsm.write_text('Sie sagt "hallo" und zählt 3 Äpfel.\t3\nZweite Frage?\t12\n', encoding="utf-8")
     examples = load_mgsm("de", data_files=mgsm)

@@ -2,16 +2,15 @@ from __future__ import annotations
 
 import dspy
 import pytest
-
-from fusion_dspy import Fuse
-from fusion_dspy import Teacher
 from fusion_dspy.programs.math import SolveMath
 from fusion_dspy.programs.recorded import RecordedEngine
-from fusion_dspy.programs.recorded import RecordedOutputMissingError
 from fusion_dspy.programs.recorded import recorded_lm
 from fusion_dspy.programs.recorded import recorded_teachers
 from fusion_dspy.programs.translate import Translate
 from fusion_dspy.programs.translate import load_wmt_general
+
+from fusion_dspy import Fuse
+from fusion_dspy import Teacher
 from fusion_dspy.testing import FakeEngine
 
 ROWS = [

@@ -4,10 +4,6 @@ import json
 
 import dspy
 import pytest
-from sacrebleu.metrics import CHRF
-
-from fusion_dspy import Fuse
-from fusion_dspy import Teacher
 from fusion_dspy.programs.translate import Translate
 from fusion_dspy.programs.translate import TranslationProgram
 from fusion_dspy.programs.translate import chrf
@@ -16,6 +12,10 @@ from fusion_dspy.programs.translate import corpus_chrf
 from fusion_dspy.programs.translate import load_translation
 from fusion_dspy.programs.translate import load_wmt24pp
 from fusion_dspy.programs.translate import load_wmt_general
+from sacrebleu.metrics import CHRF
+
+from fusion_dspy import Fuse
+from fusion_dspy import Teacher
 from fusion_dspy.testing import FakeEngine
 
 REF = "Die Katze sitzt auf der Matte."

@@ -28,12 +28,11 @@ SCRIPT = textwrap.dedent(
                        responder=lambda r: {"comparison": "c", "response": "fused " + r.inputs["prompt"]})
     fuse = Fuse("prompt -> response", 3, teachers=[Teacher(a.lm(), name="a"), Teacher(b.lm(), name="b", samples=2)],
                 fusor=fusor.lm())
-    prompts = make_prompts([{"prompt": f"p{i}"} for i in range(%d)], ["prompt"])
+    prompts = make_prompts([{"prompt": f"p{i}"} for i in range(PROMPTS)], ["prompt"])
     result = synthesize(fuse, prompts, sys.argv[1], also_select="mbr", shard_size=4, progress=False)
     print("TEACHER_CALLS", a.calls + b.calls, "GENERATED", result.generated, "RESUMED", result.resumed)
     """
-    % PROMPTS
-)
+).replace("PROMPTS", str(PROMPTS))
 
 
 def shard_lines(out):
@@ -80,7 +79,8 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     # its draws stored already), 3 draws each.
     assert int(stats[stats.index("TEACHER_CALLS") + 1]) <= 3 * generated
 
-    records = [json.loads(line) for path in sorted((out / "shards").glob("*.jsonl")) for line in path.read_text().splitlines()]
+    shards = sorted((out / "shards").glob("*.jsonl"))
+    records = [json.loads(line) for path in shards for line in path.read_text().splitlines()]
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids)) == PROMPTS  # nothing duplicated, nothing lost, no torn line left
     dataset = datasets.load_from_disk(str(out / "dataset"))

@@ -30,7 +30,8 @@ def prompts(count):
 
 def test_records_carry_full_provenance_and_the_dataset_is_exported(tmp_path):
     fuse, _ = make_fuse()
-    result = synthesize(fuse, prompts(5), tmp_path, also_select="mbr", shard_size=2, format="chat", progress=False)
+    result = synthesize(fuse, prompts(5), tmp_path, also_select="mbr", shard_size=2, output_format="chat",
+                        progress=False)
     assert (result.generated, result.resumed, result.complete) == (5, 0, True)
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
         "shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]
