@@ -7,6 +7,8 @@ paired comparisons, bootstrap CIs, costs), both resumable (re-run the same comma
   Llama3-70B, Phi-3-Medium) replayed by recorded teachers, so only the fusor and the LLM judge run
   live (the bundled Qwen2.5-Coder-1.5B). Methods at N=5: random pick, chrF-MBR selection,
   LLM-judge selection, Fusion, and the per-segment oracle; plus each system alone.
+* ``wmt-select``: the same pool, selection methods only (no LM call), on many more segments; its
+  first-300-paragraphs run reproduces the reference-free numbers in the data README.
 * ``math``: GSM8K (or MGSM) with local teachers (Qwen2.5-Coder-0.5B, 4 samples at T=0.8): single
   sample vs majority vote vs chrF-MBR vs Fusion (Qwen2.5-Coder-1.5B) vs oracle.
 
@@ -59,6 +61,26 @@ def run_wmt(args: argparse.Namespace) -> str:
     return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
 
 
+def run_wmt_select(args: argparse.Namespace) -> str:
+    """Selection methods only (no LM call at all): a large sample, and a check against the data README."""
+    from fusion_dspy.programs.recorded import recorded_teachers
+    from fusion_dspy.programs.translate import Translate
+    from fusion_dspy.programs.translate import chrf
+    from fusion_dspy.programs.translate import corpus_chrf
+    from fusion_dspy.programs.translate import load_wmt_general
+
+    from fusion_dspy import Fuse
+    from fusion_dspy.evaluate import Harness
+    from fusion_dspy.selectors import MBRSelector
+
+    examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars, limit=args.segments)
+    fuse = Fuse(Translate, 5, teachers=recorded_teachers(examples, SYSTEMS))
+    harness = Harness(fuse=fuse, metric=chrf, corpus_metric=corpus_chrf, examples=examples, ns=[2, 5],
+                      selectors=[MBRSelector()], out_dir=args.out, metric_name="chrF",
+                      task="wmt24 en-de (5 recorded systems, selection only)", include_fusion=False)
+    return harness.run().to_markdown()
+
+
 def run_math(args: argparse.Namespace) -> str:
     from fusion_dspy.programs.math import SolveMath
     from fusion_dspy.programs.math import exact_number_match
@@ -89,6 +111,10 @@ def main() -> int:
     wmt.add_argument("--segments", type=int, default=50)
     wmt.add_argument("--max-chars", type=int, default=60, help="only segments with sources this short")
     wmt.add_argument("--judge", default="qwen2.5-0.5b", help="LLM-judge model (default: the 0.5B, for speed)")
+    select = parts.add_parser("wmt-select", help="WMT24 en-de, selection methods only (no LM calls)")
+    select.add_argument("--segments", type=int, default=300)
+    select.add_argument("--max-chars", type=int, default=None)
+    select.add_argument("--out", required=True)
     math = parts.add_parser("math", help="GSM8K/MGSM with local teachers")
     math.add_argument("--data", default=None, help="gsm8k (default), mgsm_<lang>, or a file")
     math.add_argument("--problems", type=int, default=12)
@@ -103,7 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
-    table = run_wmt(args) if args.part == "wmt" else run_math(args)
+    table = {"wmt": run_wmt, "wmt-select": run_wmt_select, "math": run_math}[args.part](args)
     print(table)
     print(f"command: python {' '.join(sys.argv)}\nwall time: {time.perf_counter() - started:.0f} s")
     return 0

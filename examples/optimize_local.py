@@ -66,7 +66,10 @@ def main() -> None:
     teachers = [Teacher(small, name="smollm2-135m", temperature=0.7),
                 Teacher(medium, name="qwen2.5-0.5b", temperature=0.7),
                 Teacher(large, name="qwen2.5-1.5b", temperature=0.3)]
-    student = Fuse(Arithmetic, n=3, teachers=teachers, fusor=large)  # the naive setup: everyone, fused
+    # The naive setup: everyone, fused. max_threads=1: llama.cpp gains nothing from concurrent draws on
+    # 2 cores, and llama-cpp-python's output suppression (verbose=False) is not thread-safe: concurrent
+    # calls to different models can leave this process's stdout/stderr pointing at /dev/null.
+    student = Fuse(Arithmetic, n=3, teachers=teachers, fusor=large, max_threads=1)
 
     examples = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in PROBLEMS]
     space = SearchSpace(n=(1, 3), temperatures=None, modes=("fuse", "select"), selectors=("majority",),

@@ -110,8 +110,15 @@ class Draw:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The per-call ``config`` passed to the generate predictor."""
-        return {"rollout_id": self.sample, "seed": self.seed, "temperature": self.teacher.temperature}
+        """The per-call ``config`` passed to the generate predictor.
+
+        At temperature 0 a draw is deterministic and DSPy ignores (and warns about) ``rollout_id``,
+        so it is sent only when sampling.
+        """
+        config: dict[str, Any] = {"seed": self.seed, "temperature": self.teacher.temperature}
+        if self.teacher.temperature > 0:
+            config["rollout_id"] = self.sample
+        return config
 
 
 def plan_draws(teachers: Sequence[Teacher], n: int, *, seed: int = 0) -> list[Draw]:

@@ -77,6 +77,8 @@ class Harness:
         progress: Show a tqdm progress bar.
         resamples: Bootstrap resamples for CIs and paired tests.
         plots: Write the PNG plots (needs matplotlib).
+        include_fusion: Run the ``fusion`` method. ``False`` compares selection methods only (no fusor
+            call at all), e.g. a cheap large-sample run next to a smaller one with fusion.
 
     Methods (``MethodResult.method``): ``fusion``, ``bon-<selector>``, ``random`` (a seeded uniformly random
     surviving candidate), ``oracle`` (best candidate by the reference metric: the
@@ -98,6 +100,7 @@ class Harness:
         progress: bool = True,
         resamples: int = 2000,
         plots: bool = True,
+        include_fusion: bool = True,
     ) -> None:
         from fusion_dspy.selectors import get_selector
 
@@ -120,6 +123,7 @@ class Harness:
         self.progress = progress
         self.resamples = resamples
         self.plots = plots
+        self.include_fusion = include_fusion
         if self.fuse.store is None:
             self.fuse.store = JsonlStore(self.out_dir / "draws.jsonl")
         self.fingerprint = self._fingerprint()
@@ -187,15 +191,17 @@ class Harness:
         inputs = dict(example.inputs())
         largest = self.ns[-1]
         candidates = done.get(("candidates", largest))
-        if candidates is None or ("fusion", largest) not in done:
-            self.fuse.configure(n=largest, mode="fuse")
+        if candidates is None or (self.include_fusion and ("fusion", largest) not in done):
+            # The first call draws the largest N's candidates; with fusion it is also the fusion at that N.
+            self.fuse.configure(n=largest, mode="fuse" if self.include_fusion else "select")
             prediction, report, _ = self._call(inputs)
             candidates = self._candidates_entry(report)
             self._write_candidates(eid, largest, candidates)
-            self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates))
-            done[("fusion", largest)] = True
+            if self.include_fusion:
+                self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates))
+                done[("fusion", largest)] = True
         for n in self.ns:
-            if ("fusion", n) not in done and n != largest:
+            if self.include_fusion and ("fusion", n) not in done and n != largest:
                 self.fuse.configure(n=n, mode="fuse")
                 prediction, report, _ = self._call(inputs)
                 self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SharedLlama", "get_shared_llama", "release_shared_llama", "require_llama_cpp"]
+__all__ = ["SharedLlama", "check_shared_settings", "get_shared_llama", "release_shared_llama", "require_llama_cpp"]
 
 _logger = logging.getLogger(__name__)
 
@@ -78,13 +78,26 @@ def get_shared_llama(path: str | os.PathLike[str], **settings: Any) -> SharedLla
                 shared = SharedLlama(path=key, llama=llama, lock=threading.Lock(), settings=dict(settings))
                 with _registry_lock:
                     _registry[key] = shared
-    if dict(shared.settings) != settings:
+    check_shared_settings(key, settings)
+    return shared
+
+
+def check_shared_settings(path: str | os.PathLike[str], settings: Mapping[str, Any]) -> None:
+    """Raise if ``path`` is already loaded with other ``settings`` (so engines can fail where they are built).
+
+    Raises:
+        ValueError: Two instances of one model would double its memory, so this is refused; call
+            :func:`release_shared_llama` first to reload it with new settings.
+    """
+    key = Path(path).resolve()
+    with _registry_lock:
+        shared = _registry.get(key)
+    if shared is not None and dict(shared.settings) != dict(settings):
         raise ValueError(
-            f"{key.name} is already loaded in this process with {dict(shared.settings)}, not {settings}. "
-            "Use the same engine settings for every LM on this model, or call "
+            f"{key.name} is already loaded in this process with {dict(shared.settings)}, not {dict(settings)}. "
+            "Use the same engine settings (n_ctx, n_threads, ...) for every LM on this model, or call "
             "fusion_dspy.local.release_shared_llama(path) first."
         )
-    return shared
 
 
 @atexit.register

@@ -40,6 +40,7 @@ from dspy.lm15 import response_to_events
 
 from fusion_dspy.local import catalog
 from fusion_dspy.local._shared import SharedLlama
+from fusion_dspy.local._shared import check_shared_settings
 from fusion_dspy.local._shared import get_shared_llama
 from fusion_dspy.local._shared import require_llama_cpp
 from fusion_dspy.local.grammar import GrammarMode
@@ -147,6 +148,7 @@ class LlamaCppEngine:
             self._settings["chat_format"] = forced_format
         self._shared: SharedLlama | None = None
         require_llama_cpp()  # fail where the LM is built, not on its first call
+        check_shared_settings(self.path, self._settings)
 
     # -- DSPy engine contract -------------------------------------------------------------------------------
 

@@ -133,3 +133,15 @@ def test_bad_arguments():
         Harness(examples=examples(), ns=[0], **harness_args)
     with pytest.raises(ValueError, match="examples is empty"):
         Harness(examples=[], ns=[1], **harness_args)
+
+
+def test_selection_only_run_never_calls_the_fusor(tmp_path):
+    a, b = teacher_engines()
+    fusor = FakeEngine(name="f")
+    fuse = Fuse("question -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
+                                                    Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())
+    report = Harness(fuse=fuse, metric=metric, examples=examples(), ns=[2, 4], selectors=[MajorityVote()],
+                     out_dir=tmp_path, progress=False, resamples=50, plots=False, include_fusion=False).run()
+    assert fusor.calls == 0 and a.calls + b.calls == 12
+    assert {m.method for m in report.methods} == {"bon-majority", "random", "oracle", "single:a", "single:b"}
+    assert report.get("bon-majority", 4).mean == pytest.approx(2 / 3)

@@ -150,9 +150,8 @@ def test_one_llama_per_model(smollm2: dspy.LM, smollm2_free: dspy.LM, smollm2_pa
     assert smollm2.engine.shared_llama().llama is smollm2_free.engine.shared_llama().llama
     other = LlamaCppEngine(model=smollm2_path, n_threads=1)  # a path to the same file shares too
     assert other.shared_llama() is smollm2.engine.shared_llama()
-    clash = LlamaCppEngine(model=smollm2_path, n_threads=1, n_ctx=1024)
-    with pytest.raises(ValueError, match="already loaded"):
-        clash.shared_llama()
+    with pytest.raises(ValueError, match="already loaded"):  # refused where the LM is built
+        local.lm(smollm2_path, n_threads=1, n_ctx=1024)
 
 
 def test_threads_are_serialised(smollm2: dspy.LM) -> None:

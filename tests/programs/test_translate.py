@@ -8,10 +8,12 @@ from fusion_dspy.programs.translate import Translate
 from fusion_dspy.programs.translate import TranslationProgram
 from fusion_dspy.programs.translate import chrf
 from fusion_dspy.programs.translate import chrf_pp
+from fusion_dspy.programs.translate import corpus_bleu
 from fusion_dspy.programs.translate import corpus_chrf
 from fusion_dspy.programs.translate import load_translation
 from fusion_dspy.programs.translate import load_wmt24pp
 from fusion_dspy.programs.translate import load_wmt_general
+from sacrebleu.metrics import BLEU
 from sacrebleu.metrics import CHRF
 
 from fusion_dspy import Fuse
@@ -135,3 +137,13 @@ def test_real_wmt_data_loads(real_data):
     assert 900 < len(examples) < 998 and all(e.source and e.target for e in examples)
     general = load_wmt_general(limit=5)
     assert len(general) == 5 and len(general[0].system_outputs) == 10
+
+
+def test_corpus_bleu_uses_the_chinese_tokenizer():
+    refs = [example("我喜欢吃苹果。"), example("今天天气很好。")]
+    hyps = [dspy.Prediction(translation="我喜欢吃苹果。"), dspy.Prediction(translation="今天天气不错。")]
+    texts, references = [h.translation for h in hyps], [[r.target for r in refs]]
+    expected = BLEU(tokenize="zh").corpus_score(texts, references).score
+    assert corpus_bleu(refs, hyps, target_language="zh_CN") == pytest.approx(expected)
+    # The default 13a tokenizer sees each unspaced sentence as one token: a different (wrong) score.
+    assert BLEU().corpus_score(texts, references).score != pytest.approx(expected)
