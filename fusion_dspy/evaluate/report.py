@@ -142,6 +142,35 @@ class EvalReport(BaseModel):
             plot_cost_quality(self, out / "cost_quality.png")
 
 
+def _corpus_ci(
+    corpus_metric: Callable[[Sequence[Any], Sequence[Any]], float],
+    examples: list[Any],
+    predictions: list[Any],
+    resamples: int,
+) -> tuple[float, float, float]:
+    """Bootstrap a corpus metric over examples.
+
+    A metric with per-example sufficient statistics (``statistics(examples, predictions)`` and
+    ``from_statistics(totals)``, like corpus chrF) is resampled by summing statistics rows; any other
+    corpus metric is recomputed per resample, with fewer resamples to stay affordable.
+    """
+    import numpy
+
+    values = [0.0] * len(examples)
+    if hasattr(corpus_metric, "statistics") and hasattr(corpus_metric, "from_statistics"):
+        rows = numpy.asarray(corpus_metric.statistics(examples, predictions))
+
+        def from_rows(indices: Sequence[int]) -> float:
+            return corpus_metric.from_statistics(rows[list(indices)].sum(axis=0).tolist())
+
+        return bootstrap_ci(values, statistic=from_rows, resamples=resamples)
+
+    def recompute(indices: Sequence[int]) -> float:
+        return corpus_metric([examples[i] for i in indices], [predictions[i] for i in indices])
+
+    return bootstrap_ci(values, statistic=recompute, resamples=min(resamples, _CORPUS_RESAMPLES))
+
+
 def _order(key: tuple[str, int]) -> tuple[int, str, int]:
     method, n = key
     rank = 0 if method.startswith("single:") else 1 if method == "random" else 3 if method == "oracle" else 2
@@ -193,12 +222,8 @@ def summarize(
         if corpus_metric is not None:
             chosen = [examples[i] for i, _ in rows]
             predictions = [dspy.Prediction(**(r.output or {})) for _, r in rows]
-
-            def corpus(indices: Sequence[int], chosen: list[Any] = chosen, predicted: list[Any] = predictions) -> float:
-                return corpus_metric([chosen[i] for i in indices], [predicted[i] for i in indices])
-
-            summary.corpus, summary.corpus_ci_low, summary.corpus_ci_high = bootstrap_ci(
-                scores, statistic=corpus, resamples=min(resamples, _CORPUS_RESAMPLES)
+            summary.corpus, summary.corpus_ci_low, summary.corpus_ci_high = _corpus_ci(
+                corpus_metric, chosen, predictions, resamples
             )
         if method != baseline and not method.startswith("single:"):
             paired = [

@@ -147,3 +147,15 @@ def test_corpus_bleu_uses_the_chinese_tokenizer():
     assert corpus_bleu(refs, hyps, target_language="zh_CN") == pytest.approx(expected)
     # The default 13a tokenizer sees each unspaced sentence as one token: a different (wrong) score.
     assert BLEU().corpus_score(texts, references).score != pytest.approx(expected)
+
+
+def test_corpus_chrf_statistics_sum_to_the_corpus_score():
+    examples = [example(REF), example("Guten Morgen, liebe Freunde."), example("Bis bald.")]
+    preds = [dspy.Prediction(translation=t) for t in (HYP, "Guten Morgen, Freunde.", "Bis später.")]
+    rows = corpus_chrf.statistics(examples, preds)
+    totals = [sum(column) for column in zip(*rows, strict=True)]
+    assert len(rows) == 3 and corpus_chrf.from_statistics(totals) == pytest.approx(corpus_chrf(examples, preds))
+    # A resample that repeats the first segment equals scoring that repeated corpus directly.
+    repeated = [a + a + c for a, c in zip(rows[0], rows[2], strict=True)]
+    direct = corpus_chrf([examples[0], examples[0], examples[2]], [preds[0], preds[0], preds[2]])
+    assert corpus_chrf.from_statistics(repeated) == pytest.approx(direct)
