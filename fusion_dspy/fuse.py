@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,11 +180,21 @@ class Fuse(dspy.Module):
             self._selector = get_selector(self.settings.selector)
         return self._selector
 
-    def register(self, *, teachers: Iterable[Teacher] = (), fusors: Iterable[dspy.BaseLM] = ()) -> Fuse:
-        """Make more teachers and fusor LMs known by name (for ``load`` and ``configure``)."""
+    def register(
+        self,
+        *,
+        teachers: Iterable[Teacher] = (),
+        fusors: Iterable[dspy.BaseLM] | Mapping[str, dspy.BaseLM] = (),
+    ) -> Fuse:
+        """Make more teachers and fusor LMs known by name (for ``load`` and ``configure``).
+
+        ``fusors`` is a list (each named by its model string) or a mapping from the names you want,
+        e.g. the names of a pool config file, to LMs.
+        """
         self.pool.add_teachers(teachers)
-        for lm in fusors:
-            self.pool.add_fusor(lm)
+        named = fusors.items() if isinstance(fusors, Mapping) else ((None, lm) for lm in fusors)
+        for name, lm in named:
+            self.pool.add_fusor(lm, name)
         return self
 
     def configure(

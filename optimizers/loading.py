@@ -47,9 +47,7 @@ def load_compiled(
     state = json.loads(Path(path).read_text(encoding="utf-8"))
     named = dict(fusors) if isinstance(fusors, Mapping) else {_model(lm): lm for lm in fusors}
     for fuse_path, fuse in find_fuses(program).items():
-        fuse.register(teachers=teachers)
-        for name, lm in named.items():
-            fuse.pool.add_fusor(lm, name=name)
+        fuse.register(teachers=teachers, fusors=named)
         saved = state.get("config" if fuse_path == ROOT else f"{fuse_path}.config", {})
         for name in saved.get("teachers", []):
             if name in fuse.pool.teachers or "@t" not in name:

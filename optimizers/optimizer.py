@@ -408,9 +408,7 @@ class FusionOptimizer(Teleprompter):
         template_fuses = find_fuses(session.template)
         for path, fuse in find_fuses(compiled).items():
             pool = template_fuses[path].pool
-            fuse.register(teachers=pool.teachers.values())
-            for name, lm in pool.fusors.items():
-                fuse.pool.add_fusor(lm, name=name)
+            fuse.register(teachers=pool.teachers.values(), fusors=pool.fusors)
         apply_settings(compiled, {path: FuseSettings.model_validate(s) for path, s in config.items()})
         compiled.trial_logs = trial_logs(session.study)
         compiled.score = score

@@ -140,7 +140,7 @@ def build_session(
     ]
     for space in spaces:
         for variant in space.teacher_variants():
-            fuses[space.path].pool.add_teachers([variant])
+            fuses[space.path].register(teachers=[variant])
     if stored_instructions is None:
         proposals = _propose(proposer, template, trainset, spaces) if coordinator else {}
         stored_instructions = {
@@ -187,13 +187,12 @@ def _register_pool(
 ) -> tuple[dict[str, Teacher], list[str], dict[str, Any]]:
     """Make the optimizer's pool known to ``fuse``; returns (teachers by name, fusor names, fusor LMs)."""
     if teachers is not None:
-        fuse.pool.add_teachers(teachers)
+        fuse.register(teachers=teachers)
         pool_teachers = {t.name: t for t in teachers}
     else:
         pool_teachers = dict(fuse.pool.teachers)
     if fusors is not None:
-        for name, lm in fusors.items():
-            fuse.pool.add_fusor(lm, name=name)
+        fuse.register(fusors=fusors)
         fusor_lms = dict(fusors)
     else:
         fusor_lms = dict(fuse.pool.fusors)

@@ -47,7 +47,9 @@ class SolveMath(dspy.Signature):
 
     question: str = dspy.InputField(desc="The word problem.")
     reasoning: str = dspy.OutputField(desc="Step-by-step solution.")
-    answer: str = dspy.OutputField(desc="The final answer: one number only.")
+    # A number, not text: adapters then reject "The answer is 18 dollars", and grammar-constrained local
+    # models (fusion_dspy.local) are forced to emit a number, which makes majority votes meaningful.
+    answer: float = dspy.OutputField(desc="The final answer: one number only.")
 
 
 class MathProgram(dspy.Module):

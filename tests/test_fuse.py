@@ -381,3 +381,11 @@ def test_store_skips_torn_lines_and_restores_typed_outputs(tmp_path):
     assert teacher.calls == 2
     assert all(isinstance(c.outputs["person"], Person) for c in pred.fusion.candidates)
     assert isinstance(pred.person, Person)
+
+
+def test_register_fusors_under_chosen_names():
+    fuse = make_fuse(2)
+    named = FakeEngine(name="big", responder=lambda r: {"comparison": "c", "answer": "from big"})
+    fuse.register(fusors={"qwen-1.5b": named.lm()})
+    fuse.configure(fusor="qwen-1.5b")
+    assert fuse(question="q").answer == "from big"

@@ -52,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Two-stage parsing: find the subcommand first, then let its module declare its own arguments.
-    known, _ = parser.parse_known_args(argv)
+    # "--help" is held back from the first stage, so "fusion-dspy <command> --help" lists the
+    # command's own arguments instead of only the top-level ones.
+    first_stage = [arg for arg in argv if arg not in ("-h", "--help")] if len(argv) > 1 else argv
+    known, _ = parser.parse_known_args(first_stage)
     if known.command is None:
         parser.print_help()
         return 2

@@ -24,11 +24,17 @@ TEACHER_MODELS = ("qwen2.5-0.5b", "smollm2-135m")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=4, help="candidates per question (spread over the teachers)")
-    parser.add_argument("--limit", type=int, default=16, help="number of demo questions (max 24)")
+    parser.add_argument("--limit", type=int, default=12, help="number of demo questions (max 24)")
     parser.add_argument(
         "--fusor", default=None, help="catalog model that fuses (default: qwen2.5-1.5b if installed, else qwen2.5-0.5b)"
     )
     parser.add_argument("--temperature", type=float, default=0.8, help="teacher sampling temperature")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="llama.cpp threads per model (default: all cores; 1 is faster on a busy machine)",
+    )
     parser.add_argument("--out", default=None, help="output directory (default: ./fusion-runs/demo-<time>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -81,8 +87,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     print(f"Loading models: teachers {', '.join(TEACHER_MODELS)}; fusor {fusor_name} ...", flush=True)
-    teacher_lms = {name: local.lm(name, max_tokens=64, cache=False) for name in TEACHER_MODELS}
-    fusor_lm = local.lm(fusor_name, max_tokens=320, cache=True)
+    threads = {"n_threads": args.threads} if args.threads else {}
+    teacher_lms = {name: local.lm(name, max_tokens=64, cache=False, **threads) for name in TEACHER_MODELS}
+    fusor_lm = local.lm(fusor_name, max_tokens=320, cache=True, **threads)
     teachers = [Teacher(lm, temperature=args.temperature, name=name) for name, lm in teacher_lms.items()]
     fuse = Fuse("question -> answer", args.n, teachers=teachers, fusor=fusor_lm, store=MemoryStore())
     alone = dspy.Predict("question -> answer")

@@ -236,7 +236,7 @@ class Harness:
                 "index": record.index,
                 "teacher": record.teacher,
                 "sample": record.sample,
-                "outputs": record.outputs,
+                "outputs": record.model_dump(mode="json")["outputs"],  # JSON-safe for the journal
                 "error": record.error_type,
                 "usage": _usage_sum([record.usage]).model_dump(),
                 "latency_s": record.latency_s,

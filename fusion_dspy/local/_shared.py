@@ -9,6 +9,7 @@ argue for one shared instance per model rather than one per ``dspy.LM`` copy, op
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,6 +43,11 @@ _registry: dict[Path, SharedLlama] = {}
 _slot_locks: dict[Path, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
+#: llama-cpp-python silences llama.cpp (``verbose=False``) by swapping the process's stdout/stderr file
+#: descriptors, which is not thread-safe: concurrent quiet calls on *different* models could leave them
+#: pointing at /dev/null for the rest of the process. Every quiet load and call holds this lock.
+QUIET_IO_LOCK = threading.Lock()
+
 
 def require_llama_cpp() -> Any:
     """Import ``llama_cpp`` lazily, with an install hint instead of a bare ``ModuleNotFoundError``."""
@@ -74,7 +80,9 @@ def get_shared_llama(path: str | os.PathLike[str], **settings: Any) -> SharedLla
             if shared is None:
                 llama_cpp = require_llama_cpp()
                 _logger.info("Loading %s with %s", key, settings)
-                llama = llama_cpp.Llama(model_path=str(key), **settings)
+                quiet = contextlib.nullcontext() if settings.get("verbose") else QUIET_IO_LOCK
+                with quiet:  # loading also swaps stdout/stderr when not verbose (see QUIET_IO_LOCK)
+                    llama = llama_cpp.Llama(model_path=str(key), **settings)
                 shared = SharedLlama(path=key, llama=llama, lock=threading.Lock(), settings=dict(settings))
                 with _registry_lock:
                     _registry[key] = shared

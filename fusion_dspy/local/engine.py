@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ from dspy.lm15 import Usage
 from dspy.lm15 import response_to_events
 
 from fusion_dspy.local import catalog
+from fusion_dspy.local._shared import QUIET_IO_LOCK
 from fusion_dspy.local._shared import SharedLlama
 from fusion_dspy.local._shared import check_shared_settings
 from fusion_dspy.local._shared import get_shared_llama
@@ -156,7 +158,10 @@ class LlamaCppEngine:
         """Run one chat completion for a canonical DSPy request."""
         kwargs, gbnf = self._completion_kwargs(request)
         shared = self.shared_llama()
-        with shared.lock:
+        # Quiet calls share one process-wide lock (see _shared.QUIET_IO_LOCK); on a few CPU cores parallel
+        # decoding of different models gains nothing anyway. Verbose engines need only their model's lock.
+        io_lock = contextlib.nullcontext() if self._settings["verbose"] else QUIET_IO_LOCK
+        with io_lock, shared.lock:
             if gbnf is not None:
                 grammar = _compile_grammar(gbnf, shared.llama)
                 if grammar is not None:

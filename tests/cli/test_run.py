@@ -38,3 +38,11 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", "--config", str(path), "--input", "query=q"]) == 2
     assert "missing input field(s) ['question']" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.toml"), "--input", "question=q"]) == 2
+
+
+def test_subcommand_help_lists_its_own_arguments(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "--config" in capsys.readouterr().out

