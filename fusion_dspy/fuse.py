@@ -252,59 +252,65 @@ class Fuse(dspy.Module):
     # -- calls ---------------------------------------------------------------------------------------
 
     def forward(self, **kwargs: Any) -> FusedPrediction:
-        inputs = self._inputs(kwargs)
-        started = time.perf_counter()
-        settings = self.settings
-        draws = plan_draws(self.teachers, settings.n, seed=settings.seed)
+        inputs, draws, started = self._begin(kwargs)
         keys, outcomes, missing = self._lookup(draws, inputs)
         fresh = run_draws(self.generate, missing, inputs, timeout=self.timeout, max_threads=self.max_threads)
-        outcomes = self._remember(keys, outcomes, fresh)
-        call = FuseCall(signature=self.signature, settings=settings, inputs=inputs, outcomes=outcomes, started=started)
-        call.check_enough()
+        call = self._call(inputs, self._remember(keys, outcomes, fresh), started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
             result = tracked(lambda: self.fusor(**fusor_inputs, **self._fusor_lm_kwargs()))
-            merge_into_parent_tracker([result])
-            if call.accept_fusion(result, lm_name=settings.fusor, order=order, fields=self.fusion_fields):
+            if self._accept_fusion(call, result, order):
                 return call.finish("fuse")
-            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
             path = "select"
         if path == "select":
             selector = self.selector
             call.accept_selection(selector.select(self.signature, inputs, call.candidates), selector.name)
-        elif path == "consensus":
-            call.take_consensus()
-        else:
-            call.take_candidate(0)
-        return call.finish(path)
+        return self._finish(call, path)
 
     async def aforward(self, **kwargs: Any) -> FusedPrediction:
-        inputs = self._inputs(kwargs)
-        started = time.perf_counter()
-        settings = self.settings
-        draws = plan_draws(self.teachers, settings.n, seed=settings.seed)
+        inputs, draws, started = self._begin(kwargs)
         keys, outcomes, missing = self._lookup(draws, inputs)
         fresh = await arun_draws(self.generate, missing, inputs, timeout=self.timeout)
-        outcomes = self._remember(keys, outcomes, fresh)
-        call = FuseCall(signature=self.signature, settings=settings, inputs=inputs, outcomes=outcomes, started=started)
-        call.check_enough()
+        call = self._call(inputs, self._remember(keys, outcomes, fresh), started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
             result = await atracked(lambda: self.fusor.acall(**fusor_inputs, **self._fusor_lm_kwargs()))
-            merge_into_parent_tracker([result])
-            if call.accept_fusion(result, lm_name=settings.fusor, order=order, fields=self.fusion_fields):
+            if self._accept_fusion(call, result, order):
                 return call.finish("fuse")
-            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
             path = "select"
         if path == "select":
             selector = self.selector
-            selection = await selector.aselect(self.signature, inputs, call.candidates)
-            call.accept_selection(selection, selector.name)
-        elif path == "consensus":
+            call.accept_selection(await selector.aselect(self.signature, inputs, call.candidates), selector.name)
+        return self._finish(call, path)
+
+    # -- the steps forward and aforward share ----------------------------------------------------------
+
+    def _begin(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Draw], float]:
+        inputs = self._inputs(kwargs)
+        started = time.perf_counter()
+        return inputs, plan_draws(self.teachers, self.settings.n, seed=self.settings.seed), started
+
+    def _call(self, inputs: dict[str, Any], outcomes: list[DrawOutcome], started: float) -> FuseCall:
+        call = FuseCall(
+            signature=self.signature, settings=self.settings, inputs=inputs, outcomes=outcomes, started=started
+        )
+        call.check_enough()
+        return call
+
+    def _accept_fusion(self, call: FuseCall, result: Tracked, order: list[int]) -> bool:
+        merge_into_parent_tracker([result])
+        if call.accept_fusion(result, lm_name=self.settings.fusor, order=order, fields=self.fusion_fields):
+            return True
+        _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
+        return False
+
+    @staticmethod
+    def _finish(call: FuseCall, path: str) -> FusedPrediction:
+        if path == "consensus":
             call.take_consensus()
-        else:
+        elif path == "single":
             call.take_candidate(0)
         return call.finish(path)
 
