@@ -86,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"fusion-runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
 
+    # Measure real calls every run: a disk cache left by an earlier run would report zero cost. The
+    # memory cache stays on, so within this run the "auto" method re-uses the fusion call it repeats.
+    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
     print(f"Loading models: teachers {', '.join(TEACHER_MODELS)}; fusor {fusor_name} ...", flush=True)
     threads = {"n_threads": args.threads} if args.threads else {}
     teacher_lms = {name: local.lm(name, max_tokens=64, cache=False, **threads) for name in TEACHER_MODELS}

@@ -15,6 +15,7 @@ from typing import Any
 from fusion_dspy.candidate import render_outputs
 from fusion_dspy.candidate import render_value
 from fusion_dspy.report import FusionReport
+from fusion_dspy.report import TokenUsage
 from fusion_dspy.synth.prompts import Prompt
 
 __all__ = ["build_record", "render_prompt", "to_chat"]
@@ -45,7 +46,7 @@ def build_record(
     fields = tuple(output_fields)
     candidates = []
     for record in report.candidates:
-        usage = sum((u for u in record.usage.values()), start=_zero())
+        usage = sum(record.usage.values(), start=TokenUsage())
         candidates.append({
             "index": record.index,
             "teacher": record.teacher,
@@ -84,12 +85,6 @@ def build_record(
         "config_hash": config_hash,
         "report_json": report.model_dump_json(),
     }
-
-
-def _zero() -> Any:
-    from fusion_dspy.report import TokenUsage
-
-    return TokenUsage()
 
 
 def to_chat(record: Mapping[str, Any], *, output: str = "fused_output", system: str | None = None) -> dict[str, Any]:
