@@ -152,7 +152,7 @@ class FuseCall:
         chosen = self.candidates[selection.position]
         scores = None
         if selection.scores is not None:
-            scores = {c.index: float(s) for c, s in zip(self.candidates, selection.scores)}
+            scores = {c.index: float(s) for c, s in zip(self.candidates, selection.scores, strict=True)}
         self.selection_record = SelectionRecord(
             selector=selector_name, index=chosen.index, scores=scores, rationale=selection.rationale
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from pydantic import model_validator
 from fusion_dspy.teacher import DEFAULT_TEMPERATURE
 from fusion_dspy.teacher import Teacher
 
-__all__ = ["LMSpec", "PoolConfig", "TeacherSpec", "load_pool_config"]
+__all__ = ["LMSpec", "PoolConfig", "TeacherSpec", "load_pool_config", "pick_fusor"]
 
 _SECRET_KEYS = {"api_key", "key", "token", "secret", "password"}
 
@@ -174,3 +175,14 @@ def load_pool_config(path: str | os.PathLike[str]) -> PoolConfig:
                         "export it as an environment variable and set api_key_env = \"VAR_NAME\"."
                     )
     return PoolConfig.model_validate(data)
+
+
+def pick_fusor(fusors: Mapping[str, Any], name: str | None, *, source: object = "the pool config") -> str | None:
+    """The fusor to use: ``name``, which must be configured, or else the first configured one.
+
+    Returns ``None`` when no fusor is configured and none was asked for; callers decide whether to fall
+    back (e.g. to a teacher's LM) or to refuse.
+    """
+    if name is not None and name not in fusors:
+        raise ValueError(f"Fusor {name!r} is not in {source}; known fusors: {sorted(fusors)}.")
+    return name if name is not None else next(iter(fusors), None)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Literal
@@ -45,7 +44,7 @@ def test_fuse_returns_exactly_the_output_fields_and_a_report():
     # The fusor saw every candidate, fenced as data.
     shown = fusor.requests[0].inputs["candidates"]
     for record in report.candidates:
-        assert f"<candidate id=" in shown and record.outputs["answer"] in shown
+        assert "<candidate id=" in shown and record.outputs["answer"] in shown
 
 
 def test_default_teacher_and_fusor_are_the_configured_lm():
@@ -74,7 +73,8 @@ class Typed(dspy.Signature):
 
 def test_typed_outputs_are_fused_and_type_checked():
     def fuse_answer(request):
-        return {"comparison": "c", "count": 7, "tags": ["x", "y"], "person": {"name": "Ada", "age": 36}, "verdict": "no"}
+        person = {"name": "Ada", "age": 36}
+        return {"comparison": "c", "count": 7, "tags": ["x", "y"], "person": person, "verdict": "no"}
 
     fusor = FakeEngine(responder=fuse_answer)
     teacher = FakeEngine(name="t")
@@ -318,7 +318,8 @@ def test_zero_temperature_teacher_with_repeats_is_refused_at_construction():
 
 def test_duplicate_teacher_names_are_refused():
     with pytest.raises(ValueError, match="distinct names"):
-        make_fuse(2, teachers=[Teacher(teacher_engine("a").lm(), name="x"), Teacher(teacher_engine("b").lm(), name="x")])
+        twins = [Teacher(teacher_engine("a").lm(), name="x"), Teacher(teacher_engine("b").lm(), name="x")]
+        make_fuse(2, teachers=twins)
 
 
 # -- configure --------------------------------------------------------------------------------------

@@ -36,13 +36,12 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from fusion_dspy import Fuse
     from fusion_dspy.pool_config import load_pool_config
+    from fusion_dspy.pool_config import pick_fusor
 
     config = load_pool_config(args.config)
     teachers = config.build_teachers()
     fusors = config.build_fusors()
-    if args.fusor is not None and args.fusor not in fusors:
-        raise ValueError(f"--fusor {args.fusor!r} is not in {args.config}; known fusors: {sorted(fusors)}.")
-    fusor_name = args.fusor or next(iter(fusors), None)
+    fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
     # Without a configured fusor the first teacher's LM fuses (better than failing on a small pool).
     fusor = fusors[fusor_name] if fusor_name else teachers[0].lm
     n = args.n or sum(t.samples for t in teachers)

@@ -35,15 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fusion_dspy import Fuse
     from fusion_dspy.pool_config import load_pool_config
+    from fusion_dspy.pool_config import pick_fusor
     from fusion_dspy.synth import load_prompts
     from fusion_dspy.synth import synthesize
 
     config = load_pool_config(args.config)
     teachers = config.build_teachers()
     fusors = config.build_fusors()
-    if args.fusor is not None and args.fusor not in fusors:
-        raise ValueError(f"--fusor {args.fusor!r} is not in {args.config}; known fusors: {sorted(fusors)}.")
-    fusor_name = args.fusor or next(iter(fusors), None)
+    fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
     if fusor_name is None:
         raise ValueError(f"{args.config} has no [[fusors]] entry; add one to fuse the candidates.")
     n = args.n or sum(t.samples for t in teachers)
