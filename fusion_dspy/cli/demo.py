@@ -225,11 +225,16 @@ def _plot(summary: dict[str, dict[str, float]], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Methods that share the same candidates often land on the same point: one label per point.
+    points: dict[tuple[float, float], list[str]] = {}
     for name, s in summary.items():
-        ax.scatter(s["tokens_per_question"], s["accuracy"] * 100)
-        ax.annotate(name, (s["tokens_per_question"], s["accuracy"] * 100), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        points.setdefault((s["tokens_per_question"], s["accuracy"] * 100), []).append(name)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (tokens, accuracy), names in points.items():
+        ax.scatter(tokens, accuracy)
+        ax.annotate("\n".join(names), (tokens, accuracy), fontsize=7, xytext=(5, -3), textcoords="offset points",
+                    va="top")
+    ax.margins(x=0.3, y=0.15)
     ax.set_xlabel("tokens per question")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("fusion-dspy demo: quality vs cost (same candidates for every method)")
