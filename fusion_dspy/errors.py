@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fusion_dspy.report import FusionReport
 
-__all__ = ["CandidatesExhaustedError", "FusionError"]
+__all__ = ["CandidatesExhaustedError", "FusionError", "StoredFailure"]
 
 
 class FusionError(RuntimeError):
@@ -27,3 +27,15 @@ class CandidatesExhaustedError(FusionError):
             f"min_candidates={min_candidates}. Failures:\n{failures}\n"
             "Check the teachers' LM settings and connectivity, raise `timeout`, or lower `min_candidates`."
         )
+
+
+class StoredFailure(FusionError):
+    """A draw that failed when it was first made, replayed from a candidate store.
+
+    ``error_type`` is the original exception's class name (e.g. ``AdapterParseError``); the message is
+    the original message. Replaying it keeps the candidate set of a re-run identical to the first run.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.error_type = error_type
+        super().__init__(message)

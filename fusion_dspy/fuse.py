@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
+from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.config import FuseConfig
 from fusion_dspy.config import FuseSettings
+from fusion_dspy.errors import StoredFailure
 from fusion_dspy.fuse_call import FuseCall
+from fusion_dspy.fuse_call import error_text
 from fusion_dspy.fusion_signature import fusion_signature
 from fusion_dspy.fusion_signature import resolve_signature
 from fusion_dspy.pool import Pool
@@ -265,7 +268,8 @@ class Fuse(dspy.Module):
             path = "select"
         if path == "select":
             selector = self.selector
-            call.accept_selection(selector.select(self.signature, inputs, call.candidates), selector.name)
+            result = tracked(lambda: selector.select(self.signature, inputs, call.candidates))
+            self._accept_selection(call, result, selector.name)
         return self._finish(call, path)
 
     async def aforward(self, **kwargs: Any) -> FusedPrediction:
@@ -282,7 +286,8 @@ class Fuse(dspy.Module):
             path = "select"
         if path == "select":
             selector = self.selector
-            call.accept_selection(await selector.aselect(self.signature, inputs, call.candidates), selector.name)
+            result = await atracked(lambda: selector.aselect(self.signature, inputs, call.candidates))
+            self._accept_selection(call, result, selector.name)
         return self._finish(call, path)
 
     # -- the steps forward and aforward share ----------------------------------------------------------
@@ -305,6 +310,14 @@ class Fuse(dspy.Module):
             return True
         _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
         return False
+
+    @staticmethod
+    def _accept_selection(call: FuseCall, result: Tracked, selector_name: str) -> None:
+        # A selector that calls LMs (judge, usc, reward) costs tokens: they belong to this call's report.
+        merge_into_parent_tracker([result])
+        if result.error is not None:
+            raise result.error
+        call.accept_selection(result.value, selector_name, usage=result.usage, latency_s=result.latency_s)
 
     @staticmethod
     def _finish(call: FuseCall, path: str) -> FusedPrediction:
@@ -340,8 +353,11 @@ class Fuse(dspy.Module):
             stored = self.store.get(key)
             if stored is None:
                 missing.append(draw)
+            elif not stored.ok:
+                failure = StoredFailure(stored.error_type or "Error", stored.error or "")
+                found.append(DrawOutcome(draw, Tracked(error=failure), stored=stored))
             else:
-                prediction = dspy.Prediction(**_typed_outputs(self.signature, stored.outputs))
+                prediction = dspy.Prediction(**_typed_outputs(self.signature, stored.outputs or {}))
                 found.append(DrawOutcome(draw, Tracked(value=prediction), stored=stored))
         return keys, found, missing
 
@@ -352,10 +368,21 @@ class Fuse(dspy.Module):
         merge_into_parent_tracker([o.result for o in fresh])
         if self.store is not None:
             for outcome in fresh:
-                if outcome.result.error is None:
-                    outputs = {name: outcome.result.value[name] for name in self.signature.output_fields}
-                    stored = StoredDraw(outputs=_jsonable(outputs), usage=outcome.result.usage)
-                    self.store.put(keys[outcome.draw.index], stored)
+                result = outcome.result
+                if result.error is None:
+                    outputs = {name: result.value[name] for name in self.signature.output_fields}
+                    stored = StoredDraw(outputs=_jsonable(outputs), usage=result.usage, latency_s=result.latency_s)
+                elif isinstance(result.error, AdapterParseError):
+                    stored = StoredDraw(
+                        outputs=None,
+                        usage=result.usage,
+                        latency_s=result.latency_s,
+                        error=error_text(result.error),
+                        error_type=type(result.error).__name__,
+                    )
+                else:
+                    continue  # A transient fault: the next call asks this teacher again.
+                self.store.put(keys[outcome.draw.index], stored)
         return sorted([*found, *fresh], key=lambda o: o.draw.index)
 
     def _fusor_lm_kwargs(self) -> dict[str, Any]:

@@ -31,16 +31,18 @@ from fusion_dspy.report import FusionReport
 from fusion_dspy.report import FusorRecord
 from fusion_dspy.report import Path
 from fusion_dspy.report import SelectionRecord
+from fusion_dspy.report import TokenUsage
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
 
-__all__ = ["FuseCall"]
+__all__ = ["FuseCall", "error_text"]
 
 _MAX_ERROR_CHARS = 2000
 
 
-def _error_text(error: BaseException) -> str:
+def error_text(error: BaseException) -> str:
+    """The error's message, capped so a huge LM answer quoted in it cannot bloat the report."""
     text = str(error) or repr(error)
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
 
@@ -82,10 +84,12 @@ class FuseCall:
             temperature=draw.teacher.temperature,
             seed=draw.seed,
             usage=outcome.stored.usage if outcome.stored is not None else result.usage,
-            latency_s=result.latency_s,
+            latency_s=outcome.stored.latency_s if outcome.stored is not None else result.latency_s,
         )
-        if result.error is not None:
-            record.error, record.error_type = _error_text(result.error), type(result.error).__name__
+        if outcome.stored is not None and not outcome.stored.ok:
+            record.error, record.error_type, record.cached = outcome.stored.error, outcome.stored.error_type, True
+        elif result.error is not None:
+            record.error, record.error_type = error_text(result.error), type(result.error).__name__
         else:
             outputs = {name: result.value[name] for name in self.output_fields}
             record.outputs = outputs
@@ -133,7 +137,7 @@ class FuseCall:
         record = FusorRecord(lm=lm_name, order=order, usage=result.usage, latency_s=result.latency_s)
         self.fusor_record = record
         if result.error is not None:
-            record.error, record.error_type = _error_text(result.error), type(result.error).__name__
+            record.error, record.error_type = error_text(result.error), type(result.error).__name__
             self.fallback = f"fusor failed ({record.error_type}); used select instead"
             return False
         prediction = result.value
@@ -143,7 +147,14 @@ class FuseCall:
 
     # -- selection -----------------------------------------------------------------------------------
 
-    def accept_selection(self, selection: Selection, selector_name: str) -> None:
+    def accept_selection(
+        self,
+        selection: Selection,
+        selector_name: str,
+        *,
+        usage: Mapping[str, TokenUsage] | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
         if not 0 <= selection.position < len(self.candidates):
             raise IndexError(
                 f"Selector {selector_name!r} returned position {selection.position} for "
@@ -154,7 +165,12 @@ class FuseCall:
         if selection.scores is not None:
             scores = {c.index: float(s) for c, s in zip(self.candidates, selection.scores, strict=True)}
         self.selection_record = SelectionRecord(
-            selector=selector_name, index=chosen.index, scores=scores, rationale=selection.rationale
+            selector=selector_name,
+            index=chosen.index,
+            scores=scores,
+            rationale=selection.rationale,
+            usage=dict(usage or {}),
+            latency_s=latency_s,
         )
         self.outputs = dict(chosen.outputs)
 

@@ -71,7 +71,8 @@ def usage_from_tracker(usage_data: Mapping[str, Iterable[Mapping[str, Any]]]) ->
 class CandidateRecord(BaseModel):
     """One teacher draw: its settings, and either its outputs or the error that dropped it.
 
-    ``usage`` is what producing the candidate cost. ``cached`` means no model was called for it in
+    ``usage`` and ``latency_s`` are what producing the candidate cost (for a stored candidate, the
+    original call's). ``cached`` means no model was called for it in
     this call: it came from a candidate store (whose ``usage`` is the original call's) or from
     DSPy's cache (which reports no usage, so ``usage`` is empty).
     """
@@ -106,12 +107,18 @@ class FusorRecord(BaseModel):
 
 
 class SelectionRecord(BaseModel):
-    """A Best-of-N pick: the selector, the chosen candidate's ``index``, and per-candidate scores."""
+    """A Best-of-N pick: the selector, the chosen candidate's ``index``, and per-candidate scores.
+
+    ``usage`` and ``latency_s`` are the selector's own LM calls (a judge, USC or a reward model);
+    ``mbr`` and ``majority`` call no model and cost nothing.
+    """
 
     selector: str
     index: int
     scores: dict[int, float] | None = None
     rationale: str | None = None
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    latency_s: float = 0.0
 
 
 class FusionReport(BaseModel):
@@ -147,12 +154,15 @@ class FusionReport(BaseModel):
     def failed(self) -> list[CandidateRecord]:
         return [c for c in self.candidates if not c.ok]
 
+    def _model_calls(self) -> list[dict[str, TokenUsage]]:
+        """Usage of the calls made after the candidates: the fusor and the selector."""
+        return [part.usage for part in (self.fusor, self.selection) if part is not None]
+
     @property
     def usage(self) -> dict[str, TokenUsage]:
-        """Token usage per LM over all candidates, the fusor and nothing else."""
+        """Token usage per LM over all candidates, the fusor and the selector."""
         totals: dict[str, TokenUsage] = {}
-        parts = [c.usage for c in self.candidates] + ([self.fusor.usage] if self.fusor else [])
-        for part in parts:
+        for part in [c.usage for c in self.candidates] + self._model_calls():
             for lm_name, usage in part.items():
                 totals[lm_name] = totals.get(lm_name, TokenUsage()) + usage
         return totals
@@ -160,13 +170,10 @@ class FusionReport(BaseModel):
     @property
     def spent_usage(self) -> TokenUsage:
         """Tokens actually spent by this call (candidates from a store or cache excluded)."""
+        parts = [c.usage for c in self.candidates if not c.cached] + self._model_calls()
         total = TokenUsage()
-        for record in self.candidates:
-            if not record.cached:
-                for usage in record.usage.values():
-                    total = total + usage
-        if self.fusor is not None:
-            for usage in self.fusor.usage.values():
+        for part in parts:
+            for usage in part.values():
                 total = total + usage
         return total
 

@@ -6,8 +6,14 @@ name, sample index, temperature, seed), so configurations that differ only in N,
 the fusor, its prompt or the mode re-use the same candidates. This is what makes an optimizer
 study or a method comparison at equal N cheap, and a killed run resumable.
 
-Stored entries keep the *real* usage of the original call, so cost accounting does not drop to
-zero on a hit (DSPy's own cache reports no usage for hits).
+Stored entries keep the *real* usage and latency of the original call, so cost accounting does
+not drop to zero on a hit (DSPy's own cache reports no usage for hits).
+
+Draws whose answer could not be parsed (``AdapterParseError``) are stored too, as failures: the
+model did answer, and asking again with the same seed would pay for the same malformed answer. A
+re-run then sees exactly the candidates of the first run, failures included, which keeps method
+comparisons paired. Transient faults (timeouts, connection or rate-limit errors) are never stored:
+the next call tries that teacher again.
 """
 
 from __future__ import annotations
@@ -29,10 +35,18 @@ __all__ = ["CandidateStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_ke
 
 @dataclasses.dataclass(frozen=True)
 class StoredDraw:
-    """A successful draw as stored: JSON-mode output values and the usage of the original call."""
+    """A draw as stored: JSON-mode output values (or the parse failure), and the usage and latency
+    of the original call."""
 
-    outputs: dict[str, Any]
+    outputs: dict[str, Any] | None
     usage: dict[str, TokenUsage]
+    latency_s: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
 
 
 class CandidateStore(Protocol):
@@ -109,21 +123,32 @@ class JsonlStore(MemoryStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.skipped_lines = 0
+        self._torn_tail = False
         self.reload()
 
     def reload(self) -> None:
         """Read every complete line of the file into memory."""
         if not self.path.exists():
             return
-        with self.path.open("r", encoding="utf-8") as handle:
+        with self.path.open("rb") as handle:
+            # A killed writer can leave a last line without its newline; the next append must start
+            # on a fresh line, or it would be glued to the torn one and lost on the next load.
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                self._torn_tail = handle.read(1) != b"\n"
+        with self.path.open("r", encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
                     draw = StoredDraw(
                         outputs=record["outputs"],
                         usage={name: TokenUsage(**u) for name, u in record["usage"].items()},
+                        latency_s=float(record.get("latency_s", 0.0)),
+                        error=record.get("error"),
+                        error_type=record.get("error_type"),
                     )
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     self.skipped_lines += 1  # A torn write from a killed process: ignore it.
                     continue
                 with self._lock:
@@ -135,12 +160,17 @@ class JsonlStore(MemoryStore):
                 "key": key,
                 "outputs": draw.outputs,
                 "usage": {name: u.model_dump() for name, u in draw.usage.items()},
+                "latency_s": draw.latency_s,
+                **({} if draw.ok else {"error": draw.error, "error_type": draw.error_type}),
             },
             ensure_ascii=False,
             default=str,
         )
         with self._lock:
             with self.path.open("a", encoding="utf-8") as handle:
+                if self._torn_tail:
+                    line = "\n" + line
+                    self._torn_tail = False
                 handle.write(line + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -309,10 +309,12 @@ def _example_result(score: float, reports: Sequence[tuple[str, FusionReport]],
             if not record.cached:
                 _add(fuse_spent, record.usage)
                 draws += sum(u.calls for u in record.usage.values())
+        for step in (report.fusor, report.selection):  # A judge or USC selector's calls are in the report.
+            if step is not None:
+                _add(fuse_spent, step.usage)
         if report.fusor is not None:
-            _add(fuse_spent, report.fusor.usage)
             fusor_calls += sum(u.calls for u in report.fusor.usage.values())
-    for lm, used in spent.items():  # Predictors outside any Fuse, and selectors that call an LM.
+    for lm, used in spent.items():  # Predictors outside any Fuse.
         fused = fuse_spent.get(lm, TokenUsage())
         other = TokenUsage(input_tokens=max(0, used.input_tokens - fused.input_tokens),
                            output_tokens=max(0, used.output_tokens - fused.output_tokens),

@@ -390,3 +390,89 @@ def test_register_fusors_under_chosen_names():
     fuse.register(fusors={"qwen-1.5b": named.lm()})
     fuse.configure(fusor="qwen-1.5b")
     assert fuse(question="q").answer == "from big"
+
+
+def test_store_replays_parse_failures_but_retries_transient_faults(tmp_path):
+    from fusion_dspy.store import JsonlStore
+
+    junk_engine = teacher_engine("junk", garbage=True)
+    flaky_calls = []
+    flaky_engine = teacher_engine("flaky", fail=lambda request: not flaky_calls.append(1) and len(flaky_calls) == 1)
+    good_engine = teacher_engine("good")
+    teachers = [Teacher(good_engine.lm(), name="good"), Teacher(junk_engine.lm(), name="junk"),
+                Teacher(flaky_engine.lm(), name="flaky")]
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    first = make_fuse(3, teachers=teachers, store=store, mode="select")(question="q")
+    assert [c.error_type for c in first.fusion.candidates] == [None, "AdapterParseError", "LMUnexpectedError"]
+    junk_calls = junk_engine.calls  # the ChatAdapter's attempt and DSPy's JSONAdapter retry
+    assert junk_calls >= 1
+
+    reopened = JsonlStore(tmp_path / "bank.jsonl")
+    second = make_fuse(3, teachers=teachers, store=reopened, mode="select")(question="q")
+    # The malformed answer is replayed (same candidate set, original cost, no new call); the transient
+    # fault is not remembered, so the flaky teacher is asked again and now answers.
+    assert (good_engine.calls, junk_engine.calls, flaky_engine.calls) == (1, junk_calls, 2)
+    junk = second.fusion.candidates[1]
+    assert junk.error_type == "AdapterParseError" and junk.cached and junk.error == first.fusion.candidates[1].error
+    assert junk.usage == first.fusion.candidates[1].usage and junk.usage["local/junk"].calls == junk_calls
+    assert second.fusion.candidates[2].ok and not second.fusion.candidates[2].cached
+
+
+def test_stored_candidates_keep_their_original_latency(tmp_path):
+    from fusion_dspy.store import JsonlStore
+
+    slow = Teacher(teacher_engine("slow", delay=0.2).lm(), name="slow")
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    first = make_fuse(2, teachers=[slow], store=store, mode="select")(question="q")
+    again = make_fuse(2, teachers=[slow], store=JsonlStore(tmp_path / "bank.jsonl"), mode="select")(question="q")
+    assert all(c.latency_s >= 0.2 for c in again.fusion.candidates)
+    assert [c.latency_s for c in again.fusion.candidates] == [c.latency_s for c in first.fusion.candidates]
+
+
+def test_a_write_after_a_torn_line_is_not_lost(tmp_path):
+    from fusion_dspy.store import JsonlStore
+    from fusion_dspy.store import StoredDraw
+
+    path = tmp_path / "bank.jsonl"
+    path.write_text('{"key": "torn", "outp', encoding="utf-8")  # killed mid-write, no newline
+    store = JsonlStore(path)
+    store.put("k1", StoredDraw(outputs={"answer": "x"}, usage={}))
+    store.put("k2", StoredDraw(outputs={"answer": "y"}, usage={}))
+    reopened = JsonlStore(path)
+    assert reopened.skipped_lines == 1
+    assert reopened.get("k1").outputs == {"answer": "x"} and reopened.get("k2").outputs == {"answer": "y"}
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_selector_calls_are_part_of_the_reports_cost(use_async):
+    from fusion_dspy.selectors import LLMJudge
+
+    judge = FakeEngine(name="judge", responder=lambda request: {"reasoning": "fine", "score": 5.0})
+    fuse = make_fuse(3, mode="select", selector=LLMJudge(lm=judge.lm()))
+    with dspy.track_usage() as tracker:
+        pred = await fuse.acall(question="q") if use_async else fuse(question="q")
+    selection = pred.fusion.selection
+    assert selection.usage["local/judge"].calls == 3 == judge.calls and selection.latency_s > 0
+    assert pred.fusion.usage["local/judge"] == selection.usage["local/judge"]
+    assert pred.fusion.total_usage.calls == 3 + 3 and pred.fusion.spent_usage.calls == 6
+    # ...and the outer tracker sees each call exactly once.
+    assert len(tracker.usage_data["local/judge"]) == 3
+
+
+def test_a_failing_selector_raises_and_its_calls_still_reach_the_outer_tracker():
+    from fusion_dspy.selectors import SelectionError
+    from fusion_dspy.selectors.base import Selector
+
+    judge = FakeEngine(name="judge")
+
+    class GivesUp(Selector):
+        name = "gives-up"
+
+        def select(self, signature, inputs, candidates):
+            dspy.Predict("question -> verdict")(question="which?", lm=judge.lm())  # paid for...
+            raise SelectionError("no candidate could be scored")  # ...then fails
+
+    fuse = make_fuse(2, mode="select", selector=GivesUp())
+    with dspy.track_usage() as tracker, pytest.raises(SelectionError, match="no candidate could be scored"):
+        fuse(question="q")
+    assert len(tracker.usage_data["local/judge"]) == 1

@@ -210,11 +210,8 @@ class Harness:
                 if (method, n) in done:
                     continue
                 self.fuse.configure(n=n, mode="select", selector=selector)
-                with dspy.track_usage() as tracker:
-                    prediction, report, elapsed = self._call(inputs)
-                extra = usage_from_tracker(tracker.usage_data)
-                self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates,
-                                                          extra, elapsed))
+                prediction, report, _ = self._call(inputs)
+                self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
 
@@ -270,15 +267,17 @@ class Harness:
         )
 
     def _selection_result(self, example: dspy.Example, eid: str, method: str, n: int, prediction: Any,
-                          report: FusionReport, candidates: list[dict[str, Any]],
-                          extra: Mapping[str, TokenUsage], elapsed: float) -> MethodResult:
+                          report: FusionReport, candidates: list[dict[str, Any]]) -> MethodResult:
         outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
         score, error = self._score(example, outputs)
         drawn = self._first(candidates, n)
-        usage = _usage_sum([{"c": TokenUsage(**c["usage"])} for c in drawn]) + _usage_sum([extra])
+        # The candidates come from the store at their original cost; the selector's own calls (a judge,
+        # USC) are in the report's selection record.
+        selection = report.selection
         return MethodResult(
-            example=eid, method=method, n=n, score=score, output=outputs, path=report.path, usage=usage,
-            time_s=sum(c["latency_s"] for c in drawn) + elapsed, error=error,
+            example=eid, method=method, n=n, score=score, output=outputs, path=report.path,
+            usage=report.total_usage,
+            time_s=sum(c["latency_s"] for c in drawn) + (selection.latency_s if selection else 0.0), error=error,
         )
 
     def _candidate_methods(self, example: dspy.Example, eid: str, n: int, candidates: list[dict[str, Any]],
