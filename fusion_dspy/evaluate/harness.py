@@ -33,7 +33,6 @@ from fusion_dspy.evaluate.report import summarize
 from fusion_dspy.fuse import Fuse
 from fusion_dspy.report import FusionReport
 from fusion_dspy.report import TokenUsage
-from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
 
