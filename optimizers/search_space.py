@@ -55,6 +55,14 @@ class SearchSpace(BaseModel):
             draw is repaired to the whole eligible pool, so no trial is wasted and the mapping from
             parameters to configuration stays deterministic (TPE simply sees two parameter points
             with the same value). ``False``: always use every eligible teacher.
+        pools: Named teacher pools to choose from instead of per-teacher switches, e.g.
+            ``{"diverse": ("qwen-0.5b", "smollm2", "gemma"), "strong": ("qwen-1.5b",)}``: one
+            categorical parameter ``<path>.pool``. Use it when the pools worth trying are few and
+            known (the paper's finding is that pool *diversity* matters most), or when there are
+            too many teachers for 2^k subsets. Overrides ``search_pool``; the eligible teachers
+            are the pools' members (and must lie within ``teachers`` when both are given).
+            Include one-teacher pools (the strongest model alone is often the one to beat): the
+            optimizer's "each teacher alone at N=1" baselines can only start from such pools.
         temperatures: Sampling temperature choices per teacher; ``None`` keeps each teacher's own.
             A value of 0 is allowed, but a trial that would draw a temperature-0 teacher twice is
             pruned without any LM call (its samples would be identical).
@@ -75,6 +83,7 @@ class SearchSpace(BaseModel):
     n: tuple[int, int] | None = None
     teachers: tuple[str, ...] | None = None
     search_pool: bool = True
+    pools: dict[str, tuple[str, ...]] | None = None
     temperatures: tuple[float, ...] | None = (0.3, 0.7, 1.0)
     fusors: tuple[str, ...] | None = None
     modes: tuple[Mode, ...] = ("fuse", "select", "auto")
@@ -103,6 +112,20 @@ class SearchSpace(BaseModel):
             raise ValueError(f"expected a non-empty tuple of finite numbers >= 0, got {value}.")
         return None if value is None else tuple(sorted(set(value)))
 
+    @field_validator("pools")
+    @classmethod
+    def _check_pools(cls, value: dict[str, tuple[str, ...]] | None) -> dict[str, tuple[str, ...]] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("pools needs at least one named pool, e.g. {'diverse': ('a', 'b')}, or None.")
+        for name, members in value.items():
+            if not name or not members:
+                raise ValueError(f"pool {name!r} must have a non-empty name and at least one teacher.")
+            if len(set(members)) != len(members):
+                raise ValueError(f"pool {name!r} names a teacher twice: {list(members)}.")
+        return value
+
     @field_validator("selectors")
     @classmethod
     def _check_selectors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -121,6 +144,10 @@ class SearchSpace(BaseModel):
                 raise ValueError(f"SearchSpace.{name} needs at least one choice (one choice fixes it).")
         if self.teachers is not None and not self.teachers:
             raise ValueError("SearchSpace.teachers needs at least one teacher name (or None for all).")
+        if self.pools is not None and self.teachers is not None:
+            outside = sorted({t for members in self.pools.values() for t in members} - set(self.teachers))
+            if outside:
+                raise ValueError(f"pools name teacher(s) {outside} that SearchSpace.teachers leaves out.")
         if self.fusors is not None and not self.fusors:
             raise ValueError("SearchSpace.fusors needs at least one fusor name (or None for all).")
         if "auto" in self.modes and any(not 0 < a <= 1 for a in self.agree):
@@ -160,6 +187,26 @@ class FuseSpace:
     def param(self, name: str) -> str:
         return f"{self.path}.{name}"
 
+    # -- pool choice -----------------------------------------------------------------------------
+
+    @property
+    def pools(self) -> dict[str, tuple[str, ...]] | None:
+        return self.space.pools
+
+    def pool_for(self, teachers: Sequence[str]) -> str | None:
+        """The named pool whose members are exactly ``teachers`` (``None`` if there is none)."""
+        wanted = set(teachers)
+        return next((name for name, members in (self.pools or {}).items() if set(members) == wanted), None)
+
+    def can_select(self, teachers: Sequence[str]) -> bool:
+        """Whether some parameter values make exactly ``teachers`` the pool."""
+        if self.pools is not None:
+            return self.pool_for(teachers) is not None
+        eligible = {t.name for t in self.teachers}
+        if not set(teachers) <= eligible:
+            return False
+        return self.space.search_pool or set(teachers) == eligible
+
     # -- variants the Fuse's pool must know ------------------------------------------------------
 
     def temperature_choices(self, teacher: Teacher) -> tuple[float, ...]:
@@ -186,7 +233,10 @@ class FuseSpace:
         n = trial.suggest_int(self.param("n"), low, high) if low < high else low
 
         chosen = list(self.teachers)
-        if self.space.search_pool and len(self.teachers) > 1:
+        if self.pools is not None:
+            members = set(self.pools[_choose(trial, self.param("pool"), tuple(self.pools))])
+            chosen = [t for t in self.teachers if t.name in members]
+        elif self.space.search_pool and len(self.teachers) > 1:
             chosen = [t for t in self.teachers if trial.suggest_categorical(self.param(f"use.{t.name}"), (True, False))]
             if not chosen:
                 chosen = list(self.teachers)  # Deterministic repair; see SearchSpace.search_pool.
@@ -247,7 +297,11 @@ class FuseSpace:
         low, high = self.n_range
         if low < high:
             params[self.param("n")] = min(max(n, low), high)
-        if self.space.search_pool and len(self.teachers) > 1:
+        if self.pools is not None:
+            pool = self.pool_for(teachers)
+            if pool is not None and len(self.pools) > 1:  # Otherwise the sampler picks a pool.
+                params[self.param("pool")] = pool
+        elif self.space.search_pool and len(self.teachers) > 1:
             for teacher in self.teachers:
                 params[self.param(f"use.{teacher.name}")] = teacher.name in teachers
         for teacher in self.teachers:
@@ -289,6 +343,11 @@ def resolve_space(
 ) -> FuseSpace:
     """Check ``space`` against the pool and build the :class:`FuseSpace` (errors say how to fix)."""
     names = list(space.teachers) if space.teachers is not None else list(teachers)
+    if space.pools is not None:
+        # Eligible: the pools' members, in the pool's order (it decides who is drawn first); names
+        # missing from the pool are kept so the check below reports them.
+        members = list(dict.fromkeys(m for pool in space.pools.values() for m in pool))
+        names = [name for name in names if name in members] + [m for m in members if m not in names]
     unknown = [name for name in names if name not in teachers]
     if unknown:
         raise ValueError(

@@ -72,9 +72,12 @@ class Session:
                     if space.n_range[0] > 1:
                         return out
                     teacher = space.teachers[min(position, len(space.teachers) - 1)]
+                    if not space.can_select([teacher.name]):
+                        break  # Named pools without this teacher alone: not a reachable baseline.
                     choices = space.temperature_choices(teacher)
                     params.update(space.params_for(n=1, teachers=[teacher.name], temperature=min(choices)))
-                out.append(params)
+                else:
+                    out.append(params)
         return out
 
     def _params(self, settings: Mapping[str, FuseSettings]) -> dict[str, Any]:

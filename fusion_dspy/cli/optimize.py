@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "parse_pools", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperatures", default="0.3,0.7,1.0",
                         help="teacher temperature choices, or 'keep' for each teacher's own")
     parser.add_argument("--modes", default="fuse,select,auto", help="modes to search")
+    parser.add_argument("--pools", default=None,
+                        help="named teacher pools to choose from instead of every subset, "
+                             "e.g. 'diverse=qwen-0.5b,smollm2;strong=qwen-1.5b'")
     parser.add_argument("--num-instructions", type=int, default=3, help="fusor instructions to propose per Fuse")
     parser.add_argument("--minibatch-size", type=int, default=10, help="examples between pruning decisions")
     parser.add_argument("--n-jobs", type=int, default=1, help="trials run concurrently (threads)")
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
     low, high = (int(x) for x in args.n_range.split(","))
     temperatures = None if args.temperatures == "keep" else tuple(float(t) for t in args.temperatures.split(","))
-    space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")))
+    space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")),
+                        pools=parse_pools(args.pools) if args.pools else None)
     progress = None if args.no_progress else _ProgressBar(args.trials)
     opt = FusionOptimizer(
         metric=metric, teachers=teachers, fusors=fusors, n_range=(low, high), trials=args.trials,
@@ -234,3 +238,22 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def parse_pools(text: str) -> dict[str, tuple[str, ...]]:
+    """``"diverse=a,b;strong=c"`` -> ``{"diverse": ("a", "b"), "strong": ("c",)}``."""
+    pools: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, members = part.partition("=")
+        teachers = tuple(filter(None, (m.strip() for m in members.split(","))))
+        if not sep or not name.strip() or not teachers:
+            raise ValueError(
+                f"--pools: cannot read {part!r}; write NAME=TEACHER[,TEACHER...] and separate pools with ';', "
+                "e.g. 'diverse=qwen-0.5b,smollm2;strong=qwen-1.5b' (teacher names from the pool config)."
+            )
+        if name.strip() in pools:
+            raise ValueError(f"--pools: pool {name.strip()!r} is defined twice.")
+        pools[name.strip()] = teachers
+    if not pools:
+        raise ValueError("--pools is empty; write NAME=TEACHER[,TEACHER...];... or leave it out.")
+    return pools

@@ -83,3 +83,60 @@ def test_unknown_teacher_in_space_names_the_known_ones():
     problem = poisoned_pool()
     with pytest.raises(ValueError, match=r"unknown teacher\(s\) \['nobody'\].*'strong', 'weak'"):
         _space(problem, SearchSpace(teachers=("nobody",)))
+
+
+def test_named_pools_are_one_categorical_choice():
+    problem = poisoned_pool()
+    pools = {"both": ("weak", "strong"), "strong-alone": ("strong",)}
+    fuse_space = _space(problem, SearchSpace(pools=pools, temperatures=None, modes=("select",)))
+    for pool, expected in (("both", ["weak", "strong"]), ("strong-alone", ["strong"])):
+        trial = optuna.trial.FixedTrial({"answer.n": 2, "answer.pool": pool, "answer.selector": "mbr"})
+        assert fuse_space.suggest(trial).teachers == expected
+    assert fuse_space.params_for(n=1, teachers=["strong"]) == {"answer.n": 1, "answer.pool": "strong-alone"}
+    assert fuse_space.can_select(["strong"]) and not fuse_space.can_select(["weak"])
+
+
+def test_named_pools_study_only_ever_uses_the_declared_pools():
+    problem = poisoned_pool()
+    space = SearchSpace(pools={"both": ("weak", "strong"), "strong-alone": ("strong",)}, temperatures=None,
+                        modes=("select",), selectors=("majority",), n=(1, 3))
+    opt = FusionOptimizer(metric=exact, teachers=problem.teachers, fusors=[problem.fusor_lm], trials=8,
+                          search_space=space, num_instructions=0, pruner=None)
+    compiled = opt.compile(problem.fuse(), trainset=examples(4))
+    trials = opt.study.get_trials()
+    assert all(not any(name.startswith("self.use.") for name in t.params) for t in trials)
+    assert {tuple(t.user_attrs["config"]["self"]["teachers"]) for t in trials} <= {("weak", "strong"), ("strong",)}
+    # The strong-alone baseline is enqueued (the weak teacher alone is no declared pool) and wins.
+    assert trials[1].params["self.pool"] == "strong-alone" and trials[1].params["self.n"] == 1
+    assert compiled.settings.teachers == ["strong"]
+
+
+@pytest.mark.parametrize(
+    "pools, message",
+    [
+        ({}, "at least one named pool"),
+        ({"x": ()}, "at least one teacher"),
+        ({"x": ("a", "a")}, "names a teacher twice"),
+    ],
+)
+def test_bad_pool_declarations(pools, message):
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(pools=pools)
+
+
+def test_pools_must_stay_within_the_eligible_teachers():
+    with pytest.raises(ValueError, match=r"teacher\(s\) \['weak'\] that SearchSpace.teachers leaves out"):
+        SearchSpace(teachers=("strong",), pools={"p": ("weak", "strong")})
+    problem = poisoned_pool()
+    with pytest.raises(ValueError, match=r"unknown teacher\(s\) \['nobody'\]"):
+        _space(problem, SearchSpace(pools={"p": ("strong", "nobody")}))
+
+
+def test_cli_pools_syntax():
+    from fusion_dspy.cli.optimize import parse_pools
+
+    assert parse_pools("diverse=a, b;strong=c;") == {"diverse": ("a", "b"), "strong": ("c",)}
+    with pytest.raises(ValueError, match="NAME=TEACHER"):
+        parse_pools("a,b")
+    with pytest.raises(ValueError, match="defined twice"):
+        parse_pools("x=a;x=b")
