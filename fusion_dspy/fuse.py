@@ -78,7 +78,8 @@ class Fuse(dspy.Module):
         shuffle: Shuffle candidates before the fusor reads them (the paper saw a position bias).
         max_threads: Cap on concurrent teacher calls (default: ``n``).
         store: A :class:`~fusion_dspy.store.CandidateStore`: draws found there are not generated
-            again, and new successful draws are added (see :mod:`fusion_dspy.store`).
+            again, and new draws are added: answers, and malformed answers as failures; transient
+            faults are retried on the next call (see :mod:`fusion_dspy.store`).
 
     Example:
         >>> fuse = Fuse("question -> answer", n=4,
