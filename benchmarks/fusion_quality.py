@@ -98,7 +98,10 @@ def run_math(args: argparse.Namespace) -> str:
     fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar)
     fuse = Fuse(SolveMath, args.samples, teachers=[Teacher(teacher, temperature=0.8, samples=args.samples,
                                                            name=args.teacher)], fusor=fusor, max_threads=1)
-    harness = Harness(fuse=fuse, metric=exact_number_match, examples=examples, ns=[args.samples],
+    ns = sorted({int(n) for n in args.ns.split(",")}) if args.ns else [args.samples]
+    if ns[-1] != args.samples:
+        raise SystemExit(f"--ns must end at --samples ({args.samples}): candidates are drawn once, at the largest N.")
+    harness = Harness(fuse=fuse, metric=exact_number_match, examples=examples, ns=ns,
                       selectors=[MajorityVote(fields=["answer"]), MBRSelector()], out_dir=args.out,
                       metric_name="exact match", task=f"math ({args.data or 'gsm8k'})")
     return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
@@ -120,6 +123,7 @@ def main() -> int:
     math.add_argument("--problems", type=int, default=12)
     math.add_argument("--teacher", default="qwen2.5-0.5b")
     math.add_argument("--samples", type=int, default=4)
+    math.add_argument("--ns", default=None, help="comma-separated N values to compare, e.g. 2,4 (default: --samples)")
     for sub in (wmt, math):
         sub.add_argument("--fusor", default="qwen2.5-1.5b")
         sub.add_argument("--max-tokens", type=int, default=200)
