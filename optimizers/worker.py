@@ -169,7 +169,16 @@ class TrialLoop:
         return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
 
     def _claim(self) -> tuple[optuna.Trial, int] | None:
-        """Atomically move one WAITING trial to RUNNING (as ``Study.ask`` does); ``None`` if none is left."""
+        """Atomically move one WAITING trial to RUNNING (as ``Study.ask`` does); ``None`` if none is left.
+
+        The storage makes the move atomic across processes on PostgreSQL/MySQL (row locks); SQLite
+        has no ``SELECT ... FOR UPDATE``, so two threads could both move the same trial. The
+        process-wide lock closes that race between the threads of this process.
+        """
+        with _CLAIM_LOCK:
+            return self._claim_unlocked()
+
+    def _claim_unlocked(self) -> tuple[optuna.Trial, int] | None:
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, frozen.number)
             try:
@@ -200,6 +209,10 @@ class TrialLoop:
             callback(self.study, frozen)
         if error is not None and not isinstance(error, self.catch):
             raise error
+
+
+#: Serializes trial claims between the threads of one process (see ``TrialLoop._claim``).
+_CLAIM_LOCK = threading.Lock()
 
 
 class _Heartbeat:
