@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from fusion_dspy.sampling import run_draws
 from fusion_dspy.sampling import tracked
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import CandidateStore
+from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import StoredDraw
 from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
@@ -257,9 +259,7 @@ class Fuse(dspy.Module):
 
     def forward(self, **kwargs: Any) -> FusedPrediction:
         inputs, draws, started = self._begin(kwargs)
-        keys, outcomes, missing = self._lookup(draws, inputs)
-        fresh = run_draws(self.generate, missing, inputs, timeout=self.timeout, max_threads=self.max_threads)
-        call = self._call(inputs, self._remember(keys, outcomes, fresh), started)
+        call = self._call(inputs, self._sample(draws, inputs), started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
@@ -275,9 +275,7 @@ class Fuse(dspy.Module):
 
     async def aforward(self, **kwargs: Any) -> FusedPrediction:
         inputs, draws, started = self._begin(kwargs)
-        keys, outcomes, missing = self._lookup(draws, inputs)
-        fresh = await arun_draws(self.generate, missing, inputs, timeout=self.timeout)
-        call = self._call(inputs, self._remember(keys, outcomes, fresh), started)
+        call = self._call(inputs, await self._asample(draws, inputs), started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
@@ -290,6 +288,44 @@ class Fuse(dspy.Module):
             result = await atracked(lambda: selector.aselect(self.signature, inputs, call.candidates))
             self._accept_selection(call, result, selector.name)
         return self._finish(call, path)
+
+    # -- sampling: the store, concurrent calls, the teachers -------------------------------------------
+
+    def _sample(self, draws: list[Draw], inputs: dict[str, Any]) -> list[DrawOutcome]:
+        """Every planned draw's outcome, in plan order: from the store, from a concurrent call that was
+        already generating it (single flight), or from the teacher."""
+        keys, found, missing = self._lookup(draws, inputs)
+        mine, theirs = self._claim(keys, missing)
+        try:
+            fresh = run_draws(self.generate, mine, inputs, timeout=self.timeout, max_threads=self.max_threads)
+            self._remember(keys, fresh)
+        finally:
+            self._release(keys, mine)
+        if theirs:  # Waited for only after releasing our own claims: no two calls wait on each other.
+            waited, leftover = self._replay_all(keys, theirs, [self.store.wait(keys[d.index], self.timeout)
+                                                               for d in theirs])
+            more = run_draws(self.generate, leftover, inputs, timeout=self.timeout, max_threads=self.max_threads)
+            self._remember(keys, more)
+            found, fresh = found + waited, fresh + more
+        return sorted([*found, *fresh], key=lambda o: o.draw.index)
+
+    async def _asample(self, draws: list[Draw], inputs: dict[str, Any]) -> list[DrawOutcome]:
+        """The asyncio counterpart of :meth:`_sample`; waiting happens off the event loop."""
+        keys, found, missing = self._lookup(draws, inputs)
+        mine, theirs = self._claim(keys, missing)
+        try:
+            fresh = await arun_draws(self.generate, mine, inputs, timeout=self.timeout)
+            self._remember(keys, fresh)
+        finally:
+            self._release(keys, mine)
+        if theirs:
+            stored = await asyncio.gather(*(asyncio.to_thread(self.store.wait, keys[d.index], self.timeout)
+                                            for d in theirs))
+            waited, leftover = self._replay_all(keys, theirs, list(stored))
+            more = await arun_draws(self.generate, leftover, inputs, timeout=self.timeout)
+            self._remember(keys, more)
+            found, fresh = found + waited, fresh + more
+        return sorted([*found, *fresh], key=lambda o: o.draw.index)
 
     # -- the steps forward and aforward share ----------------------------------------------------------
 
@@ -338,9 +374,9 @@ class Fuse(dspy.Module):
             return {}, [], draws
         demos = [dict(demo) for demo in self.generate.demos]
         instructions = self.generate.signature.instructions
-        keys, found, missing = {}, [], []
+        keys = {}
         for draw in draws:
-            key = draw_key(
+            keys[draw.index] = draw_key(
                 signature=self.signature.signature,
                 instructions=instructions,
                 demos=demos,
@@ -350,22 +386,41 @@ class Fuse(dspy.Module):
                 temperature=draw.teacher.temperature,
                 seed=draw.seed,
             )
-            keys[draw.index] = key
-            stored = self.store.get(key)
-            if stored is None:
-                missing.append(draw)
-            elif not stored.ok:
-                failure = StoredFailure(stored.error_type or "Error", stored.error or "")
-                found.append(DrawOutcome(draw, Tracked(error=failure), stored=stored))
-            else:
-                prediction = dspy.Prediction(**_typed_outputs(self.signature, stored.outputs or {}))
-                found.append(DrawOutcome(draw, Tracked(value=prediction), stored=stored))
+        found, missing = self._replay_all(keys, draws, [self.store.get(keys[d.index]) for d in draws])
         return keys, found, missing
 
-    def _remember(
-        self, keys: dict[int, str], found: list[DrawOutcome], fresh: list[DrawOutcome]
-    ) -> list[DrawOutcome]:
-        """Account for fresh draws, add the successful ones to the store, and restore plan order."""
+    def _replay_all(
+        self, keys: dict[int, str], draws: list[Draw], stored: list[StoredDraw | None]
+    ) -> tuple[list[DrawOutcome], list[Draw]]:
+        """Outcomes of the draws that have a stored entry, and the draws that have none."""
+        found, missing = [], []
+        for draw, entry in zip(draws, stored, strict=True):
+            if entry is None:
+                missing.append(draw)
+            elif not entry.ok:
+                failure = StoredFailure(entry.error_type or "Error", entry.error or "")
+                found.append(DrawOutcome(draw, Tracked(error=failure), stored=entry))
+            else:
+                prediction = dspy.Prediction(**_typed_outputs(self.signature, entry.outputs or {}))
+                found.append(DrawOutcome(draw, Tracked(value=prediction), stored=entry))
+        return found, missing
+
+    def _claim(self, keys: dict[int, str], missing: list[Draw]) -> tuple[list[Draw], list[Draw]]:
+        """Split missing draws into those this call generates and those another call is generating."""
+        if not isinstance(self.store, ClaimingStore):
+            return missing, []
+        mine, theirs = [], []
+        for draw in missing:
+            (mine if self.store.claim(keys[draw.index]) else theirs).append(draw)
+        return mine, theirs
+
+    def _release(self, keys: dict[int, str], claimed: list[Draw]) -> None:
+        if isinstance(self.store, ClaimingStore):
+            for draw in claimed:
+                self.store.release(keys[draw.index])
+
+    def _remember(self, keys: dict[int, str], fresh: list[DrawOutcome]) -> None:
+        """Account for fresh draws and add them to the store (answers and parse failures)."""
         merge_into_parent_tracker([o.result for o in fresh])
         if self.store is not None:
             for outcome in fresh:
@@ -384,7 +439,6 @@ class Fuse(dspy.Module):
                 else:
                     continue  # A transient fault: the next call asks this teacher again.
                 self.store.put(keys[outcome.draw.index], stored)
-        return sorted([*found, *fresh], key=lambda o: o.draw.index)
 
     def _fusor_lm_kwargs(self) -> dict[str, Any]:
         lm = self.fusor_lm

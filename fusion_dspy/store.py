@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from typing import Protocol
+from typing import runtime_checkable
 
 from fusion_dspy.report import TokenUsage
 
-__all__ = ["CandidateStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
+__all__ = ["CandidateStore", "ClaimingStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,28 @@ class CandidateStore(Protocol):
     def get(self, key: str) -> StoredDraw | None: ...
 
     def put(self, key: str, draw: StoredDraw) -> None: ...
+
+
+@runtime_checkable
+class ClaimingStore(CandidateStore, Protocol):
+    """A store that also stops concurrent calls from generating the same draw twice ("single flight").
+
+    When two calls miss the same key at once (an optimizer running trials in threads, a program
+    evaluated in threads), the first ``claim`` wins and generates; the others ``wait`` for its
+    result instead of paying for the same draw again. A Fuse waits only after releasing its own
+    claims, so two calls can never wait on each other. Claims are per process.
+    """
+
+    def claim(self, key: str) -> bool:
+        """``True``: the caller now generates ``key`` and must ``release`` it (after ``put``, or
+        after a failure). ``False``: another call is generating it: ``wait`` for it."""
+        ...
+
+    def release(self, key: str) -> None: ...
+
+    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
+        """The draw once its generator is done (``None`` if it failed, was not stored, or on timeout)."""
+        ...
 
 
 def draw_key(
@@ -88,11 +111,12 @@ def draw_key(
 
 
 class MemoryStore:
-    """An in-process store (a dict behind a lock)."""
+    """An in-process store (a dict behind a lock) with single-flight claims (:class:`ClaimingStore`)."""
 
     def __init__(self) -> None:
         self._entries: dict[str, StoredDraw] = {}
         self._lock = threading.Lock()
+        self._in_flight: dict[str, threading.Event] = {}
 
     def get(self, key: str) -> StoredDraw | None:
         with self._lock:
@@ -101,6 +125,26 @@ class MemoryStore:
     def put(self, key: str, draw: StoredDraw) -> None:
         with self._lock:
             self._entries[key] = draw
+
+    def claim(self, key: str) -> bool:
+        with self._lock:
+            if key in self._in_flight or key in self._entries:
+                return False
+            self._in_flight[key] = threading.Event()
+            return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            done = self._in_flight.pop(key, None)
+        if done is not None:
+            done.set()
+
+    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
+        with self._lock:
+            done = self._in_flight.get(key)
+        if done is not None:
+            done.wait(timeout)
+        return self.get(key)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.store import CandidateStore
+from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import JsonlStore
 from fusion_dspy.store import MemoryStore
 from fusion_dspy.store import StoredDraw
@@ -82,6 +83,24 @@ class CandidateBank:
         self.store.put(key, draw)
         with self._lock:
             self._generated += 1
+
+    # Single flight (see fusion_dspy.store.ClaimingStore): concurrent trials wait for a draw another
+    # trial is generating instead of paying for it twice.
+
+    def claim(self, key: str) -> bool:
+        return self.store.claim(key) if isinstance(self.store, ClaimingStore) else True
+
+    def release(self, key: str) -> None:
+        if isinstance(self.store, ClaimingStore):
+            self.store.release(key)
+
+    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
+        draw = self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
+        if draw is not None:
+            with self._lock:  # get() counted it as a miss, but no teacher was called for it.
+                self._misses -= 1
+                self._hits += 1
+        return draw
 
     def refresh(self) -> None:
         """Load entries other processes appended since the last refresh (no-op in memory)."""

@@ -74,3 +74,13 @@ def test_resume_after_interruption_keeps_completed_trials_and_draws(tmp_path):
     # The interrupted trial's draws were banked: the resumed run generated only draws the first did not.
     assert problem.teacher_calls - calls_after_first == resumed.bank.stats().generated
     assert compiled.score == 1.0
+
+
+def test_concurrent_trials_share_draws_instead_of_generating_them_twice(tmp_path):
+    problem = poisoned_pool()
+    problem.strong.delay = problem.weak.delay = 0.05  # generations overlap across the two trial threads
+    opt = _optimizer(problem, tmp_path, n_jobs=2, trials=8, baselines=False)
+    opt.compile(problem.fuse(), trainset=examples(4))
+    stats = opt.bank.stats()
+    assert problem.teacher_calls == stats.generated == stats.size  # no draw paid for twice
+    assert stats.misses == stats.generated
