@@ -8,11 +8,10 @@ files or the project's data directory offline (``$FUSION_DSPY_DATA_DIR``) and hu
 * :mod:`~fusion_dspy.programs.chat`: Arena-Hard prompts, pairwise LLM-judge win rate with a bootstrap CI.
 * :mod:`~fusion_dspy.programs.factqa`: GeoFact-X, answer plus reasoning, answer match.
 * :mod:`~fusion_dspy.programs.math`: GSM8K / MGSM, final-number exact match (Best-of-N by majority).
+* :mod:`~fusion_dspy.programs.instruct`: IFEval, Google's rule-based checkers (``if-verifiable``, the
+  ``instruct`` extra); prompt- and instruction-level accuracy; runs offline (see the module for the two
+  checks that fall back to an untrained sentence splitter when NLTK's punkt data is absent).
 * :mod:`~fusion_dspy.programs.recorded`: teachers that replay recorded outputs (e.g. WMT system outputs).
-
-IFEval-style instruction following is not included: the PyPI packages that carry its rule-based checkers
-(``if-verifiable`` 0.1.2, ``lm-eval``'s ``ifeval`` task) need NLTK's ``punkt`` tokenizer data, which no PyPI
-package ships and ``nltk.download`` fetches from the network, so the checkers cannot run offline.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from fusion_dspy.programs.chat import win_rate
 from fusion_dspy.programs.data import data_dir
 from fusion_dspy.programs.factqa import FactQAProgram
 from fusion_dspy.programs.factqa import answer_match
+from fusion_dspy.programs.instruct import InstructProgram
 from fusion_dspy.programs.math import MathProgram
 from fusion_dspy.programs.math import exact_number_match
 from fusion_dspy.programs.recorded import RecordedEngine
@@ -40,6 +40,7 @@ __all__ = [
     "TASKS",
     "ChatProgram",
     "FactQAProgram",
+    "InstructProgram",
     "MathProgram",
     "PairwiseJudge",
     "RecordedEngine",
@@ -63,10 +64,11 @@ __all__ = [
 def _tasks() -> dict[str, TaskSpec]:
     from fusion_dspy.programs import chat
     from fusion_dspy.programs import factqa
+    from fusion_dspy.programs import instruct
     from fusion_dspy.programs import math
     from fusion_dspy.programs import translate
 
-    return {task.TASK.name: task.TASK for task in (translate, chat, factqa, math)}
+    return {task.TASK.name: task.TASK for task in (translate, chat, factqa, math, instruct)}
 
 
 #: Task name -> :class:`TaskSpec`, for ``fusion-dspy eval --task``.
