@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -11,13 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
-from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.config import FuseConfig
 from fusion_dspy.config import FuseSettings
-from fusion_dspy.errors import StoredFailure
+from fusion_dspy.draw_source import acollect_draws
+from fusion_dspy.draw_source import collect_draws
 from fusion_dspy.fuse_call import FuseCall
-from fusion_dspy.fuse_call import error_text
 from fusion_dspy.fusion_signature import fusion_signature
 from fusion_dspy.fusion_signature import resolve_signature
 from fusion_dspy.pool import Pool
@@ -25,16 +23,11 @@ from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import FusorPrompt
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
-from fusion_dspy.sampling import arun_draws
 from fusion_dspy.sampling import atracked
 from fusion_dspy.sampling import merge_into_parent_tracker
-from fusion_dspy.sampling import run_draws
 from fusion_dspy.sampling import tracked
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import CandidateStore
-from fusion_dspy.store import ClaimingStore
-from fusion_dspy.store import StoredDraw
-from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
 from fusion_dspy.teacher import Teacher
 from fusion_dspy.teacher import plan_draws
@@ -259,7 +252,9 @@ class Fuse(dspy.Module):
 
     def forward(self, **kwargs: Any) -> FusedPrediction:
         inputs, draws, started = self._begin(kwargs)
-        call = self._call(inputs, self._sample(draws, inputs), started)
+        outcomes = collect_draws(self.generate, draws, inputs, signature=self.signature, store=self.store,
+                                 timeout=self.timeout, max_threads=self.max_threads)
+        call = self._call(inputs, outcomes, started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
@@ -275,7 +270,9 @@ class Fuse(dspy.Module):
 
     async def aforward(self, **kwargs: Any) -> FusedPrediction:
         inputs, draws, started = self._begin(kwargs)
-        call = self._call(inputs, await self._asample(draws, inputs), started)
+        outcomes = await acollect_draws(self.generate, draws, inputs, signature=self.signature, store=self.store,
+                                        timeout=self.timeout)
+        call = self._call(inputs, outcomes, started)
         path = call.initial_path()
         if path == "fuse":
             fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
@@ -288,44 +285,6 @@ class Fuse(dspy.Module):
             result = await atracked(lambda: selector.aselect(self.signature, inputs, call.candidates))
             self._accept_selection(call, result, selector.name)
         return self._finish(call, path)
-
-    # -- sampling: the store, concurrent calls, the teachers -------------------------------------------
-
-    def _sample(self, draws: list[Draw], inputs: dict[str, Any]) -> list[DrawOutcome]:
-        """Every planned draw's outcome, in plan order: from the store, from a concurrent call that was
-        already generating it (single flight), or from the teacher."""
-        keys, found, missing = self._lookup(draws, inputs)
-        mine, theirs = self._claim(keys, missing)
-        try:
-            fresh = run_draws(self.generate, mine, inputs, timeout=self.timeout, max_threads=self.max_threads)
-            self._remember(keys, fresh)
-        finally:
-            self._release(keys, mine)
-        if theirs:  # Waited for only after releasing our own claims: no two calls wait on each other.
-            waited, leftover = self._replay_all(keys, theirs, [self.store.wait(keys[d.index], self.timeout)
-                                                               for d in theirs])
-            more = run_draws(self.generate, leftover, inputs, timeout=self.timeout, max_threads=self.max_threads)
-            self._remember(keys, more)
-            found, fresh = found + waited, fresh + more
-        return sorted([*found, *fresh], key=lambda o: o.draw.index)
-
-    async def _asample(self, draws: list[Draw], inputs: dict[str, Any]) -> list[DrawOutcome]:
-        """The asyncio counterpart of :meth:`_sample`; waiting happens off the event loop."""
-        keys, found, missing = self._lookup(draws, inputs)
-        mine, theirs = self._claim(keys, missing)
-        try:
-            fresh = await arun_draws(self.generate, mine, inputs, timeout=self.timeout)
-            self._remember(keys, fresh)
-        finally:
-            self._release(keys, mine)
-        if theirs:
-            stored = await asyncio.gather(*(asyncio.to_thread(self.store.wait, keys[d.index], self.timeout)
-                                            for d in theirs))
-            waited, leftover = self._replay_all(keys, theirs, list(stored))
-            more = await arun_draws(self.generate, leftover, inputs, timeout=self.timeout)
-            self._remember(keys, more)
-            found, fresh = found + waited, fresh + more
-        return sorted([*found, *fresh], key=lambda o: o.draw.index)
 
     # -- the steps forward and aforward share ----------------------------------------------------------
 
@@ -366,80 +325,6 @@ class Fuse(dspy.Module):
 
     # -- helpers -------------------------------------------------------------------------------------
 
-    def _lookup(
-        self, draws: list[Draw], inputs: dict[str, Any]
-    ) -> tuple[dict[int, str], list[DrawOutcome], list[Draw]]:
-        """Split the plan into draws found in the store (as outcomes) and draws still to generate."""
-        if self.store is None or not draws:
-            return {}, [], draws
-        demos = [dict(demo) for demo in self.generate.demos]
-        instructions = self.generate.signature.instructions
-        keys = {}
-        for draw in draws:
-            keys[draw.index] = draw_key(
-                signature=self.signature.signature,
-                instructions=instructions,
-                demos=demos,
-                inputs=inputs,
-                teacher=draw.teacher.name,
-                sample=draw.sample,
-                temperature=draw.teacher.temperature,
-                seed=draw.seed,
-            )
-        found, missing = self._replay_all(keys, draws, [self.store.get(keys[d.index]) for d in draws])
-        return keys, found, missing
-
-    def _replay_all(
-        self, keys: dict[int, str], draws: list[Draw], stored: list[StoredDraw | None]
-    ) -> tuple[list[DrawOutcome], list[Draw]]:
-        """Outcomes of the draws that have a stored entry, and the draws that have none."""
-        found, missing = [], []
-        for draw, entry in zip(draws, stored, strict=True):
-            if entry is None:
-                missing.append(draw)
-            elif not entry.ok:
-                failure = StoredFailure(entry.error_type or "Error", entry.error or "")
-                found.append(DrawOutcome(draw, Tracked(error=failure), stored=entry))
-            else:
-                prediction = dspy.Prediction(**_typed_outputs(self.signature, entry.outputs or {}))
-                found.append(DrawOutcome(draw, Tracked(value=prediction), stored=entry))
-        return found, missing
-
-    def _claim(self, keys: dict[int, str], missing: list[Draw]) -> tuple[list[Draw], list[Draw]]:
-        """Split missing draws into those this call generates and those another call is generating."""
-        if not isinstance(self.store, ClaimingStore):
-            return missing, []
-        mine, theirs = [], []
-        for draw in missing:
-            (mine if self.store.claim(keys[draw.index]) else theirs).append(draw)
-        return mine, theirs
-
-    def _release(self, keys: dict[int, str], claimed: list[Draw]) -> None:
-        if isinstance(self.store, ClaimingStore):
-            for draw in claimed:
-                self.store.release(keys[draw.index])
-
-    def _remember(self, keys: dict[int, str], fresh: list[DrawOutcome]) -> None:
-        """Account for fresh draws and add them to the store (answers and parse failures)."""
-        merge_into_parent_tracker([o.result for o in fresh])
-        if self.store is not None:
-            for outcome in fresh:
-                result = outcome.result
-                if result.error is None:
-                    outputs = {name: result.value[name] for name in self.signature.output_fields}
-                    stored = StoredDraw(outputs=_jsonable(outputs), usage=result.usage, latency_s=result.latency_s)
-                elif isinstance(result.error, AdapterParseError):
-                    stored = StoredDraw(
-                        outputs=None,
-                        usage=result.usage,
-                        latency_s=result.latency_s,
-                        error=error_text(result.error),
-                        error_type=type(result.error).__name__,
-                    )
-                else:
-                    continue  # A transient fault: the next call asks this teacher again.
-                self.store.put(keys[outcome.draw.index], stored)
-
     def _fusor_lm_kwargs(self) -> dict[str, Any]:
         lm = self.fusor_lm
         return {} if lm is None else {"lm": lm}
@@ -466,22 +351,6 @@ class Fuse(dspy.Module):
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
             f"fusor={s.fusor!r}, selector={s.selector!r})"
         )
-
-
-def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
-    import pydantic
-
-    return {name: pydantic.TypeAdapter(Any).dump_python(value, mode="json") for name, value in outputs.items()}
-
-
-def _typed_outputs(signature: type[dspy.Signature], outputs: dict[str, Any]) -> dict[str, Any]:
-    """Re-type stored JSON values with the signature's annotations (pydantic models, lists...)."""
-    import pydantic
-
-    return {
-        name: pydantic.TypeAdapter(field.annotation).validate_python(outputs[name])
-        for name, field in signature.output_fields.items()
-    }
 
 
 def _check_n(n: Any) -> None:
