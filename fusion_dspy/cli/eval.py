@@ -25,7 +25,7 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help="translate, chat, factqa or math")
+    parser.add_argument("--task", required=True, help="translate, chat, factqa, math or instruct")
     parser.add_argument("--data", default=None,
                         help="data file, directory or hub name (default: the task's set in $FUSION_DSPY_DATA_DIR)")
     parser.add_argument("--config", default=None, help="pool config (.toml/.yaml/.json) with teachers and fusors")
