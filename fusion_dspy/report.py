@@ -194,6 +194,13 @@ class FusionReport(BaseModel):
         ]
         for record in self.failed:
             lines.append(f"  dropped #{record.index} from {record.teacher}: {record.error_type}: {record.error}")
+        replayed = [c for c in self.candidates if c.cached]
+        if replayed:
+            unknown = sum(1 for c in replayed if not c.usage)
+            lines.append(
+                f"replayed without a model call: {len(replayed)} (counted at their original cost"
+                + (f"; {unknown} answered by DSPy's cache, whose cost is unknown)" if unknown else ")")
+            )
         total = self.total_usage
         lines.append(
             f"tokens: {total.input_tokens} in / {total.output_tokens} out over {total.calls} calls; "

@@ -357,6 +357,7 @@ def test_store_reuses_draws_across_configurations_and_keeps_their_cost(tmp_path)
     assert a_engine.calls + b_engine.calls == 4
     assert all(c.cached for c in second.fusion.candidates)
     assert second.fusion.total_usage.input_tokens > 0 and second.fusion.spent_usage.calls == 0
+    assert "replayed without a model call: 2 (counted at their original cost)" in second.fusion.summary()
     assert [c.outputs for c in second.fusion.candidates] == [c.outputs for c in first.fusion.candidates[:2]]
 
     reopened = JsonlStore(tmp_path / "bank.jsonl")  # a new process sees the same bank
@@ -539,3 +540,14 @@ def test_a_waiting_call_generates_itself_when_the_first_generation_fails():
     assert sum(isinstance(r, CandidatesExhaustedError) for r in results) == 1
     (ok,) = [r for r in results if not isinstance(r, CandidatesExhaustedError)]
     assert ok.answer.startswith("flaky-")
+
+
+def test_summary_says_when_dspys_cache_hid_the_cost():
+    engine = teacher_engine("a")
+    lm = engine.lm(cache=True)
+    fuse = make_fuse(2, teachers=[Teacher(lm, name="a")], mode="select")
+    with dspy.context(usage_tracker=None):
+        fuse(question="cache me")
+        again = fuse(question="cache me")  # DSPy's cache answers: no model call, no usage
+    assert engine.calls == 2 and all(c.cached and not c.usage for c in again.fusion.candidates)
+    assert "2 answered by DSPy's cache, whose cost is unknown" in again.fusion.summary()
