@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from typing import Literal
 
+import dspy
+import pydantic
+
+from fusion_dspy import Fuse
+from fusion_dspy import Teacher
 from fusion_dspy.testing import FakeEngine
 
 
@@ -25,3 +31,24 @@ def fusor_engine(answer: str = "fused", **kwargs: Any) -> FakeEngine:
         responder=lambda request: {"comparison": "A is better than B.", "answer": answer},
         **kwargs,
     )
+
+
+def make_fuse(n=3, *, teachers=None, fusor=None, **kwargs):
+    teachers = teachers or [Teacher(teacher_engine("a").lm(), name="a"), Teacher(teacher_engine("b").lm(), name="b")]
+    fusor = fusor or fusor_engine().lm()
+    return Fuse("question -> answer", n, teachers=teachers, fusor=fusor, **kwargs)
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    age: int
+
+
+class Typed(dspy.Signature):
+    """Answer with typed fields."""
+
+    question: str = dspy.InputField()
+    count: int = dspy.OutputField()
+    tags: list[str] = dspy.OutputField()
+    person: Person = dspy.OutputField()
+    verdict: Literal["yes", "no"] = dspy.OutputField()

@@ -2,10 +2,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
 
 import dspy
-import pydantic
 import pytest
 
 from fusion_dspy import CandidatesExhaustedError
@@ -14,15 +12,11 @@ from fusion_dspy import FusorPrompt
 from fusion_dspy import Teacher
 from fusion_dspy import TeacherTimeoutError
 from fusion_dspy.testing import FakeEngine
+from tests.helpers import Person
+from tests.helpers import Typed
 from tests.helpers import fusor_engine
+from tests.helpers import make_fuse
 from tests.helpers import teacher_engine
-
-
-def make_fuse(n=3, *, teachers=None, fusor=None, **kwargs):
-    teachers = teachers or [Teacher(teacher_engine("a").lm(), name="a"), Teacher(teacher_engine("b").lm(), name="b")]
-    fusor = fusor or fusor_engine().lm()
-    return Fuse("question -> answer", n, teachers=teachers, fusor=fusor, **kwargs)
-
 
 # -- the public API ---------------------------------------------------------------------------------
 
@@ -54,21 +48,6 @@ def test_default_teacher_and_fusor_are_the_configured_lm():
     assert pred.answer == "x"
     assert engine.calls == 3
     assert {r.temperature for r in engine.requests[:2]} == {0.7}
-
-
-class Person(pydantic.BaseModel):
-    name: str
-    age: int
-
-
-class Typed(dspy.Signature):
-    """Answer with typed fields."""
-
-    question: str = dspy.InputField()
-    count: int = dspy.OutputField()
-    tags: list[str] = dspy.OutputField()
-    person: Person = dspy.OutputField()
-    verdict: Literal["yes", "no"] = dspy.OutputField()
 
 
 def test_typed_outputs_are_fused_and_type_checked():
@@ -340,214 +319,9 @@ def test_configure_switches_pool_subset_fusor_and_prompt():
     assert fuse.n == 3  # a failed configure changes nothing
 
 
-# -- candidate store --------------------------------------------------------------------------------
-
-
-def test_store_reuses_draws_across_configurations_and_keeps_their_cost(tmp_path):
-    from fusion_dspy.store import JsonlStore
-
-    a_engine, b_engine = teacher_engine("a"), teacher_engine("b")
-    teachers = [Teacher(a_engine.lm(), name="a"), Teacher(b_engine.lm(), name="b")]
-    store = JsonlStore(tmp_path / "bank.jsonl")
-    fuse = make_fuse(4, teachers=teachers, store=store)
-    first = fuse(question="q")
-    assert a_engine.calls + b_engine.calls == 4 and len(store) == 4
-    fuse.configure(n=2, mode="select")  # a subset of the same draws
-    second = fuse(question="q")
-    assert a_engine.calls + b_engine.calls == 4
-    assert all(c.cached for c in second.fusion.candidates)
-    assert second.fusion.total_usage.input_tokens > 0 and second.fusion.spent_usage.calls == 0
-    assert "replayed without a model call: 2 (counted at their original cost)" in second.fusion.summary()
-    assert [c.outputs for c in second.fusion.candidates] == [c.outputs for c in first.fusion.candidates[:2]]
-
-    reopened = JsonlStore(tmp_path / "bank.jsonl")  # a new process sees the same bank
-    assert len(reopened) == 4
-    again = make_fuse(4, teachers=teachers, store=reopened)(question="q")
-    assert a_engine.calls + b_engine.calls == 4 and all(c.cached for c in again.fusion.candidates)
-
-
-def test_store_skips_torn_lines_and_restores_typed_outputs(tmp_path):
-    from fusion_dspy.store import JsonlStore
-
-    store = JsonlStore(tmp_path / "bank.jsonl")
-    teacher = FakeEngine(name="t")
-    fuse = Fuse(Typed, n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=FakeEngine(name="f").lm(),
-                mode="select", store=store)
-    fuse(question="q")
-    with (tmp_path / "bank.jsonl").open("a") as handle:
-        handle.write('{"key": "torn", "outp')  # a process killed mid-write
-    reopened = JsonlStore(tmp_path / "bank.jsonl")
-    assert reopened.skipped_lines == 1 and len(reopened) == 2
-    fuse.store = reopened
-    pred = fuse(question="q")
-    assert teacher.calls == 2
-    assert all(isinstance(c.outputs["person"], Person) for c in pred.fusion.candidates)
-    assert isinstance(pred.person, Person)
-
-
 def test_register_fusors_under_chosen_names():
     fuse = make_fuse(2)
     named = FakeEngine(name="big", responder=lambda r: {"comparison": "c", "answer": "from big"})
     fuse.register(fusors={"qwen-1.5b": named.lm()})
     fuse.configure(fusor="qwen-1.5b")
     assert fuse(question="q").answer == "from big"
-
-
-def test_store_replays_parse_failures_but_retries_transient_faults(tmp_path):
-    from fusion_dspy.store import JsonlStore
-
-    junk_engine = teacher_engine("junk", garbage=True)
-    flaky_calls = []
-    flaky_engine = teacher_engine("flaky", fail=lambda request: not flaky_calls.append(1) and len(flaky_calls) == 1)
-    good_engine = teacher_engine("good")
-    teachers = [Teacher(good_engine.lm(), name="good"), Teacher(junk_engine.lm(), name="junk"),
-                Teacher(flaky_engine.lm(), name="flaky")]
-    store = JsonlStore(tmp_path / "bank.jsonl")
-    first = make_fuse(3, teachers=teachers, store=store, mode="select")(question="q")
-    assert [c.error_type for c in first.fusion.candidates] == [None, "AdapterParseError", "LMUnexpectedError"]
-    junk_calls = junk_engine.calls  # the ChatAdapter's attempt and DSPy's JSONAdapter retry
-    assert junk_calls >= 1
-
-    reopened = JsonlStore(tmp_path / "bank.jsonl")
-    second = make_fuse(3, teachers=teachers, store=reopened, mode="select")(question="q")
-    # The malformed answer is replayed (same candidate set, original cost, no new call); the transient
-    # fault is not remembered, so the flaky teacher is asked again and now answers.
-    assert (good_engine.calls, junk_engine.calls, flaky_engine.calls) == (1, junk_calls, 2)
-    junk = second.fusion.candidates[1]
-    assert junk.error_type == "AdapterParseError" and junk.cached and junk.error == first.fusion.candidates[1].error
-    assert junk.usage == first.fusion.candidates[1].usage and junk.usage["local/junk"].calls == junk_calls
-    assert second.fusion.candidates[2].ok and not second.fusion.candidates[2].cached
-
-
-def test_stored_candidates_keep_their_original_latency(tmp_path):
-    from fusion_dspy.store import JsonlStore
-
-    slow = Teacher(teacher_engine("slow", delay=0.2).lm(), name="slow")
-    store = JsonlStore(tmp_path / "bank.jsonl")
-    first = make_fuse(2, teachers=[slow], store=store, mode="select")(question="q")
-    again = make_fuse(2, teachers=[slow], store=JsonlStore(tmp_path / "bank.jsonl"), mode="select")(question="q")
-    assert all(c.latency_s >= 0.2 for c in again.fusion.candidates)
-    assert [c.latency_s for c in again.fusion.candidates] == [c.latency_s for c in first.fusion.candidates]
-
-
-def test_a_write_after_a_torn_line_is_not_lost(tmp_path):
-    from fusion_dspy.store import JsonlStore
-    from fusion_dspy.store import StoredDraw
-
-    path = tmp_path / "bank.jsonl"
-    path.write_text('{"key": "torn", "outp', encoding="utf-8")  # killed mid-write, no newline
-    store = JsonlStore(path)
-    store.put("k1", StoredDraw(outputs={"answer": "x"}, usage={}))
-    store.put("k2", StoredDraw(outputs={"answer": "y"}, usage={}))
-    reopened = JsonlStore(path)
-    assert reopened.skipped_lines == 1
-    assert reopened.get("k1").outputs == {"answer": "x"} and reopened.get("k2").outputs == {"answer": "y"}
-
-
-@pytest.mark.parametrize("use_async", [False, True])
-async def test_selector_calls_are_part_of_the_reports_cost(use_async):
-    from fusion_dspy.selectors import LLMJudge
-
-    judge = FakeEngine(name="judge", responder=lambda request: {"reasoning": "fine", "score": 5.0})
-    fuse = make_fuse(3, mode="select", selector=LLMJudge(lm=judge.lm()))
-    with dspy.track_usage() as tracker:
-        pred = await fuse.acall(question="q") if use_async else fuse(question="q")
-    selection = pred.fusion.selection
-    assert selection.usage["local/judge"].calls == 3 == judge.calls and selection.latency_s > 0
-    assert pred.fusion.usage["local/judge"] == selection.usage["local/judge"]
-    assert pred.fusion.total_usage.calls == 3 + 3 and pred.fusion.spent_usage.calls == 6
-    # ...and the outer tracker sees each call exactly once.
-    assert len(tracker.usage_data["local/judge"]) == 3
-
-
-def test_a_failing_selector_raises_and_its_calls_still_reach_the_outer_tracker():
-    from fusion_dspy.selectors import SelectionError
-    from fusion_dspy.selectors.base import Selector
-
-    judge = FakeEngine(name="judge")
-
-    class GivesUp(Selector):
-        name = "gives-up"
-
-        def select(self, signature, inputs, candidates):
-            dspy.Predict("question -> verdict")(question="which?", lm=judge.lm())  # paid for...
-            raise SelectionError("no candidate could be scored")  # ...then fails
-
-    fuse = make_fuse(2, mode="select", selector=GivesUp())
-    with dspy.track_usage() as tracker, pytest.raises(SelectionError, match="no candidate could be scored"):
-        fuse(question="q")
-    assert len(tracker.usage_data["local/judge"]) == 1
-
-
-# -- single flight: concurrent calls share one generation per draw ----------------------------------
-
-
-def test_concurrent_calls_generate_each_draw_once():
-    import concurrent.futures
-
-    from fusion_dspy.store import MemoryStore
-
-    engine = teacher_engine("slow", delay=0.3)
-    fuse = make_fuse(3, teachers=[Teacher(engine.lm(), name="slow")], mode="select", store=MemoryStore())
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        preds = list(pool.map(lambda _: fuse(question="q"), range(4)))
-    assert engine.calls == 3  # not 12
-    outputs = {tuple(c.outputs["answer"] for c in p.fusion.candidates) for p in preds}
-    assert len(outputs) == 1  # every call saw the same candidates
-    assert sum(not c.cached for p in preds for c in p.fusion.candidates) == 3  # each paid for once
-
-
-async def test_concurrent_async_calls_generate_each_draw_once():
-    import asyncio
-
-    from fusion_dspy.store import MemoryStore
-
-    engine = teacher_engine("slow", delay=0.3)
-    fuse = make_fuse(2, teachers=[Teacher(engine.lm(), name="slow")], mode="select", store=MemoryStore())
-    preds = await asyncio.gather(*(fuse.acall(question="q") for _ in range(3)))
-    assert engine.calls == 2
-    assert all(p.answer == preds[0].answer for p in preds)
-
-
-def test_a_waiting_call_generates_itself_when_the_first_generation_fails():
-    import concurrent.futures
-    import threading
-
-    from fusion_dspy.store import MemoryStore
-
-    first = threading.Event()
-
-    def fail_first(request):
-        if not first.is_set():
-            first.set()
-            return True
-        return False
-
-    engine = teacher_engine("flaky", delay=0.3, fail=fail_first)
-    fuse = make_fuse(1, teachers=[Teacher(engine.lm(), name="flaky")], store=MemoryStore(), min_candidates=1)
-
-    def call(_):
-        try:
-            return fuse(question="q")
-        except CandidatesExhaustedError as error:
-            return error
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(call, range(2)))
-    # One call owned the draw and its teacher failed (a transient fault: not stored); the other was
-    # waiting for it, found nothing, and asked the teacher itself instead of failing too.
-    assert engine.calls == 2
-    assert sum(isinstance(r, CandidatesExhaustedError) for r in results) == 1
-    (ok,) = [r for r in results if not isinstance(r, CandidatesExhaustedError)]
-    assert ok.answer.startswith("flaky-")
-
-
-def test_summary_says_when_dspys_cache_hid_the_cost():
-    engine = teacher_engine("a")
-    lm = engine.lm(cache=True)
-    fuse = make_fuse(2, teachers=[Teacher(lm, name="a")], mode="select")
-    with dspy.context(usage_tracker=None):
-        fuse(question="cache me")
-        again = fuse(question="cache me")  # DSPy's cache answers: no model call, no usage
-    assert engine.calls == 2 and all(c.cached and not c.usage for c in again.fusion.candidates)
-    assert "2 answered by DSPy's cache, whose cost is unknown" in again.fusion.summary()

@@ -1,0 +1,96 @@
+"""Candidate stores through Fuse: re-use at original cost and latency, replayed parse failures,
+crash-safe JSON Lines."""
+
+from __future__ import annotations
+
+from fusion_dspy import Fuse
+from fusion_dspy import Teacher
+from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import StoredDraw
+from fusion_dspy.testing import FakeEngine
+from tests.helpers import Person
+from tests.helpers import Typed
+from tests.helpers import make_fuse
+from tests.helpers import teacher_engine
+
+
+def test_store_reuses_draws_across_configurations_and_keeps_their_cost(tmp_path):
+    a_engine, b_engine = teacher_engine("a"), teacher_engine("b")
+    teachers = [Teacher(a_engine.lm(), name="a"), Teacher(b_engine.lm(), name="b")]
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    fuse = make_fuse(4, teachers=teachers, store=store)
+    first = fuse(question="q")
+    assert a_engine.calls + b_engine.calls == 4 and len(store) == 4
+    fuse.configure(n=2, mode="select")  # a subset of the same draws
+    second = fuse(question="q")
+    assert a_engine.calls + b_engine.calls == 4
+    assert all(c.cached for c in second.fusion.candidates)
+    assert second.fusion.total_usage.input_tokens > 0 and second.fusion.spent_usage.calls == 0
+    assert "replayed without a model call: 2 (counted at their original cost)" in second.fusion.summary()
+    assert [c.outputs for c in second.fusion.candidates] == [c.outputs for c in first.fusion.candidates[:2]]
+
+    reopened = JsonlStore(tmp_path / "bank.jsonl")  # a new process sees the same bank
+    assert len(reopened) == 4
+    again = make_fuse(4, teachers=teachers, store=reopened)(question="q")
+    assert a_engine.calls + b_engine.calls == 4 and all(c.cached for c in again.fusion.candidates)
+
+
+def test_store_skips_torn_lines_and_restores_typed_outputs(tmp_path):
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    teacher = FakeEngine(name="t")
+    fuse = Fuse(Typed, n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=FakeEngine(name="f").lm(),
+                mode="select", store=store)
+    fuse(question="q")
+    with (tmp_path / "bank.jsonl").open("a") as handle:
+        handle.write('{"key": "torn", "outp')  # a process killed mid-write
+    reopened = JsonlStore(tmp_path / "bank.jsonl")
+    assert reopened.skipped_lines == 1 and len(reopened) == 2
+    fuse.store = reopened
+    pred = fuse(question="q")
+    assert teacher.calls == 2
+    assert all(isinstance(c.outputs["person"], Person) for c in pred.fusion.candidates)
+    assert isinstance(pred.person, Person)
+
+
+def test_store_replays_parse_failures_but_retries_transient_faults(tmp_path):
+    junk_engine = teacher_engine("junk", garbage=True)
+    flaky_calls = []
+    flaky_engine = teacher_engine("flaky", fail=lambda request: not flaky_calls.append(1) and len(flaky_calls) == 1)
+    good_engine = teacher_engine("good")
+    teachers = [Teacher(good_engine.lm(), name="good"), Teacher(junk_engine.lm(), name="junk"),
+                Teacher(flaky_engine.lm(), name="flaky")]
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    first = make_fuse(3, teachers=teachers, store=store, mode="select")(question="q")
+    assert [c.error_type for c in first.fusion.candidates] == [None, "AdapterParseError", "LMUnexpectedError"]
+    junk_calls = junk_engine.calls  # the ChatAdapter's attempt and DSPy's JSONAdapter retry
+    assert junk_calls >= 1
+
+    reopened = JsonlStore(tmp_path / "bank.jsonl")
+    second = make_fuse(3, teachers=teachers, store=reopened, mode="select")(question="q")
+    # The malformed answer is replayed (same candidate set, original cost, no new call); the transient
+    # fault is not remembered, so the flaky teacher is asked again and now answers.
+    assert (good_engine.calls, junk_engine.calls, flaky_engine.calls) == (1, junk_calls, 2)
+    junk = second.fusion.candidates[1]
+    assert junk.error_type == "AdapterParseError" and junk.cached and junk.error == first.fusion.candidates[1].error
+    assert junk.usage == first.fusion.candidates[1].usage and junk.usage["local/junk"].calls == junk_calls
+    assert second.fusion.candidates[2].ok and not second.fusion.candidates[2].cached
+
+
+def test_stored_candidates_keep_their_original_latency(tmp_path):
+    slow = Teacher(teacher_engine("slow", delay=0.2).lm(), name="slow")
+    store = JsonlStore(tmp_path / "bank.jsonl")
+    first = make_fuse(2, teachers=[slow], store=store, mode="select")(question="q")
+    again = make_fuse(2, teachers=[slow], store=JsonlStore(tmp_path / "bank.jsonl"), mode="select")(question="q")
+    assert all(c.latency_s >= 0.2 for c in again.fusion.candidates)
+    assert [c.latency_s for c in again.fusion.candidates] == [c.latency_s for c in first.fusion.candidates]
+
+
+def test_a_write_after_a_torn_line_is_not_lost(tmp_path):
+    path = tmp_path / "bank.jsonl"
+    path.write_text('{"key": "torn", "outp', encoding="utf-8")  # killed mid-write, no newline
+    store = JsonlStore(path)
+    store.put("k1", StoredDraw(outputs={"answer": "x"}, usage={}))
+    store.put("k2", StoredDraw(outputs={"answer": "y"}, usage={}))
+    reopened = JsonlStore(path)
+    assert reopened.skipped_lines == 1
+    assert reopened.get("k1").outputs == {"answer": "x"} and reopened.get("k2").outputs == {"answer": "y"}
