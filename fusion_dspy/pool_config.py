@@ -24,6 +24,13 @@ Example ``pool.toml``::
     model = "local/qwen2.5-1.5b"
     temperature = 0.0
 
+    [pools]                             # optional named subsets of the teachers
+    diverse = ["qwen-0.5b", "gpt-4o-mini", "my-vllm"]
+    api = ["gpt-4o-mini"]
+
+Named pools let ``fusion-dspy run --pool diverse`` / ``eval --pool`` use a subset, and give
+``fusion-dspy optimize`` its pool choices (one categorical parameter instead of every subset).
+
 Model strings: ``local/<catalog name or .gguf path>`` runs in-process through llama.cpp;
 ``fake/<name>`` is the offline test engine (:mod:`fusion_dspy.testing`); anything else goes to
 ``dspy.LM`` unchanged (every provider DSPy supports: OpenAI, Anthropic, Cohere, vLLM, Ollama...).
@@ -127,6 +134,7 @@ class PoolConfig(BaseModel):
 
     teachers: list[TeacherSpec] = Field(min_length=1)
     fusors: list[LMSpec] = Field(default_factory=list)
+    pools: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_names(self) -> PoolConfig:
@@ -135,10 +143,28 @@ class PoolConfig(BaseModel):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} names {duplicates}; every {kind} needs its own name.")
+        known = [t.name for t in self.teachers]
+        for pool, members in self.pools.items():
+            unknown = [m for m in members if m not in known]
+            if not members or unknown or len(set(members)) != len(members):
+                raise ValueError(
+                    f"pool {pool!r} must list distinct teacher names from [[teachers]] "
+                    f"(unknown: {unknown}; known: {known})."
+                )
         return self
 
-    def build_teachers(self) -> list[Teacher]:
-        return [spec.build_teacher() for spec in self.teachers]
+    def teacher_specs(self, pool: str | None = None) -> list[TeacherSpec]:
+        """The teachers, or only the members of the named ``pool`` (in file order)."""
+        if pool is None:
+            return list(self.teachers)
+        if pool not in self.pools:
+            raise ValueError(f"Unknown pool {pool!r}; the config names {sorted(self.pools) or 'no pools'}.")
+        members = set(self.pools[pool])
+        return [spec for spec in self.teachers if spec.name in members]
+
+    def build_teachers(self, pool: str | None = None) -> list[Teacher]:
+        """Build the teachers (or a named pool's) as :class:`~fusion_dspy.Teacher` objects."""
+        return [spec.build_teacher() for spec in self.teacher_specs(pool)]
 
     def build_fusors(self) -> dict[str, Any]:
         """Fusor LMs by name, in file order."""

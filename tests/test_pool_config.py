@@ -79,6 +79,9 @@ def test_api_keys_in_the_file_are_refused(tmp_path):
         ({"teachers": [{"name": "a", "model": "fake/a"}, {"name": "a", "model": "fake/b"}]}, "duplicate teacher"),
         ({"teachers": [{"name": "a", "model": "fake/a", "samples": 0}]}, "greater than or equal to 1"),
         ({"teachers": [{"name": "a", "model": "fake/a", "colour": "red"}]}, "Extra inputs"),
+        ({"teachers": [{"name": "a", "model": "fake/a"}], "pools": {"p": ["a", "zz"]}}, r"unknown: \['zz'\]"),
+        ({"teachers": [{"name": "a", "model": "fake/a"}], "pools": {"p": []}}, "must list distinct teacher"),
+        ({"teachers": [{"name": "a", "model": "fake/a"}], "pools": {"p": ["a", "a"]}}, "must list distinct teacher"),
     ],
 )
 def test_invalid_pools(tmp_path, data, match):
@@ -95,3 +98,22 @@ def test_unknown_format_and_missing_file(tmp_path):
     path.write_text("x")
     with pytest.raises(ValueError, match="Unknown pool config format"):
         load_pool_config(path)
+
+
+def test_named_pools_select_teachers_in_file_order(tmp_path):
+    path = tmp_path / "pool.toml"
+    path.write_text(POOL_TOML.replace('api_key_env = "FUSION_TEST_KEY"\n', "") + """
+[[teachers]]
+name = "b"
+model = "fake/b"
+
+[pools]
+fakes = ["b", "a"]
+only-b = ["b"]
+""")
+    config = load_pool_config(path)
+    assert [t.name for t in config.build_teachers("fakes")] == ["a", "b"]  # file order, not pool order
+    assert [t.name for t in config.build_teachers("only-b")] == ["b"]
+    assert len(config.build_teachers()) == 3
+    with pytest.raises(ValueError, match=r"Unknown pool 'nope'; the config names \['fakes', 'only-b'\]"):
+        config.build_teachers("nope")

@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fusor: a name from --config, or a model string (e.g. local/qwen2.5-1.5b)")
     parser.add_argument("--judge", default=None,
                         help="LM for the judge selector and the chat metric (name or model string; default: fusor)")
+    parser.add_argument("--pool", default=None, help="a named pool from the config's [pools] (default: every teacher)")
     parser.add_argument("--n", type=_ints, default=[1, 2, 4, 8], help="N values to compare (default 1,2,4,8)")
     parser.add_argument("--selectors", default=None, help="Best-of-N selectors, comma-separated (default: per task)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first LIMIT examples")
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--recorded: no outputs of {unknown} in the data; available: {sorted(available)}.")
         teachers = recorded_teachers(examples, systems)
     else:
-        teachers = config.build_teachers()
+        teachers = config.build_teachers(args.pool)
     fusor_spec = args.fusor or next(iter(fusors), None)
     if fusor_spec is None:
         raise ValueError("No fusor: add a [[fusors]] entry to --config or pass --fusor local/qwen2.5-1.5b.")

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="fuse,select,auto", help="modes to search")
     parser.add_argument("--pools", default=None,
                         help="named teacher pools to choose from instead of every subset, "
-                             "e.g. 'diverse=qwen-0.5b,smollm2;strong=qwen-1.5b'")
+                             "e.g. 'diverse=qwen-0.5b,smollm2;strong=qwen-1.5b' (default: the config's [pools])")
     parser.add_argument("--num-instructions", type=int, default=3, help="fusor instructions to propose per Fuse")
     parser.add_argument("--minibatch-size", type=int, default=10, help="examples between pruning decisions")
     parser.add_argument("--n-jobs", type=int, default=1, help="trials run concurrently (threads)")
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     low, high = (int(x) for x in args.n_range.split(","))
     temperatures = None if args.temperatures == "keep" else tuple(float(t) for t in args.temperatures.split(","))
     space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")),
-                        pools=parse_pools(args.pools) if args.pools else None)
+                        pools=parse_pools(args.pools) if args.pools else _config_pools(pool.pools))
     progress = None if args.no_progress else _ProgressBar(args.trials)
     opt = FusionOptimizer(
         metric=metric, teachers=teachers, fusors=fusors, n_range=(low, high), trials=args.trials,
@@ -238,6 +238,11 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _config_pools(pools: dict[str, list[str]]) -> dict[str, tuple[str, ...]] | None:
+    """The pool config's ``[pools]`` as the search space's pool choices (``None``: search every subset)."""
+    return {name: tuple(members) for name, members in pools.items()} or None
 
 
 def parse_pools(text: str) -> dict[str, tuple[str, ...]]:

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("fuse", "select", "auto"), default="fuse")
     parser.add_argument("--selector", default="mbr", help="selector for select mode and the fallback")
     parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
+    parser.add_argument("--pool", default=None, help="a named pool from the config's [pools] (default: every teacher)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for the teachers")
     parser.add_argument("--json", action="store_true", help="print the prediction and report as JSON")
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from fusion_dspy.pool_config import pick_fusor
 
     config = load_pool_config(args.config)
-    teachers = config.build_teachers()
+    teachers = config.build_teachers(args.pool)
     fusors = config.build_fusors()
     fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
     # Without a configured fusor the first teacher's LM fuses (better than failing on a small pool).

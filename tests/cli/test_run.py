@@ -46,3 +46,13 @@ def test_subcommand_help_lists_its_own_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--config" in capsys.readouterr().out
+
+
+def test_run_with_a_named_pool(tmp_path, capsys):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({**POOL, "pools": {"just-b": ["b"]}}))
+    assert main(["run", "--config", str(path), "--input", "question=q", "--pool", "just-b", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert {c["teacher"] for c in payload["report"]["candidates"]} == {"b"}
+    assert main(["run", "--config", str(path), "--input", "question=q", "--pool", "nope"]) == 2
+    assert "Unknown pool 'nope'" in capsys.readouterr().err

@@ -55,3 +55,15 @@ def test_eval_needs_teachers_and_names_unknown_systems(tmp_path, capsys):
     assert "--config pool.toml, or --recorded" in capsys.readouterr().err
     assert main(["eval", "--task", "nope", "--config", "x.toml"]) == 2
     assert "Unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_eval_with_a_named_pool(tmp_path, capsys):
+    (tmp_path / "pool.json").write_text(json.dumps({**POOL, "pools": {"only-b": ["b"]}}))
+    data = tmp_path / "gsm.jsonl"
+    data.write_text(json.dumps({"question": "What is 1+1?", "answer": "x\n#### 2"}) + "\n")
+    out = tmp_path / "out"
+    argv = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--pool", "only-b",
+            "--n", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = EvalReport.model_validate_json((out / "report.json").read_text())
+    assert {m.method for m in report.methods if m.method.startswith("single:")} == {"single:b"}

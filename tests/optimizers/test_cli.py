@@ -48,6 +48,22 @@ def test_optimize_writes_a_compiled_program_and_prints_the_table(tmp_path, capsy
     assert (tmp_path / "study.db.fusion" / "cli" / "draws.jsonl").exists()
 
 
+def test_optimize_searches_the_configs_named_pools(tmp_path, capsys):
+    pool, data = write_inputs(tmp_path)
+    pool.write_text(POOL + '\n[pools]\nboth = ["alpha", "beta"]\nbeta-alone = ["beta"]\n')
+    code = main(["optimize", "--program", "tests.optimizers.cli_program:program", "--config", str(pool),
+                 "--valset", str(data), "--trials", "4", "--num-instructions", "0", "--temperatures", "keep",
+                 "--no-progress", "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "pools"])
+    assert code == 0
+    import optuna
+
+    study = optuna.load_study(study_name="pools", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    params = set().union(*(t.params for t in study.trials))
+    assert "self.pool" in params and not any(p.startswith("self.use.") for p in params)
+    assert {tuple(t.user_attrs["config"]["self"]["teachers"]) for t in study.trials} <= {("alpha", "beta"),
+                                                                                         ("beta",)}
+
+
 def test_optimize_reports_bad_input_as_one_line(tmp_path, capsys):
     pool, data = write_inputs(tmp_path)
     code = main(["optimize", "--program", "tests.optimizers.cli_program:nothing", "--config", str(pool),
