@@ -28,7 +28,7 @@ Example ``pool.toml``::
     diverse = ["qwen-0.5b", "gpt-4o-mini", "my-vllm"]
     api = ["gpt-4o-mini"]
 
-Named pools let ``fusion-dspy run --pool diverse`` / ``eval --pool`` use a subset, and give
+Named pools let ``fusion-dspy run --pool diverse`` (and ``eval``/``synth --pool``) use a subset, and give
 ``fusion-dspy optimize`` its pool choices (one categorical parameter instead of every subset).
 
 Model strings: ``local/<catalog name or .gguf path>`` runs in-process through llama.cpp;

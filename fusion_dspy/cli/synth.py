@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task signature (default: prompt -> response)")
     parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: one per teacher sample)")
     parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
+    parser.add_argument("--pool", default=None, help="a named pool from the config's [pools] (default: every teacher)")
     parser.add_argument("--mode", choices=("fuse", "auto"), default="fuse",
                         help="auto skips the fusor when the candidates agree")
     parser.add_argument("--also-select", nargs="?", const="mbr", default=None, metavar="SELECTOR",
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from fusion_dspy.synth import synthesize
 
     config = load_pool_config(args.config)
-    teachers = config.build_teachers()
+    teachers = config.build_teachers(args.pool)
     fusors = config.build_fusors()
     fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
     if fusor_name is None:

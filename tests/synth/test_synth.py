@@ -118,3 +118,15 @@ def test_cli_synth(tmp_path, capsys):
     assert main(argv) == 0
     assert "0 generated, 4 resumed" in capsys.readouterr().out
     assert len((tmp_path / "ds" / "sft.jsonl").read_text().splitlines()) == 4
+
+
+def test_cli_synth_with_a_named_pool(tmp_path, capsys):
+    pool = {"teachers": [{"name": "a", "model": "fake/a"}, {"name": "b", "model": "fake/b"}],
+            "fusors": [{"name": "f", "model": "fake/f"}], "pools": {"only-a": ["a"]}}
+    (tmp_path / "pool.json").write_text(json.dumps(pool))
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "Say hi"}) + "\n")
+    argv = ["synth", "--prompts", str(tmp_path / "prompts.jsonl"), "--config", str(tmp_path / "pool.json"),
+            "--out", str(tmp_path / "ds"), "--pool", "only-a", "--no-progress"]
+    assert main(argv) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "ds" / "data.jsonl").read_text().splitlines()]
+    assert {c["teacher"] for c in row["candidates"]} == {"a"}
