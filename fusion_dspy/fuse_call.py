@@ -24,6 +24,7 @@ from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
 from fusion_dspy.errors import CandidatesExhaustedError
+from fusion_dspy.errors import StoredFailure
 from fusion_dspy.fusion_signature import FusionFields
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.report import CandidateRecord
@@ -86,14 +87,16 @@ class FuseCall:
             usage=outcome.stored.usage if outcome.stored is not None else result.usage,
             latency_s=outcome.stored.latency_s if outcome.stored is not None else result.latency_s,
         )
-        if outcome.stored is not None and not outcome.stored.ok:
-            record.error, record.error_type, record.cached = outcome.stored.error, outcome.stored.error_type, True
-        elif result.error is not None:
-            record.error, record.error_type = error_text(result.error), type(result.error).__name__
+        # Replayed from a store, or answered by DSPy's cache (which reports no usage): no model call now.
+        record.cached = outcome.stored is not None or (result.error is None and not result.raw_usage)
+        if result.error is not None:
+            record.error = error_text(result.error)
+            # A replayed failure keeps the original exception's type name.
+            error = result.error
+            record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
         else:
             outputs = {name: result.value[name] for name in self.output_fields}
             record.outputs = outputs
-            record.cached = outcome.stored is not None or not result.raw_usage
             self.candidates.append(Candidate(draw.index, draw.teacher.name, draw.sample, outputs))
         self.records.append(record)
 
