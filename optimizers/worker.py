@@ -176,21 +176,18 @@ class TrialLoop:
         process-wide lock closes that race between the threads of this process.
         """
         with _CLAIM_LOCK:
-            return self._claim_unlocked()
-
-    def _claim_unlocked(self) -> tuple[optuna.Trial, int] | None:
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, frozen.number)
-            try:
-                if not self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+            for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, frozen.number)
+                try:
+                    if not self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                        continue
+                except optuna.exceptions.UpdateFinishedTrialError:
                     continue
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            if self.heartbeat_interval:
-                # At once: Optuna never counts a RUNNING trial without any heartbeat as stale.
-                self.storage.record_heartbeat(trial_id)
-            return optuna.trial.Trial(self.study, trial_id), trial_id
-        return None
+                if self.heartbeat_interval:
+                    # At once: Optuna never counts a RUNNING trial without any heartbeat as stale.
+                    self.storage.record_heartbeat(trial_id)
+                return optuna.trial.Trial(self.study, trial_id), trial_id
+            return None
 
     def _run(self, trial: optuna.Trial, trial_id: int) -> None:
         state, values, error = TrialState.COMPLETE, None, None

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     low, high = (int(x) for x in args.n_range.split(","))
     temperatures = None if args.temperatures == "keep" else tuple(float(t) for t in args.temperatures.split(","))
     space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")),
-                        pools=parse_pools(args.pools) if args.pools else _config_pools(pool.pools))
+                        pools=parse_pools(args.pools) if args.pools else pool.pools or None)
     progress = None if args.no_progress else _ProgressBar(args.trials)
     opt = FusionOptimizer(
         metric=metric, teachers=teachers, fusors=fusors, n_range=(low, high), trials=args.trials,
@@ -238,11 +238,6 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _config_pools(pools: dict[str, list[str]]) -> dict[str, tuple[str, ...]] | None:
-    """The pool config's ``[pools]`` as the search space's pool choices (``None``: search every subset)."""
-    return {name: tuple(members) for name, members in pools.items()} or None
 
 
 def parse_pools(text: str) -> dict[str, tuple[str, ...]]:
