@@ -152,6 +152,16 @@ class MemoryStore:
     def __deepcopy__(self, memo: dict[int, Any]) -> MemoryStore:
         return self  # A store is shared state by design: copies of a program share candidates.
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (``program.save(..., save_program=True)``): the entries travel, the lock and the
+        # claims of this process's in-flight calls do not.
+        with self._lock:
+            return {"entries": dict(self._entries)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        MemoryStore.__init__(self)
+        self._entries.update(state["entries"])
+
 
 class JsonlStore(MemoryStore):
     """A store persisted as an append-only JSON Lines file.
@@ -197,6 +207,12 @@ class JsonlStore(MemoryStore):
                     continue
                 with self._lock:
                     self._entries[record["key"]] = draw
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}  # The file is the store: a pickled program re-opens it.
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        JsonlStore.__init__(self, state["path"])
 
     def put(self, key: str, draw: StoredDraw) -> None:
         line = json.dumps(

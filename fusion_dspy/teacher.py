@@ -85,6 +85,11 @@ class Teacher:
     def __deepcopy__(self, memo: dict[int, Any]) -> Teacher:
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (``save_program=True``) rebuilds through the constructor: the default protocol
+        # would restore the slots with setattr, which an immutable Teacher refuses.
+        return (_rebuild_teacher, (self.lm, self.temperature, self.samples, self.name))
+
     def __copy__(self) -> Teacher:
         return self
 
@@ -99,6 +104,10 @@ class Teacher:
 
     def __repr__(self) -> str:
         return f"Teacher(name={self.name!r}, temperature={self.temperature}, samples={self.samples})"
+
+
+def _rebuild_teacher(lm: Any, temperature: float, samples: int, name: str) -> Teacher:
+    return Teacher(lm, temperature=temperature, samples=samples, name=name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -176,6 +176,18 @@ class FakeEngine:
     def __deepcopy__(self, memo: dict[int, Any]) -> FakeEngine:
         return self
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for ``program.save(..., save_program=True)``: everything but the lock.
+        with self._lock:
+            state = dict(self.__dict__)
+            state["requests"] = list(self.requests)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- internals -------------------------------------------------------------------------------
 
     def _parse(self, request: Any) -> FakeRequest:
