@@ -27,7 +27,6 @@ from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
 from fusion_dspy.optimizers.memo import EvaluationMemo
 from fusion_dspy.optimizers.memo import ExampleResult
-from fusion_dspy.optimizers.memo import stable_hash
 from fusion_dspy.optimizers.search_space import FuseSpace
 from fusion_dspy.optimizers.search_space import InfeasibleConfigError
 
@@ -35,6 +34,7 @@ from fusion_dspy import Fuse
 from fusion_dspy import FuseSettings
 from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
+from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.teacher import plan_draws
 
