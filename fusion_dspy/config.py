@@ -10,8 +10,10 @@ argument and says what to pass (the field's description).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from typing import Annotated
 from typing import Any
 from typing import Literal
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import JsonValue
+from pydantic import TypeAdapter
 from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
@@ -60,10 +63,12 @@ class FuseSettings(BaseModel):
         shuffle: Shuffle the candidates before the fusor sees them (position bias).
         prompt: The fusor prompt configuration.
 
-    The field descriptions are the "what to pass" half of every error message.
+    The field descriptions are the "what to pass" half of every error message. Settings are
+    immutable values: change them with :meth:`replaced` (or ``Fuse.configure``), which validates
+    the whole again.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: int = Field(default=5, ge=1, strict=True,
                    description="n must be an int >= 1: the number of candidates per call, e.g. n=5.")
@@ -175,12 +180,17 @@ def check_setting(name: str, value: Any, *, owner: str = "Fuse") -> Any:
 
     Returns the value as the field would store it.
     """
-    probe = FuseSettings.model_construct()
     try:
-        FuseSettings.__pydantic_validator__.validate_assignment(probe, name, value)
+        return _field_adapter(name).validate_python(value)
     except ValidationError as error:
-        raise explain(error, FuseSettings, owner) from None
-    return getattr(probe, name)
+        field = FuseSettings.model_fields[name]
+        raise SettingsError(f"{owner}({name}={_shown(value)}) is invalid: {field.description}") from None
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    field = FuseSettings.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, field])
 
 
 def explain(error: ValidationError, model: type[BaseModel], owner: str) -> SettingsError:
