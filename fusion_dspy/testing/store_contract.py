@@ -155,29 +155,28 @@ class CandidateStoreContract:
         assert store.claim("k") is False, "a stored key must not be generated again"
         store.release("never-claimed")  # harmless
 
-    def test_a_waiter_gets_the_draw_once_its_generator_is_done(self, tmp_path: Path) -> None:
-        store = self._claiming(tmp_path)
+    @staticmethod
+    def _wait_while(store: ClaimingStore, generate: Any) -> StoredDraw | None:
+        """Claim ``k``, start a waiter for it, run ``generate()`` (the claimant's work), return what the waiter got."""
         assert store.claim("k")
         got: list[StoredDraw | None] = []
         waiter = threading.Thread(target=lambda: got.append(store.wait("k", timeout=10)))
         waiter.start()
         time.sleep(0.05)
-        draw = StoredDraw(outputs={"answer": "x"}, usage=_USAGE)
-        store.put("k", draw)
+        generate()
         store.release("k")
         waiter.join(10)
-        assert got == [draw]
+        assert len(got) == 1, "wait() did not return after release()"
+        return got[0]
+
+    def test_a_waiter_gets_the_draw_once_its_generator_is_done(self, tmp_path: Path) -> None:
+        store = self._claiming(tmp_path)
+        draw = StoredDraw(outputs={"answer": "x"}, usage=_USAGE)
+        assert self._wait_while(store, lambda: store.put("k", draw)) == draw
 
     def test_a_waiter_gets_none_when_the_generator_fails(self, tmp_path: Path) -> None:
         store = self._claiming(tmp_path)
-        assert store.claim("k")
-        got: list[StoredDraw | None] = []
-        waiter = threading.Thread(target=lambda: got.append(store.wait("k", timeout=10)))
-        waiter.start()
-        time.sleep(0.05)
-        store.release("k")  # failed: nothing stored
-        waiter.join(10)
-        assert got == [None]
+        assert self._wait_while(store, lambda: None) is None  # failed: nothing stored
         assert store.claim("k") is True, "after a failure the next call must be able to generate the draw"
         store.release("k")
 
