@@ -167,6 +167,10 @@ class CallOptions(BaseModel):
             raise ValueError(f"got a {type(value).__name__}, which has no get(key)/put(key, draw) methods")
         return value
 
+    def as_dict(self) -> dict[str, Any]:
+        """The options as keyword arguments (the store object itself, not a dump of it)."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
     @classmethod
     def validated(cls, *, owner: str = "Fuse", **values: Any) -> CallOptions:
         try:

@@ -133,9 +133,7 @@ class Fuse(dspy.Module):
         self.generate = dspy.Predict(self.signature)
         fused_signature, self.fusion_fields = fusion_signature(self.signature, settings.prompt)
         self.fusor = dspy.Predict(fused_signature)
-        self.timeout = options.timeout
-        self.max_threads = options.max_threads
-        self.store = options.store
+        self.options = options
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -164,6 +162,35 @@ class Fuse(dspy.Module):
     @property
     def prompt(self) -> FusorPrompt:
         return self.settings.prompt
+
+    # Per-process call options (never saved): assigning one is validated like the constructor argument.
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._set_option("timeout", value)
+
+    @property
+    def max_threads(self) -> int | None:
+        return self.options.max_threads
+
+    @max_threads.setter
+    def max_threads(self, value: int | None) -> None:
+        self._set_option("max_threads", value)
+
+    @property
+    def store(self) -> CandidateStore | None:
+        return self.options.store
+
+    @store.setter
+    def store(self, value: CandidateStore | None) -> None:
+        self._set_option("store", value)
+
+    def _set_option(self, name: str, value: Any) -> None:
+        self.options = CallOptions.validated(owner="Fuse", **{**self.options.as_dict(), name: value})
 
     @property
     def selector(self) -> Selector:

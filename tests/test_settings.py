@@ -87,3 +87,14 @@ def test_check_setting_is_the_field_rule():
         check_setting("agree", 1.5)
     with pytest.raises(SettingsError, match="mode must be one of"):
         FuseSettings.validated({"mode": "vote"})
+
+
+def test_assigning_a_call_option_is_validated_like_the_argument():
+    fuse = make_fuse(2)
+    fuse.timeout = 2
+    assert fuse.timeout == 2.0
+    with pytest.raises(SettingsError, match=r"Fuse\(timeout='5'\)"):
+        fuse.timeout = "5"
+    with pytest.raises(SettingsError, match=r"Fuse\(store='bank.jsonl'\)"):
+        fuse.store = "bank.jsonl"
+    assert fuse.timeout == 2.0 and fuse.store is None
