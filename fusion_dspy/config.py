@@ -250,5 +250,10 @@ class FuseConfig(Parameter):
                 f"The saved Fuse is for the signature {saved_signature!r}, but this Fuse is {self.signature!r}. "
                 f"Load it into Fuse({saved_signature!r}, ...) (the program that saved it)."
             )
-        self.settings = FuseSettings.validated(state, owner="Fuse.load", pool=self.pool)
+        settings = FuseSettings.validated(state, owner="Fuse.load", pool=self.pool)
+        if (settings.selector, settings.selector_args) != (self.settings.selector, self.settings.selector_args):
+            from fusion_dspy.selectors.registry import build_selector
+
+            build_selector(settings.selector, settings.selector_args)  # Fails now, not at the first call.
+        self.settings = settings
         return self

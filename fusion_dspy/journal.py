@@ -64,6 +64,7 @@ class Journal:
         self.repaired_bytes = 0
         self.torn = 0
         self.skipped = 0
+        self._offset = 0  # Bytes of complete lines consumed by read_new().
         self._lock = threading.Lock()
         if self.path.exists():
             with self._lock, self._open(os.O_RDWR) as fd:
@@ -135,6 +136,36 @@ class Journal:
     def read(self) -> list[dict[str, Any]]:
         """Every readable entry, as a list."""
         return list(self)
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """The entries completed since the previous ``read_new`` (every entry the first time).
+
+        For readers that follow a file other processes append to (a shared candidate bank): each
+        call reads only the new bytes. Sets :attr:`skipped` to the unreadable lines among them.
+        """
+        entries: list[dict[str, Any]] = []
+        skipped = 0
+        if not self.path.exists():
+            return entries
+        with self.path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell() < self._offset:  # The file was replaced or cut below what we read: start over.
+                self._offset = 0
+            handle.seek(self._offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):
+                    break  # Still being written (or torn): read it once it is complete.
+                self._offset += len(raw)
+                if not raw.strip():
+                    continue
+                entry = _decode(raw)
+                if entry is None:
+                    skipped += 1
+                    _logger.warning("%s: skipping an unreadable entry (%d bytes)", self.path, len(raw))
+                    continue
+                entries.append(entry)
+        self.skipped = skipped
+        return entries
 
 
 _CHUNK = 4096

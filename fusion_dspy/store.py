@@ -171,21 +171,26 @@ class JsonlStore(MemoryStore):
         super().__init__()
         self.journal = Journal(path)
         self.path = self.journal.path
-        self.skipped_lines = 0
+        self._skipped = 0
         self.reload()
 
     def reload(self) -> None:
-        """Read every complete entry of the file into memory."""
+        """Read the entries appended since the last reload (by any process) into memory."""
         entries = {}
         malformed = 0
-        for record in self.journal:
+        for record in self.journal.read_new():
             try:
                 entries[record["key"]] = _draw_from_record(record)
             except (KeyError, TypeError, ValueError):
                 malformed += 1  # A line that is JSON but no draw: skip it like a torn one.
-        self.skipped_lines = self.journal.torn + self.journal.skipped + malformed
+        self._skipped += self.journal.skipped + malformed
         with self._lock:
             self._entries.update(entries)
+
+    @property
+    def skipped_lines(self) -> int:
+        """Lines not loaded: torn tails cut off, unreadable lines, JSON lines that are no draw."""
+        return self.journal.torn + self._skipped
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path)}  # The file is the store: a pickled program re-opens it.

@@ -87,7 +87,7 @@ class EvaluationMemo:
         if self.journal is None:
             return
         results = {}
-        for record in self.journal:
+        for record in self.journal.read_new():
             if "key" in record and "outputs" in record:  # Written before the memo had its own records.
                 config_key, _, example_key = str(record["key"]).partition(":")
                 record = {"config": config_key, "example": example_key, "usage": record.get("usage", {}),

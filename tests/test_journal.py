@@ -97,3 +97,26 @@ def test_stable_hash_is_canonical():
     assert stable_hash({"b": 1, "a": [1, "ü"]}) == stable_hash({"a": [1, "ü"], "b": 1})
     assert len(stable_hash("x", length=16)) == 16 and stable_hash("x").startswith(stable_hash("x", length=16))
     assert stable_hash("\ud800") != stable_hash("\ud801")  # lone surrogates hash instead of crashing
+
+
+def test_read_new_follows_a_file_other_writers_append_to(tmp_path):
+    path = tmp_path / "j.jsonl"
+    reader, writer = Journal(path), Journal(path)
+    writer.append({"i": 0})
+    assert reader.read_new() == [{"i": 0}]
+    assert reader.read_new() == []
+    writer.append({"i": 1})
+    with path.open("a") as handle:
+        handle.write('{"i": 2')  # still being written
+    assert reader.read_new() == [{"i": 1}]
+    with path.open("a") as handle:
+        handle.write('}\n')  # now complete
+    assert reader.read_new() == [{"i": 2}]
+
+
+def test_a_shared_store_sees_other_writers_after_reload(tmp_path):
+    mine, theirs = JsonlStore(tmp_path / "bank.jsonl"), JsonlStore(tmp_path / "bank.jsonl")
+    theirs.put("k", StoredDraw(outputs={"answer": "x"}, usage={}))
+    assert mine.get("k") is None
+    mine.reload()
+    assert mine.get("k").outputs == {"answer": "x"}

@@ -137,3 +137,15 @@ def test_custom_selectors_opt_in_by_registering(tmp_path):
             register_selector(MajorityVote, name="mbr")
     finally:
         registry._custom.pop("nth-test")
+
+
+def test_loading_a_selector_that_cannot_be_rebuilt_fails_at_load_not_mid_run(tmp_path):
+    path = tmp_path / "fuse.json"
+    _fuse(RewardSelector(reward_fn=lambda inputs, prediction: 1.0)).save(str(path))
+    fresh = _fuse()
+    with pytest.raises(ValueError, match="reward function"):
+        fresh.load(str(path))
+    assert fresh.settings.selector == "mbr"  # nothing changed
+    same = _fuse(RewardSelector(reward_fn=lambda inputs, prediction: 0.0))
+    same.load(str(path))  # a Fuse that already holds a reward selector keeps it
+    assert isinstance(same.selector, RewardSelector)
