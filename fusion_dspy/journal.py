@@ -96,12 +96,12 @@ class Journal:
     def _cut_torn_tail(self, fd: int) -> None:
         """Truncate after the last newline. Holding the lock, a fragment there is a dead writer's."""
         size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        if size == 0 or _pread(fd, 1, size - 1) == b"\n":
             return
         keep, position = 0, size
         while position > 0:
             start = max(0, position - _CHUNK)
-            newline = os.pread(fd, position - start, start).rfind(b"\n")
+            newline = _pread(fd, position - start, start).rfind(b"\n")
             if newline >= 0:
                 keep = start + newline + 1
                 break
@@ -169,6 +169,13 @@ class Journal:
 
 
 _CHUNK = 4096
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows; appends still go to the end (O_APPEND).
+    return os.read(fd, size)
 
 
 def _encode(entry: Mapping[str, Any]) -> bytes:

@@ -203,7 +203,7 @@ class Evaluator:
                 try:
                     score = _as_score(self.metric(example, prediction, None))
                 except Exception as exc:
-                    exc.add_note(f"(raised by the metric on example {example.inputs().toDict()!r}; "
+                    exc.add_note(f"(raised by the metric on example {str(example.inputs().toDict())[:200]}; "
                                  "FusionOptimizer stops the study on a metric error)")
                     raise
         return _example_result(score, collector.reports, usage_from_tracker(tracker.usage_data), error)
