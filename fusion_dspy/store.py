@@ -206,8 +206,8 @@ class JsonlStore(MemoryStore):
             "latency_s": draw.latency_s,
             **({} if draw.ok else {"error": draw.error, "error_type": draw.error_type}),
         }
+        self.journal.append(record)  # Durable first (the journal serialises writers); then visible.
         with self._lock:
-            self.journal.append(record)
             self._entries[key] = draw
 
 
