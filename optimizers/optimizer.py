@@ -50,6 +50,7 @@ __all__ = ["FusionOptimizer"]
 _logger = logging.getLogger(__name__)
 
 CONFIRMED_ATTR = "fusion_dspy.confirmed"
+_PRUNERS = ("auto", "wilcoxon", "median")
 _OBJECTIVES = {("quality",): ("maximize",), ("quality", "cost"): ("maximize", "minimize")}
 
 
@@ -134,6 +135,12 @@ class FusionOptimizer(Teleprompter):
         check_setting("n", low, owner="FusionOptimizer(n_range=...)")
         if low > high:
             raise ValueError(f"n_range must be (low, high) with 1 <= low <= high, got {n_range}.")
+        if not (pruner is None or isinstance(pruner, optuna.pruners.BasePruner) or pruner in _PRUNERS):
+            raise ValueError(f"pruner must be one of {list(_PRUNERS)}, None or an optuna pruner, got {pruner!r}.")
+        if sampler is not None and not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise TypeError(f"sampler must be an optuna sampler (e.g. optuna.samplers.TPESampler()), got {sampler!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}.")
         if storage is not None and not isinstance(storage, Storage):
             storage = Storage(url=storage)
         groups = group_options({"budget": budget, "parallelism": parallelism, "storage": storage,

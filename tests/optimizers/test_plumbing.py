@@ -103,6 +103,9 @@ def test_value_objects_and_keyword_shortcuts_are_one_configuration():
         ({"trails": 3}, TypeError, r"unknown keyword\(s\) \['trails'\]"),
         ({"budget": {"trials": 3}}, TypeError, "must be a Budget"),
         ({"n_range": (0, 3)}, ValueError, "n must be an int >= 1"),
+        ({"pruner": "hyperband"}, ValueError, "pruner must be one of"),
+        ({"sampler": "tpe"}, TypeError, "sampler must be an optuna sampler"),
+        ({"seed": "0"}, TypeError, "seed must be an int"),
     ],
 )
 def test_bad_optimizer_arguments_name_themselves(kwargs, error, match):
