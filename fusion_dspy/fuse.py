@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterable
@@ -11,8 +12,10 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.config import CallOptions
 from fusion_dspy.config import FuseConfig
 from fusion_dspy.config import FuseSettings
+from fusion_dspy.config import SettingsError
 from fusion_dspy.draw_source import acollect_draws
 from fusion_dspy.draw_source import collect_draws
 from fusion_dspy.fuse_call import FuseCall
@@ -27,6 +30,8 @@ from fusion_dspy.sampling import atracked
 from fusion_dspy.sampling import merge_into_parent_tracker
 from fusion_dspy.sampling import tracked
 from fusion_dspy.selectors.base import Selector
+from fusion_dspy.selectors.registry import build_selector
+from fusion_dspy.selectors.registry import selector_spec
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.teacher import Draw
 from fusion_dspy.teacher import Teacher
@@ -35,8 +40,6 @@ from fusion_dspy.teacher import plan_draws
 __all__ = ["Fuse"]
 
 _logger = logging.getLogger(__name__)
-
-_MODES = ("fuse", "select", "auto")
 
 
 class Fuse(dspy.Module):
@@ -104,44 +107,33 @@ class Fuse(dspy.Module):
     ) -> None:
         super().__init__()
         self.signature = resolve_signature(signature)
-        _check_n(n)
-        _check_mode(mode)
-        if prompt is not None and not isinstance(prompt, FusorPrompt):
-            raise TypeError(f"prompt must be a FusorPrompt, got {type(prompt).__name__}.")
-        if not isinstance(agree, (int, float)) or not 0 < agree <= 1:
-            raise ValueError(f"agree must be a share in (0, 1], got {agree!r}.")
-        if isinstance(min_candidates, bool) or not isinstance(min_candidates, int) or not 1 <= min_candidates <= n:
-            raise ValueError(f"min_candidates must be an int in [1, n={n}], got {min_candidates!r}.")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}.")
-
+        options = CallOptions.validated(timeout=timeout, max_threads=max_threads, store=store)
         self.pool = Pool()
         teacher_names = self.pool.add_teachers(_as_teachers(teachers))
         fusor_name = self.pool.add_fusor(fusor)
         self._selector = _as_selector(selector)
-        prompt = prompt or FusorPrompt()
-        self.config = FuseConfig(
-            FuseSettings(
-                n=n,
-                mode=mode,
-                teachers=teacher_names,
-                fusor=fusor_name,
-                selector=self._selector.name,
-                agree=float(agree),
-                min_candidates=min_candidates,
-                seed=seed,
-                shuffle=shuffle,
-                prompt=prompt,
-            ),
-            self.pool,
+        selector_name, selector_args = selector_spec(self._selector)
+        settings = FuseSettings.validated(
+            {
+                "n": n,
+                "mode": mode,
+                "teachers": teacher_names,
+                "fusor": fusor_name,
+                "selector": selector_name,
+                "selector_args": selector_args or {},
+                "agree": agree,
+                "min_candidates": min_candidates,
+                "seed": seed,
+                "shuffle": shuffle,
+                **({} if prompt is None else {"prompt": prompt}),
+            },
+            pool=self.pool,  # Fail now, not at call time, on an unknown name or an impossible plan.
         )
-        plan_draws(self.teachers, n, seed=seed)  # Fail now, not at call time, on an impossible plan.
+        self.config = FuseConfig(settings, self.pool, signature=self.signature.signature)
         self.generate = dspy.Predict(self.signature)
-        fused_signature, self.fusion_fields = fusion_signature(self.signature, prompt)
+        fused_signature, self.fusion_fields = fusion_signature(self.signature, settings.prompt)
         self.fusor = dspy.Predict(fused_signature)
-        self.timeout = timeout
-        self.max_threads = max_threads
-        self.store = store
+        self.options = options
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -171,12 +163,42 @@ class Fuse(dspy.Module):
     def prompt(self) -> FusorPrompt:
         return self.settings.prompt
 
+    # Per-process call options (never saved): assigning one is validated like the constructor argument.
+
+    @property
+    def timeout(self) -> float | None:
+        return self.options.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._set_option("timeout", value)
+
+    @property
+    def max_threads(self) -> int | None:
+        return self.options.max_threads
+
+    @max_threads.setter
+    def max_threads(self, value: int | None) -> None:
+        self._set_option("max_threads", value)
+
+    @property
+    def store(self) -> CandidateStore | None:
+        return self.options.store
+
+    @store.setter
+    def store(self, value: CandidateStore | None) -> None:
+        self._set_option("store", value)
+
+    def _set_option(self, name: str, value: Any) -> None:
+        self.options = CallOptions.validated(owner="Fuse", **{**self.options.as_dict(), name: value})
+
     @property
     def selector(self) -> Selector:
-        if self._selector.name != self.settings.selector:
-            from fusion_dspy.selectors import get_selector
-
-            self._selector = get_selector(self.settings.selector)
+        """The selector the settings name; rebuilt from their spec when they name another one."""
+        settings = self.settings
+        name, args = selector_spec(self._selector)
+        if name != settings.selector or (args is not None and args != settings.selector_args):
+            self._selector = build_selector(settings.selector, settings.selector_args)
         return self._selector
 
     def register(
@@ -214,37 +236,51 @@ class Fuse(dspy.Module):
 
         ``teachers`` and ``fusor`` take pool names (or objects, which are registered). A new
         ``prompt`` re-renders the fusor instruction, replacing any instruction an optimizer wrote.
+        All or nothing: when any check fails, the Fuse (settings, pool, selector) is unchanged.
         """
-        changes: dict[str, Any] = {}
-        if n is not None:
-            _check_n(n)
-            changes["n"] = n
-        if mode is not None:
-            _check_mode(mode)
-            changes["mode"] = mode
+        pool = copy.deepcopy(self.pool)  # Staged: objects registered here only land if all checks pass.
+        changes: dict[str, Any] = {
+            key: value
+            for key, value in (("n", n), ("mode", mode), ("prompt", prompt), ("agree", agree),
+                               ("min_candidates", min_candidates), ("seed", seed), ("shuffle", shuffle))
+            if value is not None
+        }
         if teachers is not None:
-            names = [t if isinstance(t, str) else self.pool.add_teachers([t])[0] for t in teachers]
-            self.pool.resolve_teachers(names)
-            if not names:
-                raise ValueError("teachers must name at least one teacher.")
-            changes["teachers"] = names
+            if isinstance(teachers, (str, Teacher)):
+                raise SettingsError(
+                    f"Fuse.configure(teachers={teachers!r}) is invalid: teachers must be a list of pool names "
+                    "or Teacher objects, e.g. teachers=['a', 'b']."
+                )
+            changes["teachers"] = [t if isinstance(t, str) else pool.add_teachers([t])[0] for t in teachers]
         if fusor is not None:
-            changes["fusor"] = fusor if isinstance(fusor, str) else self.pool.add_fusor(fusor)
-            self.pool.resolve_fusor(changes["fusor"])
+            changes["fusor"] = fusor if isinstance(fusor, str) else pool.add_fusor(fusor)
+        new_selector = None
         if selector is not None:
-            self._selector = _as_selector(selector)
-            changes["selector"] = self._selector.name
-        for key, value in (("prompt", prompt), ("agree", agree), ("min_candidates", min_candidates),
-                           ("seed", seed), ("shuffle", shuffle)):
-            if value is not None:
-                changes[key] = value
-        settings = FuseSettings.model_validate({**self.settings.model_dump(), **changes})
-        if settings.min_candidates > settings.n:
-            raise ValueError(f"min_candidates={settings.min_candidates} exceeds n={settings.n}.")
-        plan_draws(self.pool.resolve_teachers(settings.teachers), settings.n, seed=settings.seed)
+            new_selector = _as_selector(selector)
+            name, args = selector_spec(new_selector)
+            changes["selector"], changes["selector_args"] = name, args or {}
+        settings = self.settings.replaced(owner="Fuse.configure", pool=pool, **changes)
+        return self._commit(settings, pool=pool, selector=new_selector, render_prompt=prompt is not None)
+
+    def use_settings(self, settings: FuseSettings) -> Fuse:
+        """Adopt ``settings`` as a whole (checked against the pool); the fusor instruction is only
+        re-rendered when the prompt changes, so an instruction another optimizer wrote survives."""
+        if not isinstance(settings, FuseSettings):
+            raise SettingsError(f"use_settings needs a FuseSettings, got {type(settings).__name__}.")
+        settings = FuseSettings.validated(settings.model_dump(), owner="Fuse.use_settings", pool=self.pool)
+        return self._commit(settings, pool=self.pool, selector=None,
+                            render_prompt=settings.prompt != self.settings.prompt)
+
+    def _commit(self, settings: FuseSettings, *, pool: Pool, selector: Selector | None, render_prompt: bool) -> Fuse:
+        """Apply already validated settings; nothing here can fail half-way."""
+        rendered = fusion_signature(self.signature, settings.prompt) if render_prompt else None
+        if pool is not self.pool:
+            self.pool.teachers, self.pool.fusors = pool.teachers, pool.fusors
         self.config.settings = settings
-        if prompt is not None:
-            fused_signature, self.fusion_fields = fusion_signature(self.signature, prompt)
+        if selector is not None:
+            self._selector = selector
+        if rendered is not None:
+            fused_signature, self.fusion_fields = rendered
             self.fusor.signature = self.fusor.signature.with_instructions(fused_signature.instructions)
         return self
 
@@ -351,16 +387,6 @@ class Fuse(dspy.Module):
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
             f"fusor={s.fusor!r}, selector={s.selector!r})"
         )
-
-
-def _check_n(n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1 (the number of candidates), got {n!r}.")
-
-
-def _check_mode(mode: Any) -> None:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}.")
 
 
 def _as_teachers(teachers: Sequence[Teacher | dspy.BaseLM] | None) -> list[Teacher]:

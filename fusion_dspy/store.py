@@ -19,16 +19,15 @@ the next call tries that teacher again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from typing import Protocol
 from typing import runtime_checkable
 
+from fusion_dspy.hashing import stable_hash
+from fusion_dspy.journal import Journal
 from fusion_dspy.report import TokenUsage
 
 __all__ = ["CandidateStore", "ClaimingStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
@@ -91,8 +90,8 @@ def draw_key(
     temperature: float,
     seed: int,
 ) -> str:
-    """A stable key for one draw (sha256 of its canonical JSON)."""
-    payload = json.dumps(
+    """A stable key for one draw (:func:`fusion_dspy.hashing.stable_hash` of its fields)."""
+    return stable_hash(
         {
             "signature": signature,
             "instructions": instructions,
@@ -102,12 +101,8 @@ def draw_key(
             "sample": sample,
             "temperature": temperature,
             "seed": seed,
-        },
-        sort_keys=True,
-        default=str,
-        ensure_ascii=False,
+        }
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class MemoryStore:
@@ -152,70 +147,75 @@ class MemoryStore:
     def __deepcopy__(self, memo: dict[int, Any]) -> MemoryStore:
         return self  # A store is shared state by design: copies of a program share candidates.
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (``program.save(..., save_program=True)``): the entries travel, the lock and the
+        # claims of this process's in-flight calls do not.
+        with self._lock:
+            return {"entries": dict(self._entries)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        MemoryStore.__init__(self)
+        self._entries.update(state["entries"])
+
 
 class JsonlStore(MemoryStore):
-    """A store persisted as an append-only JSON Lines file.
+    """A store persisted as an append-only JSON Lines file (a :class:`~fusion_dspy.journal.Journal`).
 
     Every ``put`` appends one line and flushes it to disk (``fsync``), so a killed process loses at
-    most the draw being written; a torn last line is skipped on load. Several processes may append
-    to one file (each line is written with a single ``write`` call in append mode), and each
-    process sees the others' entries after :meth:`reload`.
+    most the draw being written. A torn last line is cut off and unreadable lines are skipped, all
+    counted in :attr:`skipped_lines` (the journal's one torn-tail policy). Several processes may append to one
+    file, and each process sees the others' entries after :meth:`reload`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.skipped_lines = 0
-        self._torn_tail = False
+        self.journal = Journal(path)
+        self.path = self.journal.path
+        self._skipped = 0
         self.reload()
 
     def reload(self) -> None:
-        """Read every complete line of the file into memory."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as handle:
-            # A killed writer can leave a last line without its newline; the next append must start
-            # on a fresh line, or it would be glued to the torn one and lost on the next load.
-            handle.seek(0, os.SEEK_END)
-            if handle.tell() > 0:
-                handle.seek(-1, os.SEEK_END)
-                self._torn_tail = handle.read(1) != b"\n"
-        with self.path.open("r", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                    draw = StoredDraw(
-                        outputs=record["outputs"],
-                        usage={name: TokenUsage(**u) for name, u in record["usage"].items()},
-                        latency_s=float(record.get("latency_s", 0.0)),
-                        error=record.get("error"),
-                        error_type=record.get("error_type"),
-                    )
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    self.skipped_lines += 1  # A torn write from a killed process: ignore it.
-                    continue
-                with self._lock:
-                    self._entries[record["key"]] = draw
+        """Read the entries appended since the last reload (by any process) into memory."""
+        entries = {}
+        malformed = 0
+        for record in self.journal.read_new():
+            try:
+                entries[record["key"]] = _draw_from_record(record)
+            except (KeyError, TypeError, ValueError):
+                malformed += 1  # A line that is JSON but no draw: skip it like a torn one.
+        self._skipped += self.journal.skipped + malformed
+        with self._lock:
+            self._entries.update(entries)
+
+    @property
+    def skipped_lines(self) -> int:
+        """Lines not loaded: torn tails cut off, unreadable lines, JSON lines that are no draw."""
+        return self.journal.torn + self._skipped
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}  # The file is the store: a pickled program re-opens it.
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        JsonlStore.__init__(self, state["path"])
 
     def put(self, key: str, draw: StoredDraw) -> None:
-        line = json.dumps(
-            {
-                "key": key,
-                "outputs": draw.outputs,
-                "usage": {name: u.model_dump() for name, u in draw.usage.items()},
-                "latency_s": draw.latency_s,
-                **({} if draw.ok else {"error": draw.error, "error_type": draw.error_type}),
-            },
-            ensure_ascii=False,
-            default=str,
-        )
+        record = {
+            "key": key,
+            "outputs": draw.outputs,
+            "usage": {name: u.model_dump() for name, u in draw.usage.items()},
+            "latency_s": draw.latency_s,
+            **({} if draw.ok else {"error": draw.error, "error_type": draw.error_type}),
+        }
+        self.journal.append(record)  # Durable first (the journal serialises writers); then visible.
         with self._lock:
-            with self.path.open("a", encoding="utf-8") as handle:
-                if self._torn_tail:
-                    line = "\n" + line
-                    self._torn_tail = False
-                handle.write(line + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
             self._entries[key] = draw
+
+
+def _draw_from_record(record: Mapping[str, Any]) -> StoredDraw:
+    return StoredDraw(
+        outputs=record["outputs"],
+        usage={name: TokenUsage(**u) for name, u in record["usage"].items()},
+        latency_s=float(record.get("latency_s", 0.0)),
+        error=record.get("error"),
+        error_type=record.get("error_type"),
+    )

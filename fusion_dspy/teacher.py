@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Draw", "Teacher", "plan_draws"]
+__all__ = ["Draw", "Teacher", "check_temperature", "plan_draws"]
 
 #: Temperature used when a teacher does not set one (the paper samples at T=0.7).
 DEFAULT_TEMPERATURE = 0.7
+
+
+def check_temperature(value: Any, *, owner: str = "Teacher(temperature=...)") -> float:
+    """The one rule for a sampling temperature: a finite number >= 0. Returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner} must be a finite number >= 0 (e.g. 0.7), got {value!r}.")
+    return float(value)
 
 
 class Teacher:
@@ -53,12 +61,11 @@ class Teacher:
             )
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"Teacher(samples=...) must be an int >= 1, got {samples!r}.")
-        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
-            raise ValueError(f"Teacher(temperature=...) must be a number >= 0, got {temperature!r}.")
+        temperature = check_temperature(temperature)
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ValueError(f"Teacher(name=...) must be a non-empty string, got {name!r}.")
         object.__setattr__(self, "lm", lm)
-        object.__setattr__(self, "temperature", float(temperature))
+        object.__setattr__(self, "temperature", temperature)
         object.__setattr__(self, "samples", samples)
         object.__setattr__(self, "name", name or (lm.model if lm is not None else "default"))
 
@@ -78,6 +85,11 @@ class Teacher:
     def __deepcopy__(self, memo: dict[int, Any]) -> Teacher:
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (``save_program=True``) rebuilds through the constructor: the default protocol
+        # would restore the slots with setattr, which an immutable Teacher refuses.
+        return (_rebuild_teacher, (self.lm, self.temperature, self.samples, self.name))
+
     def __copy__(self) -> Teacher:
         return self
 
@@ -92,6 +104,10 @@ class Teacher:
 
     def __repr__(self) -> str:
         return f"Teacher(name={self.name!r}, temperature={self.temperature}, samples={self.samples})"
+
+
+def _rebuild_teacher(lm: Any, temperature: float, samples: int, name: str) -> Teacher:
+    return Teacher(lm, temperature=temperature, samples=samples, name=name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,10 @@ from fusion_dspy.optimizers.fuses import find_fuses
 from fusion_dspy.optimizers.loading import load_compiled
 from fusion_dspy.optimizers.memo import EvaluationMemo
 from fusion_dspy.optimizers.optimizer import FusionOptimizer
+from fusion_dspy.optimizers.options import Budget
+from fusion_dspy.optimizers.options import Parallelism
+from fusion_dspy.optimizers.options import Proposals
+from fusion_dspy.optimizers.options import Storage
 from fusion_dspy.optimizers.optimizer import trial_logs
 from fusion_dspy.optimizers.proposer import InstructionProposer
 from fusion_dspy.optimizers.reporting import StudyReport
@@ -31,14 +35,18 @@ from fusion_dspy.optimizers.search_space import variant_name
 
 __all__ = [
     "BankStats",
+    "Budget",
     "CandidateBank",
     "CostModel",
     "EvaluationMemo",
     "FrontPoint",
     "FusionOptimizer",
     "InstructionProposer",
+    "Parallelism",
     "Price",
+    "Proposals",
     "SearchSpace",
+    "Storage",
     "StudyReport",
     "apply_settings",
     "build_report",

@@ -118,3 +118,9 @@ class CandidateBank:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CandidateBank:
         return self  # Shared by design: every copy of the program draws from one bank.
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self.store}  # A pickled program (save_program=True) keeps the bank, not the lock.
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        CandidateBank.__init__(self, state["store"])

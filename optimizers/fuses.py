@@ -39,26 +39,14 @@ def find_fuses(program: dspy.Module) -> dict[str, Fuse]:
 def apply_settings(program: dspy.Module, settings: Mapping[str, FuseSettings]) -> dspy.Module:
     """Configure every Fuse of ``program`` named in ``settings`` (in place) and return ``program``.
 
-    The fusor instruction is only re-rendered when the prompt changes, so an instruction another
-    optimizer wrote into ``fuse.fusor`` survives a configuration that keeps the prompt.
+    Each Fuse adopts its settings whole (:meth:`fusion_dspy.Fuse.use_settings`, which owns every
+    check); the fusor instruction is only re-rendered when the prompt changes, so an instruction
+    another optimizer wrote into ``fuse.fusor`` survives a configuration that keeps the prompt.
     """
     fuses = find_fuses(program)
     unknown = sorted(set(settings) - set(fuses))
     if unknown:
         raise ValueError(f"No Fuse at path(s) {unknown} in {type(program).__name__}; it has {sorted(fuses)}.")
     for path, wanted in settings.items():
-        fuse = fuses[path]
-        prompt = wanted.prompt if wanted.prompt != fuse.settings.prompt else None
-        fuse.configure(
-            n=wanted.n,
-            mode=wanted.mode,
-            teachers=list(wanted.teachers),
-            fusor=wanted.fusor,
-            selector=wanted.selector if wanted.selector != fuse.settings.selector else None,
-            prompt=prompt,
-            agree=wanted.agree,
-            min_candidates=min(wanted.min_candidates, wanted.n),
-            seed=wanted.seed,
-            shuffle=wanted.shuffle,
-        )
+        fuses[path].use_settings(wanted)
     return program

@@ -11,24 +11,15 @@ a new metric or valset belongs in a new study.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from fusion_dspy import TokenUsage
-from fusion_dspy.store import JsonlStore
-from fusion_dspy.store import MemoryStore
-from fusion_dspy.store import StoredDraw
+from fusion_dspy.journal import Journal
 
-__all__ = ["EvaluationMemo", "ExampleResult", "stable_hash"]
-
-
-def stable_hash(value: Any) -> str:
-    """sha256 of the canonical JSON of ``value`` (sorted keys; unknown objects by ``str``)."""
-    payload = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()
+__all__ = ["EvaluationMemo", "ExampleResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,28 +51,56 @@ class ExampleResult:
 
 
 class EvaluationMemo:
-    """Thread-safe memo of :class:`ExampleResult`, in memory or as JSON Lines at ``path``."""
+    """Thread-safe memo of :class:`ExampleResult`, in memory or as a :class:`~fusion_dspy.journal.Journal` at ``path``.
+
+    Each record is ``{"config": key, "example": key, "score": float, "error": str | None,
+    "usage": {lm: TokenUsage}}``. :meth:`refresh` reads records other processes appended.
+    """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._store = MemoryStore() if path is None else JsonlStore(path)
+        self.journal = None if path is None else Journal(path)
+        self._results: dict[tuple[str, str], ExampleResult] = {}
+        self._lock = threading.Lock()
+        self.refresh()
 
     def get(self, config_key: str, example_key: str) -> ExampleResult | None:
         if not self.enabled:
             return None
-        stored = self._store.get(f"{config_key}:{example_key}")
-        if stored is None:
-            return None
-        return ExampleResult(score=float(stored.outputs["score"]), usage=dict(stored.usage),
-                             error=stored.outputs.get("error"), memo_hit=True)
+        with self._lock:
+            return self._results.get((config_key, example_key))
 
     def put(self, config_key: str, example_key: str, result: ExampleResult) -> None:
         if not self.enabled:
             return
-        outputs = {"score": result.score, "error": result.error}
-        self._store.put(f"{config_key}:{example_key}", StoredDraw(outputs=outputs, usage=dict(result.usage)))
+        remembered = ExampleResult(score=result.score, usage=dict(result.usage), error=result.error, memo_hit=True)
+        with self._lock:
+            if self.journal is not None:
+                self.journal.append({
+                    "config": config_key, "example": example_key, "score": result.score, "error": result.error,
+                    "usage": {lm: used.model_dump() for lm, used in result.usage.items()},
+                })
+            self._results[(config_key, example_key)] = remembered
 
     def refresh(self) -> None:
-        reload = getattr(self._store, "reload", None)
-        if reload is not None:
-            reload()
+        """Read the records other processes appended since (no-op in memory)."""
+        if self.journal is None:
+            return
+        results = {}
+        for record in self.journal.read_new():
+            if "key" in record and "outputs" in record:  # Written before the memo had its own records.
+                config_key, _, example_key = str(record["key"]).partition(":")
+                record = {"config": config_key, "example": example_key, "usage": record.get("usage", {}),
+                          **(record["outputs"] or {})}
+            try:
+                results[(record["config"], record["example"])] = ExampleResult(
+                    score=float(record["score"]), error=record.get("error"), memo_hit=True,
+                    usage={lm: TokenUsage(**used) for lm, used in record["usage"].items()},
+                )
+            except (KeyError, TypeError, ValueError):
+                continue  # Not a memo record.
+        with self._lock:
+            self._results.update(results)
+
+    def __len__(self) -> int:
+        return len(self._results)

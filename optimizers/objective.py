@@ -27,7 +27,6 @@ from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
 from fusion_dspy.optimizers.memo import EvaluationMemo
 from fusion_dspy.optimizers.memo import ExampleResult
-from fusion_dspy.optimizers.memo import stable_hash
 from fusion_dspy.optimizers.search_space import FuseSpace
 from fusion_dspy.optimizers.search_space import InfeasibleConfigError
 
@@ -35,6 +34,7 @@ from fusion_dspy import Fuse
 from fusion_dspy import FuseSettings
 from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
+from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.teacher import plan_draws
 
@@ -75,6 +75,7 @@ class Evaluation:
             "fusor_calls": sum(r.fusor_calls for r in results),
             "memo_hits": sum(r.memo_hit for r in results),
             "errors": sum(r.error is not None for r in results),
+            "first_error": next((r.error for r in results if r.error is not None), None),
             "uncounted_draws": sum(r.uncounted_draws for r in results),
         }
 
@@ -191,13 +192,20 @@ class Evaluator:
     def _run_example(self, program: dspy.Module, paths: Mapping[int, str], example: dspy.Example) -> ExampleResult:
         collector = _FuseReports(paths)
         error = None
+        score = 0.0
         with dspy.context(callbacks=[*(dspy.settings.callbacks or []), collector]), dspy.track_usage() as tracker:
             try:
                 prediction = program(**example.inputs())
-                score = _as_score(self.metric(example, prediction, None))
-            except Exception as exc:  # The program or metric failed on this example: it scores 0.
-                _logger.debug("Example failed: %s: %s", type(exc).__name__, exc)
-                score, error = 0.0, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # The program failed on this example: it scores 0, counted and reported.
+                error = f"{type(exc).__name__}: {exc}"
+            if error is None:
+                # A metric that raises is a bug in the study, not a weak configuration: let it stop the study.
+                try:
+                    score = _as_score(self.metric(example, prediction, None))
+                except Exception as exc:
+                    exc.add_note(f"(raised by the metric on example {str(example.inputs().toDict())[:200]}; "
+                                 "FusionOptimizer stops the study on a metric error)")
+                    raise
         return _example_result(score, collector.reports, usage_from_tracker(tracker.usage_data), error)
 
 
@@ -248,8 +256,12 @@ class FusionObjective:
         minibatch = self.minibatch_size if single else len(order)
         evaluation = self.evaluator.evaluate(settings, order, minibatch_size=minibatch, after_batch=after_batch)
         # One attribute for all counters: every attribute is a database commit.
-        trial.set_user_attr("result", {**evaluation.summary(), "complete": not evaluation.stopped_early,
+        summary = evaluation.summary()
+        trial.set_user_attr("result", {**summary, "complete": not evaluation.stopped_early,
                                        "config_key": self.evaluator.config_key(settings)})
+        if summary["errors"]:
+            _logger.warning("Trial %d: the program raised on %d of %d example(s), scored 0 (first: %s).",
+                            trial.number, summary["errors"], summary["examples"], summary["first_error"])
         if evaluation.stopped_early and not wilcoxon:
             raise optuna.TrialPruned(f"pruned after {len(evaluation.results)} examples")
         if single:

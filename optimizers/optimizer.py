@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 import dspy
 import optuna
 from dspy.dsp.utils.settings import thread_local_overrides
@@ -24,6 +26,12 @@ from fusion_dspy.optimizers.front import select_from_front
 from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
 from fusion_dspy.optimizers.objective import Metric
+from fusion_dspy.optimizers.options import Budget
+from fusion_dspy.optimizers.options import Parallelism
+from fusion_dspy.optimizers.options import Proposals
+from fusion_dspy.optimizers.options import Shortcuts
+from fusion_dspy.optimizers.options import Storage
+from fusion_dspy.optimizers.options import group_options
 from fusion_dspy.optimizers.proposer import InstructionProposer
 from fusion_dspy.optimizers.search_space import SearchSpace
 from fusion_dspy.optimizers.session import Session
@@ -35,12 +43,14 @@ from fusion_dspy.optimizers.worker import enqueue_budget
 
 from fusion_dspy import FuseSettings
 from fusion_dspy import Teacher
+from fusion_dspy.config import check_setting
 
 __all__ = ["FusionOptimizer"]
 
 _logger = logging.getLogger(__name__)
 
 CONFIRMED_ATTR = "fusion_dspy.confirmed"
+_PRUNERS = ("auto", "wilcoxon", "median")
 _OBJECTIVES = {("quality",): ("maximize",), ("quality", "cost"): ("maximize", "minimize")}
 
 
@@ -58,39 +68,35 @@ class FusionOptimizer(Teleprompter):
     and "the strong model alone" wins (measured on the bundled local models: 68% vs 24% on math).
 
     Args:
-        metric: ``metric(example, prediction, trace=None)`` -> number or bool; higher is better.
+        metric: ``metric(example, prediction, trace=None)`` -> number or bool; higher is better. A
+            metric that raises stops the study with its error (a broken metric must not yield a
+            study of zeros); a *program* that raises on an example scores 0 there, and such
+            errors are counted per trial, shown in :meth:`report` and logged as warnings.
         teachers: The teacher pool to search (``Teacher`` objects or LMs). ``None``: each Fuse's own pool.
         fusors: Fusor LMs, as a list (named by model string) or a ``{name: lm}`` mapping (``None``
             means the configured LM). ``None``: each Fuse's own fusors.
+        search_space: One :class:`SearchSpace` for every Fuse, or a mapping ``{fuse path: space}``.
         n_range: Inclusive range of N, unless a :class:`SearchSpace` sets its own.
-        trials: Trial budget of the study (a resumed study runs only the missing ones).
-        storage: ``None`` (in memory), a database URL, a journal file path, or an Optuna storage.
-        study_name: Needed to resume; defaults to ``"fusion-<program class>"``.
         objectives: ``("quality",)`` (maximize the metric, with pruning) or ``("quality", "cost")``
             (the Pareto front; :meth:`select_from_front` picks a point).
-        search_space: One :class:`SearchSpace` for every Fuse, or a mapping ``{fuse path: space}``.
-        instructions: Extra fusor instructions to try (beside the current one and the proposals).
-        num_instructions: How many fusor instructions an LM proposes per Fuse (0: none).
-        prompt_model: The LM that proposes instructions (default: the first fusor, else the configured LM).
+        budget: A :class:`~fusion_dspy.optimizers.Budget` (trials, minibatch_size, confirm,
+            max_cost, baselines).
+        parallelism: A :class:`~fusion_dspy.optimizers.Parallelism` (n_jobs, num_threads).
+        storage: A :class:`~fusion_dspy.optimizers.Storage` (url, study_name, bank, bank_dir,
+            heartbeats), or just its ``url``: ``None`` (in memory), a database URL, a journal
+            file path, or an Optuna storage.
+        proposals: A :class:`~fusion_dspy.optimizers.Proposals` (instructions,
+            num_instructions, prompt_model).
         sampler: An Optuna sampler (default: ``TPESampler(seed=seed)``).
         pruner: ``"auto"`` (Wilcoxon if scipy is installed, else median), ``"median"``,
             ``"wilcoxon"``, ``None`` (no pruning) or an Optuna pruner. Single objective only.
-        minibatch_size: Examples per step between pruning decisions.
-        confirm: How many of the best configurations are scored on the full valset before one is
-            chosen (single objective; results already measured are re-used, not re-run).
-        max_cost: With two objectives, the cost budget ``compile`` selects under.
         prices: Price per LM (``{name or model: {"input": $, "output": $}}`` per million tokens);
             default: cost in tokens.
-        baselines: Run the student's configuration and each teacher alone at N=1 first.
-        bank: Share teacher draws between trials (``False`` re-samples every trial, for comparison).
-        bank_dir: Where banks live (default: beside the study; see :mod:`~fusion_dspy.optimizers.storage`).
         seed: Seeds the sampler, the example order of each trial and the proposals.
-        n_jobs: Trials run concurrently in threads (``dspy.context`` is carried into each).
-        num_threads: Examples scored concurrently within a trial.
-        heartbeat_interval: Seconds between heartbeats of a running trial (database storages).
-        grace_period: Seconds without heartbeat after which a trial counts as dead and is retried.
-        max_retry: How often a dead worker's trial is retried.
-        callbacks: ``callback(study, frozen_trial)`` after each trial (progress bars, logging).
+        callbacks: Optuna callbacks, ``callback(study, frozen_trial)`` after each trial (progress
+            bars, logging). They are not DSPy callbacks.
+        **shortcuts: Any field of the four value objects as a keyword of the same name, e.g.
+            ``trials=40, n_jobs=2, study_name="qa"`` (see :mod:`~fusion_dspy.optimizers.options`).
 
     Example:
         >>> opt = FusionOptimizer(metric=exact_match, teachers=pool, fusors=[big, small], trials=40,
@@ -105,31 +111,19 @@ class FusionOptimizer(Teleprompter):
         metric: Metric,
         teachers: Sequence[Teacher | dspy.BaseLM] | None = None,
         fusors: Sequence[dspy.BaseLM | None] | Mapping[str, dspy.BaseLM | None] | None = None,
-        n_range: tuple[int, int] = (1, 8),
-        trials: int = 40,
-        storage: str | os.PathLike[str] | optuna.storages.BaseStorage | None = None,
-        study_name: str | None = None,
-        objectives: Sequence[str] = ("quality",),
         search_space: SearchSpace | Mapping[str, SearchSpace] | None = None,
-        instructions: Sequence[str] = (),
-        num_instructions: int = 3,
-        prompt_model: dspy.BaseLM | None = None,
+        n_range: tuple[int, int] = (1, 8),
+        objectives: Sequence[str] = ("quality",),
+        budget: Budget | None = None,
+        parallelism: Parallelism | None = None,
+        storage: Storage | str | os.PathLike[str] | optuna.storages.BaseStorage | None = None,
+        proposals: Proposals | None = None,
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | str | None = "auto",
-        minibatch_size: int = 10,
-        confirm: int = 3,
-        max_cost: float | None = None,
         prices: Mapping[str, Price | Mapping[str, float]] | None = None,
-        baselines: bool = True,
-        bank: bool = True,
-        bank_dir: str | os.PathLike[str] | None = None,
         seed: int = 0,
-        n_jobs: int = 1,
-        num_threads: int = 4,
-        heartbeat_interval: int = 10,
-        grace_period: int = 30,
-        max_retry: int | None = 3,
         callbacks: Sequence[Callback] = (),
+        **shortcuts: Unpack[Shortcuts],
     ) -> None:
         super().__init__()
         if not callable(metric):
@@ -137,40 +131,38 @@ class FusionOptimizer(Teleprompter):
         objectives = tuple(objectives)
         if objectives not in _OBJECTIVES:
             raise ValueError(f"objectives must be ('quality',) or ('quality', 'cost'), got {objectives}.")
-        if not 1 <= n_range[0] <= n_range[1]:
+        low, high = n_range
+        check_setting("n", low, owner="FusionOptimizer(n_range=...)")
+        if low > high:
             raise ValueError(f"n_range must be (low, high) with 1 <= low <= high, got {n_range}.")
-        if trials < 1 or minibatch_size < 1 or confirm < 1:
-            raise ValueError("trials, minibatch_size and confirm must all be >= 1.")
+        if not (pruner is None or isinstance(pruner, optuna.pruners.BasePruner) or pruner in _PRUNERS):
+            raise ValueError(f"pruner must be one of {list(_PRUNERS)}, None or an optuna pruner, got {pruner!r}.")
+        if sampler is not None and not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise TypeError(f"sampler must be an optuna sampler (e.g. optuna.samplers.TPESampler()), got {sampler!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}.")
+        if storage is not None and not isinstance(storage, Storage):
+            storage = Storage(url=storage)
+        groups = group_options({"budget": budget, "parallelism": parallelism, "storage": storage,
+                                "proposals": proposals}, shortcuts)
+        self.budget: Budget = groups["budget"]
+        self.parallelism: Parallelism = groups["parallelism"]
+        self.storage: Storage = groups["storage"]
+        self.proposals: Proposals = groups["proposals"]
         self.metric = metric
         self.teachers = None if teachers is None else [t if isinstance(t, Teacher) else Teacher(t) for t in teachers]
         self.fusors = _named_fusors(fusors)
-        self.n_range = (int(n_range[0]), int(n_range[1]))
-        self.trials = trials
-        self.storage = storage
-        self.study_name = study_name
+        self.n_range = (int(low), int(high))
         self.objectives = objectives
         self.search_space = search_space
-        self.instructions = list(instructions)
-        self.num_instructions = num_instructions
-        self.prompt_model = prompt_model
         self.sampler = sampler
         self.pruner = pruner
-        self.minibatch_size = minibatch_size
-        self.confirm = confirm
-        self.max_cost = max_cost
         self.cost_model = CostModel(prices=None if prices is None else {k: Price.model_validate(v) if not
                                                                          isinstance(v, Price) else v
                                                                          for k, v in prices.items()})
-        self.baselines = baselines
-        self.bank_enabled = bank
-        self.bank_dir = bank_dir
         self.seed = seed
-        self.n_jobs = n_jobs
-        self.num_threads = num_threads
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
-        self.max_retry = max_retry
-        self.callbacks = list(callbacks)
+        # Not ``self.callbacks``: DSPy reads that attribute of a Teleprompter as *DSPy* callbacks.
+        self.optuna_callbacks: list[Callback] = list(callbacks)
         self._session: Session | None = None
         self._student: dspy.Module | None = None
 
@@ -210,15 +202,17 @@ class FusionOptimizer(Teleprompter):
         del teacher  # Fusion has no separate teacher program: the teachers are the Fuse's pool.
         context = thread_local_overrides.get().copy()
         session = self._open(student, trainset, valset, context, coordinator=True)
-        if self.baselines and not session.study.get_trials(deepcopy=False):
+        if self.budget.baselines and not session.study.get_trials(deepcopy=False):
             baselines = session.baselines(_student_settings(student), singletons=True)
         else:
             baselines = []
-        added = enqueue_budget(session.study, self.trials, baselines)
-        _logger.info("Study %r: %d trial(s) queued, budget %d.", session.study.study_name, added, self.trials)
+        added = enqueue_budget(session.study, self.budget.trials, baselines)
+        _logger.info("Study %r: %d trial(s) queued, budget %d.", session.study.study_name, added,
+                     self.budget.trials)
         self._requeue_orphans(session)
         self._loop(session, context, wait_for_others=True).run()
         self._warn_uncounted(session)
+        self._warn_errors(session)
         return self._finish(session, student)
 
     def work(
@@ -279,22 +273,23 @@ class FusionOptimizer(Teleprompter):
         if not valset:
             raise ValueError("valset (or trainset, when valset is None) is empty; the optimizer needs examples.")
         find_fuses(student)  # A clear error before any storage is touched.
-        opened = open_storage(self.storage, bank_dir=self.bank_dir, heartbeat_interval=self.heartbeat_interval,
-                              grace_period=self.grace_period, max_retry=self.max_retry)
+        store = self.storage
+        opened = open_storage(store.url, bank_dir=store.bank_dir, heartbeat_interval=store.heartbeat_interval,
+                              grace_period=store.grace_period, max_retry=store.max_retry)
         seed = self.seed if coordinator else self.seed + os.getpid()
-        prompt_model = self.prompt_model or next((lm for lm in (self.fusors or {}).values() if lm is not None), None)
-        proposer = InstructionProposer(lm=prompt_model, num_instructions=self.num_instructions, seed=self.seed) \
-            if self.num_instructions > 0 else None
+        prompt_model = self.proposals.prompt_model or next((lm for lm in (self.fusors or {}).values() if lm is not None), None)
+        proposer = InstructionProposer(lm=prompt_model, num_instructions=self.proposals.num_instructions, seed=self.seed) \
+            if self.proposals.num_instructions > 0 else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             session = build_session(
                 student=student, trainset=trainset, valset=valset, metric=self.metric, teachers=self.teachers,
                 fusors=self.fusors, search_space=self.search_space, n_range=self.n_range,
-                instructions=self.instructions, proposer=proposer, opened=opened,
-                study_name=self.study_name or f"fusion-{type(student).__name__}",
+                instructions=list(self.proposals.instructions), proposer=proposer, opened=opened,
+                study_name=store.study_name or f"fusion-{type(student).__name__}",
                 directions=_OBJECTIVES[self.objectives], sampler=self.sampler or optuna.samplers.TPESampler(seed=seed),
-                pruner=self._make_pruner(), use_bank=self.bank_enabled, cost_model=self.cost_model,
-                minibatch_size=self.minibatch_size, num_threads=self.num_threads, seed=self.seed, context=context,
+                pruner=self._make_pruner(), use_bank=store.bank, cost_model=self.cost_model,
+                minibatch_size=self.budget.minibatch_size, num_threads=self.parallelism.num_threads, seed=self.seed, context=context,
                 coordinator=coordinator, wait_timeout=wait_timeout,
             )
         self._session, self._student = session, student
@@ -316,9 +311,9 @@ class FusionOptimizer(Teleprompter):
         if kind == "wilcoxon":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=self.minibatch_size)
+                return optuna.pruners.WilcoxonPruner(p_threshold=0.1, n_startup_steps=self.budget.minibatch_size)
         if kind == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=self.minibatch_size)
+            return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=self.budget.minibatch_size)
         raise ValueError(f"pruner must be 'auto', 'wilcoxon', 'median', None or an optuna pruner, got {kind!r}.")
 
     def _loop(self, session: Session, context: Mapping[str, Any], *, wait_for_others: bool,
@@ -327,12 +322,12 @@ class FusionOptimizer(Teleprompter):
             session.bank.refresh()  # See draws other workers added since.
             session.memo.refresh()
 
-        callbacks = [*self.callbacks, *extra]
+        callbacks = [*self.optuna_callbacks, *extra]
         if session.opened.heartbeat or session.bank.path is not None:
             callbacks.insert(0, refresh)
         return TrialLoop(study=session.study, storage=session.opened.storage, objective=session.objective,
-                         n_jobs=self.n_jobs, callbacks=callbacks, wait_for_others=wait_for_others,
-                         poll_interval=min(1.0, self.heartbeat_interval / 2), context=context)
+                         n_jobs=self.parallelism.n_jobs, callbacks=callbacks, wait_for_others=wait_for_others,
+                         poll_interval=min(1.0, self.storage.heartbeat_interval / 2), context=context)
 
     def _requeue_orphans(self, session: Session) -> None:
         """Without heartbeats a storage cannot tell a dead run's RUNNING trial from a live one.
@@ -359,10 +354,20 @@ class FusionOptimizer(Teleprompter):
                 "counted as 0. For honest costs build the teacher LMs with cache=False (the bank already "
                 "re-uses draws) or start with an empty DSPy cache.", uncounted)
 
+    @staticmethod
+    def _warn_errors(session: Session) -> None:
+        from fusion_dspy.optimizers.reporting import program_errors
+
+        errors = program_errors(session.study.get_trials(deepcopy=False))
+        if errors:
+            _logger.warning(
+                "The program raised on %d example(s) in %d trial(s); they scored 0 (first: %s). See opt.report().",
+                errors["examples"], errors["trials"], errors["first"])
+
     def _finish(self, session: Session, student: dspy.Module) -> dspy.Module:
         if len(self.objectives) == 2:
             front = front_from_study(session.study)
-            point = select_from_front(front, max_cost=self.max_cost)
+            point = select_from_front(front, max_cost=self.budget.max_cost)
             compiled = self._compiled(session, student, point.config, score=point.quality)
             compiled.pareto_front = [dataclasses.asdict(p) for p in front]
             return compiled
@@ -384,7 +389,7 @@ class FusionOptimizer(Teleprompter):
             if trial.user_attrs["result"]["config_key"] not in keys:
                 keys.add(trial.user_attrs["result"]["config_key"])
                 picked.append(trial)
-            if len(picked) == self.confirm:
+            if len(picked) == self.budget.confirm:
                 break
         everything = list(range(len(session.evaluator.examples)))
         confirmed = []

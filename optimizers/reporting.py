@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import optuna
 from fusion_dspy.optimizers.bank import BankStats
 from optuna.trial import TrialState
 
-__all__ = ["StudyReport", "build_report", "describe_config"]
+__all__ = ["StudyReport", "build_report", "describe_config", "program_errors"]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class StudyReport:
         plots: Written PNG files by name.
         bank: The candidate bank's counters, when known.
         confirmed: The full-valset confirmation of the best configurations (single objective).
+        errors: Program errors (examples that raised and scored 0): ``{"examples": count,
+            "trials": count, "first": "Type: message"}``; ``None`` when there were none.
     """
 
     table: str
@@ -43,9 +46,13 @@ class StudyReport:
     plots: dict[str, Path]
     bank: BankStats | None = None
     confirmed: list[dict[str, Any]] | None = None
+    errors: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         lines = [self.table]
+        if self.errors:
+            lines.append(f"program errors: {self.errors['examples']} example(s) in {self.errors['trials']} trial(s) "
+                         f"raised and scored 0; first: {self.errors['first']}")
         if self.confirmed:
             lines.append("confirmed on the full valset: " + ", ".join(
                 f"trial {c['trial']}: quality {c['quality']:.4f} cost {c['cost']:.1f}" for c in self.confirmed))
@@ -86,14 +93,15 @@ def build_report(
     """Build a :class:`StudyReport`; with ``plots_dir`` also write PNG plots (needs matplotlib)."""
     trials = study.get_trials(deepcopy=False)
     multi = len(study.directions) > 1
-    header = f"{'#':>4} {'state':8} {'quality':>8} {'cost':>10} {'calls':>6} {'n_ex':>5}  configuration"
+    header = f"{'#':>4} {'state':8} {'quality':>8} {'cost':>10} {'calls':>6} {'n_ex':>5} {'err':>4}  configuration"
     rows = [header, "-" * len(header)]
     for t in trials:
         attrs, result = t.user_attrs, t.user_attrs.get("result", {})
         partial = t.state == TrialState.COMPLETE and result.get("complete") is False
         rows.append(
             f"{t.number:>4} {'PARTIAL' if partial else t.state.name:8} {_fmt(result.get('quality'), '.4f'):>8} "
-            f"{_fmt(result.get('cost'), '.1f'):>10} {result.get('lm_calls', ''):>6} {result.get('examples', ''):>5}  "
+            f"{_fmt(result.get('cost'), '.1f'):>10} {result.get('lm_calls', ''):>6} {result.get('examples', ''):>5} "
+            f"{result.get('errors', ''):>4}  "
             f"{describe_config(attrs['config']) if 'config' in attrs else attrs.get('infeasible', '')}"
         )
     completed = [t for t in trials if t.state == TrialState.COMPLETE and "result" in t.user_attrs]
@@ -106,7 +114,16 @@ def build_report(
     confirmed = study.user_attrs.get("fusion_dspy.confirmed")
     plots = _plots(study, Path(plots_dir)) if plots_dir is not None else {}
     return StudyReport(table="\n".join(rows), best=best, importances=_importances(study, multi), plots=plots,
-                       bank=bank, confirmed=confirmed)
+                       bank=bank, confirmed=confirmed, errors=program_errors(trials))
+
+
+def program_errors(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """Examples on which the program raised, over ``trials`` (``None`` when there were none)."""
+    failing = [t.user_attrs["result"] for t in trials if t.user_attrs.get("result", {}).get("errors")]
+    if not failing:
+        return None
+    first = next((r.get("first_error") for r in failing if r.get("first_error")), None)
+    return {"examples": sum(r["errors"] for r in failing), "trials": len(failing), "first": first}
 
 
 def _importances(study: optuna.Study, multi: bool) -> dict[str, dict[str, float]]:

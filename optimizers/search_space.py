@@ -28,8 +28,10 @@ from fusion_dspy import FuseSettings
 from fusion_dspy import FusorPrompt
 from fusion_dspy import Teacher
 from fusion_dspy.config import Mode
+from fusion_dspy.config import check_setting
+from fusion_dspy.pool import Pool
 from fusion_dspy.selectors import SELECTOR_NAMES
-from fusion_dspy.teacher import plan_draws
+from fusion_dspy.teacher import check_temperature
 
 __all__ = ["FuseSpace", "InfeasibleConfigError", "SearchSpace", "resolve_space", "variant_name"]
 
@@ -101,16 +103,26 @@ class SearchSpace(BaseModel):
     @field_validator("n")
     @classmethod
     def _check_n(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and not 1 <= value[0] <= value[1]:
-            raise ValueError(f"n must be (low, high) with 1 <= low <= high, got {value}.")
+        if value is not None:
+            for bound in value:
+                check_setting("n", bound, owner="SearchSpace")
+            if value[0] > value[1]:
+                raise ValueError(f"n must be (low, high) with 1 <= low <= high, got {value}.")
         return value
 
-    @field_validator("temperatures", "agree")
+    @field_validator("temperatures")
     @classmethod
-    def _check_numbers(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if value is not None and (not value or any(not math.isfinite(v) or v < 0 for v in value)):
-            raise ValueError(f"expected a non-empty tuple of finite numbers >= 0, got {value}.")
-        return None if value is None else tuple(sorted(set(value)))
+    def _check_temperatures(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("temperatures needs at least one choice, or None to keep each teacher's own.")
+        return tuple(sorted({check_temperature(v, owner="SearchSpace.temperatures") for v in value}))
+
+    @field_validator("agree")
+    @classmethod
+    def _check_agree(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(sorted({check_setting("agree", v, owner="SearchSpace") for v in value}))
 
     @field_validator("pools")
     @classmethod
@@ -139,7 +151,7 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _check_non_empty(self) -> SearchSpace:
-        for name in ("modes", "criteria", "discard_worst", "length_control", "languages"):
+        for name in ("modes", "agree", "criteria", "discard_worst", "length_control", "languages"):
             if not getattr(self, name):
                 raise ValueError(f"SearchSpace.{name} needs at least one choice (one choice fixes it).")
         if self.teachers is not None and not self.teachers:
@@ -150,8 +162,6 @@ class SearchSpace(BaseModel):
                 raise ValueError(f"pools name teacher(s) {outside} that SearchSpace.teachers leaves out.")
         if self.fusors is not None and not self.fusors:
             raise ValueError("SearchSpace.fusors needs at least one fusor name (or None for all).")
-        if "auto" in self.modes and any(not 0 < a <= 1 for a in self.agree):
-            raise ValueError(f"agree thresholds must be in (0, 1], got {self.agree}.")
         return self
 
 
@@ -273,13 +283,24 @@ class FuseSpace:
         return self.settings(n=n, teachers=names, fusor=fusor, mode=mode, selector=selector, agree=agree, prompt=prompt)
 
     def settings(self, **changes: Any) -> FuseSettings:
-        """``base`` with ``changes`` applied, checked the way ``Fuse.configure`` checks it."""
-        values = {**self.base.model_dump(), **changes}
-        values["min_candidates"] = min(values["min_candidates"], values["n"])
-        settings = FuseSettings.model_validate(values)
-        variants = {t.name: t for t in self.teacher_variants()}
+        """``base`` with ``changes`` applied, validated by :class:`~fusion_dspy.FuseSettings` itself.
+
+        ``min_candidates`` follows a smaller N down (a search policy, not a rule of the settings);
+        a different selector starts from its own default arguments.
+
+        Raises:
+            InfeasibleConfigError: The pool check fails (e.g. a temperature-0 teacher drawn twice).
+        """
+        if "selector" in changes and changes["selector"] != self.base.selector:
+            changes.setdefault("selector_args", {})
+        n = changes.get("n", self.base.n)
+        changes.setdefault("min_candidates", min(self.base.min_candidates, n))
+        settings = self.base.replaced(owner=f"SearchSpace for Fuse {self.path!r}", **changes)
+        pool = Pool()
+        pool.add_teachers(self.teacher_variants())
+        pool.fusors = dict.fromkeys(self.fusors)
         try:
-            plan_draws([variants[name] for name in settings.teachers], settings.n, seed=settings.seed)
+            settings.check_pool(pool)
         except ValueError as error:
             raise InfeasibleConfigError(str(error)) from error
         return settings

@@ -56,11 +56,9 @@ def open_storage(
         return OpenedStorage(storage, root)
     text = os.fspath(storage)
     if "://" in text:
-        if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
-            raise ValueError(
-                f"Need heartbeat_interval >= 1 and grace_period > heartbeat_interval seconds, got "
-                f"{heartbeat_interval} and {grace_period}."
-            )
+        from fusion_dspy.optimizers.options import Storage
+
+        Storage(heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retry=max_retry)  # The rules.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)

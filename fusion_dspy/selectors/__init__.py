@@ -9,7 +9,9 @@ and is deterministic for the same inputs, breaking ties towards the lower positi
 * :class:`UniversalSelfConsistency` (``"usc"``): one LM call picks the most consistent candidate.
 * :class:`RewardSelector` (``"reward"``): a Python ``reward_fn(inputs, prediction)`` scores each one.
 
-:func:`get_selector` builds one from its name, for saved configurations and search spaces.
+:func:`get_selector` builds one from its name; :func:`selector_spec` / :func:`build_selector` take a
+selector apart into (name, JSON arguments) and back, for saved configurations and search spaces;
+:func:`register_selector` makes a custom selector buildable by name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from fusion_dspy.selectors.mbr import MBR_METRICS
 from fusion_dspy.selectors.mbr import MBRSelector
 from fusion_dspy.selectors.mbr import mbr_scores
 from fusion_dspy.selectors.registry import SELECTOR_NAMES
+from fusion_dspy.selectors.registry import build_selector
 from fusion_dspy.selectors.registry import get_selector
+from fusion_dspy.selectors.registry import register_selector
+from fusion_dspy.selectors.registry import selector_spec
 from fusion_dspy.selectors.reward import RewardFn
 from fusion_dspy.selectors.reward import RewardSelector
 
@@ -40,6 +45,9 @@ __all__ = [
     "SelectionError",
     "Selector",
     "UniversalSelfConsistency",
+    "build_selector",
     "get_selector",
     "mbr_scores",
+    "register_selector",
+    "selector_spec",
 ]

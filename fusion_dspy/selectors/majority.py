@@ -92,5 +92,9 @@ class MajorityVote(Selector):
         rationale = f"majority: {top}/{total} votes for {shown} (candidates {groups[winner]}){how}"
         return Selection(position=position, scores=tuple(shares), rationale=rationale)
 
+    def spec_args(self) -> dict[str, Any]:
+        """The JSON constructor arguments (see :func:`fusion_dspy.selectors.selector_spec`)."""
+        return {"fields": list(self.fields) if self.fields is not None else None}
+
     def __repr__(self) -> str:
         return f"MajorityVote(fields={list(self.fields) if self.fields else None!r})"

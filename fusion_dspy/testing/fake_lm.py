@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import re
 import threading
@@ -25,6 +24,8 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
+
+from fusion_dspy.hashing import stable_hash
 
 __all__ = ["FakeEngine", "FakeRequest", "FakeLMError"]
 
@@ -71,8 +72,7 @@ class FakeRequest:
 
     def digest(self, *extra: object) -> str:
         """A stable hex digest of the inputs, seed and temperature (and ``extra``), for varied answers."""
-        payload = json.dumps([sorted(self.inputs.items()), self.seed, self.temperature, *map(str, extra)])
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return stable_hash([sorted(self.inputs.items()), self.seed, self.temperature, *map(str, extra)])
 
 
 Responder = Callable[[FakeRequest], "Mapping[str, Any] | str"]
@@ -175,6 +175,18 @@ class FakeEngine:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FakeEngine:
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for ``program.save(..., save_program=True)``: everything but the lock.
+        with self._lock:
+            state = dict(self.__dict__)
+            state["requests"] = list(self.requests)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -71,7 +71,9 @@ def test_temperature_zero_drawn_twice_is_infeasible_and_pruned_without_calls():
         ({"n": (3, 2)}, "1 <= low <= high"),
         ({"selectors": ("reward",)}, "reward"),
         ({"modes": ()}, "at least one choice"),
-        ({"temperatures": (-0.1,)}, "finite numbers >= 0"),
+        ({"temperatures": (-0.1,)}, "finite number >= 0"),
+        ({"agree": (0.0,)}, "agree must be a share"),
+        ({"n": (0, 2)}, "n must be an int >= 1"),
     ],
 )
 def test_search_space_rejects_bad_declarations(kwargs, message):

@@ -72,3 +72,80 @@ def test_package_exports():
     for name in selectors.__all__:
         assert hasattr(selectors, name), name
     assert issubclass(LLMJudge, Selector) and "Selection" in selectors.__all__
+
+
+# -- specs: a selector's arguments survive save/load -------------------------------------------------
+
+
+def _fuse(selector=None):
+    from fusion_dspy import Fuse
+    from fusion_dspy import Teacher
+
+    teacher = Teacher(FakeEngine(name="t").lm(), name="t")
+    return Fuse("question -> reasoning, answer", 3, teachers=[teacher], selector=selector)
+
+
+def test_majority_fields_survive_save_and_load(tmp_path):
+    path = tmp_path / "fuse.json"
+    _fuse(MajorityVote(fields=["reasoning"])).save(str(path))
+    fresh = _fuse()
+    fresh.load(str(path))
+    assert isinstance(fresh.selector, MajorityVote)
+    assert fresh.selector.fields == ("reasoning",)  # today: MajorityVote() (every field votes)
+
+
+def test_builtin_specs_round_trip():
+    from fusion_dspy.selectors import build_selector
+    from fusion_dspy.selectors import selector_spec
+
+    for selector in (MBRSelector(metric="chrf++"), MajorityVote(fields=["answer"]), MajorityVote(),
+                     LLMJudge(scale=5, criteria="Be brief.")):
+        name, args = selector_spec(selector)
+        rebuilt = build_selector(name, args)
+        assert type(rebuilt) is type(selector) and repr(rebuilt) == repr(selector)
+    assert selector_spec(RewardSelector(reward_fn=lambda i, p: 1.0)) == ("reward", None)
+
+
+def test_custom_selectors_opt_in_by_registering(tmp_path):
+    from fusion_dspy.selectors import Selection
+    from fusion_dspy.selectors import register_selector
+    from fusion_dspy.selectors import selector_spec
+    from fusion_dspy.selectors import registry
+
+    class Nth(Selector):
+        name = "nth-test"
+
+        def __init__(self, *, k: int = 0) -> None:
+            self.k = k
+
+        def spec_args(self):
+            return {"k": self.k}
+
+        def select(self, signature, inputs, candidates):
+            return Selection(position=min(self.k, len(candidates) - 1))
+
+    assert selector_spec(Nth(k=2)) == ("nth-test", None)  # not registered: saved by name only
+    register_selector(Nth)
+    try:
+        assert selector_spec(Nth(k=2)) == ("nth-test", {"k": 2})
+        path = tmp_path / "fuse.json"
+        _fuse(Nth(k=2)).save(str(path))
+        fresh = _fuse()
+        fresh.load(str(path))
+        assert isinstance(fresh.selector, Nth) and fresh.selector.k == 2
+        with pytest.raises(ValueError, match="taken"):
+            register_selector(MajorityVote, name="mbr")
+    finally:
+        registry._custom.pop("nth-test")
+
+
+def test_loading_a_selector_that_cannot_be_rebuilt_fails_at_load_not_mid_run(tmp_path):
+    path = tmp_path / "fuse.json"
+    _fuse(RewardSelector(reward_fn=lambda inputs, prediction: 1.0)).save(str(path))
+    fresh = _fuse()
+    with pytest.raises(ValueError, match="reward function"):
+        fresh.load(str(path))
+    assert fresh.settings.selector == "mbr"  # nothing changed
+    same = _fuse(RewardSelector(reward_fn=lambda inputs, prediction: 0.0))
+    same.load(str(path))  # a Fuse that already holds a reward selector keeps it
+    assert isinstance(same.selector, RewardSelector)

@@ -1,0 +1,122 @@
+"""One journal, one torn-tail policy, for the store, the optimizer's memo and the evaluation journal."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fusion_dspy.optimizers.memo import EvaluationMemo
+from fusion_dspy.optimizers.memo import ExampleResult
+
+from fusion_dspy import TokenUsage
+from fusion_dspy.evaluate.journal import Journal as EvaluationJournal
+from fusion_dspy.hashing import stable_hash
+from fusion_dspy.journal import Journal
+from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import StoredDraw
+
+
+def test_concurrent_appenders_on_one_file_never_interleave(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journals = [Journal(path, fsync=False), Journal(path, fsync=False)]  # two "processes"
+    big = "x" * 70_000  # larger than a pipe buffer or a page
+
+    def write(worker: int) -> None:
+        for i in range(50):
+            journals[worker % 2].append({"worker": worker, "i": i, "pad": big if i % 10 == 0 else ""})
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entries = Journal(path).read()
+    assert len(entries) == 200 and sorted((e["worker"], e["i"]) for e in entries) == [
+        (w, i) for w in range(4) for i in range(50)]
+
+
+def test_a_torn_tail_left_after_opening_is_cut_before_the_next_append(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    journal.append({"a": 1})
+    with path.open("a") as handle:  # another writer is killed mid-write, after we opened
+        handle.write('{"b": ')
+    journal.append({"c": 3})
+    assert journal.read() == [{"a": 1}, {"c": 3}] and journal.torn == 1
+    assert path.read_text() == '{"a": 1}\n{"c": 3}\n'
+
+
+def test_unreadable_complete_lines_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"a": 1}\nnot json\n[1, 2]\n\n{"b": 2}\n')
+    journal = Journal(path)
+    assert journal.read() == [{"a": 1}, {"b": 2}] and journal.skipped == 2
+
+
+def test_text_utf8_cannot_encode_is_written_and_reads_back_equal(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"text": "bad \ud800 surrogate", "ok": "ü"})
+    assert journal.read() == [{"text": "bad \ud800 surrogate", "ok": "ü"}]
+
+
+@pytest.mark.parametrize("user", ["store", "memo", "evaluation"])
+def test_every_user_has_the_same_torn_tail_policy(tmp_path, user):
+    path = tmp_path / f"{user}.jsonl"
+    usage = {"lm": TokenUsage(input_tokens=3, output_tokens=1, calls=1)}
+    if user == "store":
+        JsonlStore(path).put("k", StoredDraw(outputs={"answer": "x"}, usage=usage))
+    elif user == "memo":
+        EvaluationMemo(path).put("cfg", "ex", ExampleResult(score=1.0, usage=usage))
+    else:
+        EvaluationJournal(path).append({"id": "x"})
+    with path.open("a") as handle:
+        handle.write('{"torn": ')
+    if user == "store":
+        reopened = JsonlStore(path)
+        assert reopened.skipped_lines == 1 and reopened.get("k").usage == usage
+    elif user == "memo":
+        memo = EvaluationMemo(path)
+        assert memo.get("cfg", "ex").score == 1.0 and memo.get("cfg", "ex").usage == usage
+        assert memo.journal.torn == 1
+    else:
+        journal = EvaluationJournal(path)
+        assert list(journal) == [{"id": "x"}] and journal.torn == 1
+    assert path.read_text().endswith("}\n") and '{"torn": ' not in path.read_text()
+
+
+def test_memo_records_are_scores_not_fake_draws(tmp_path):
+    path = tmp_path / "evals.jsonl"
+    EvaluationMemo(path).put("cfg", "ex", ExampleResult(score=0.5, usage={}, error=None))
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert set(record) == {"config", "example", "score", "error", "usage"}  # today: key/outputs/latency_s
+    assert EvaluationMemo(path).get("cfg", "ex").score == 0.5
+
+
+def test_stable_hash_is_canonical():
+    assert stable_hash({"b": 1, "a": [1, "ü"]}) == stable_hash({"a": [1, "ü"], "b": 1})
+    assert len(stable_hash("x", length=16)) == 16 and stable_hash("x").startswith(stable_hash("x", length=16))
+    assert stable_hash("\ud800") != stable_hash("\ud801")  # lone surrogates hash instead of crashing
+
+
+def test_read_new_follows_a_file_other_writers_append_to(tmp_path):
+    path = tmp_path / "j.jsonl"
+    reader, writer = Journal(path), Journal(path)
+    writer.append({"i": 0})
+    assert reader.read_new() == [{"i": 0}]
+    assert reader.read_new() == []
+    writer.append({"i": 1})
+    with path.open("a") as handle:
+        handle.write('{"i": 2')  # still being written
+    assert reader.read_new() == [{"i": 1}]
+    with path.open("a") as handle:
+        handle.write('}\n')  # now complete
+    assert reader.read_new() == [{"i": 2}]
+
+
+def test_a_shared_store_sees_other_writers_after_reload(tmp_path):
+    mine, theirs = JsonlStore(tmp_path / "bank.jsonl"), JsonlStore(tmp_path / "bank.jsonl")
+    theirs.put("k", StoredDraw(outputs={"answer": "x"}, usage={}))
+    assert mine.get("k") is None
+    mine.reload()
+    assert mine.get("k").outputs == {"answer": "x"}
