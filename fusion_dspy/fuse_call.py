@@ -36,6 +36,8 @@ from fusion_dspy.report import TokenUsage
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
+from fusion_dspy.text_safety import clean_text
+from fusion_dspy.text_safety import clean_value
 
 __all__ = ["FuseCall", "error_text"]
 
@@ -44,7 +46,7 @@ _MAX_ERROR_CHARS = 2000
 
 def error_text(error: BaseException) -> str:
     """The error's message, capped so a huge LM answer quoted in it cannot bloat the report."""
-    text = str(error) or repr(error)
+    text = clean_text(str(error) or repr(error))[0]  # it may quote the model's unencodable answer
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
 
 
@@ -96,6 +98,7 @@ class FuseCall:
             record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
         else:
             outputs = {name: result.value[name] for name in self.output_fields}
+            outputs, record.sanitized = clean_value(outputs)  # text safety: where LM output enters
             record.outputs = outputs
             self.candidates.append(Candidate(draw.index, draw.teacher.name, draw.sample, outputs))
         self.records.append(record)
@@ -146,6 +149,7 @@ class FuseCall:
         prediction = result.value
         record.comparison = prediction.get(fields.comparison)
         self.outputs = {name: prediction[name] for name in self.output_fields}
+        (record.comparison, self.outputs), record.sanitized = clean_value((record.comparison, self.outputs))
         return True
 
     # -- selection -----------------------------------------------------------------------------------

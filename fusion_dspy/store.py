@@ -30,6 +30,7 @@ from typing import Protocol
 from typing import runtime_checkable
 
 from fusion_dspy.report import TokenUsage
+from fusion_dspy.text_safety import json_line
 
 __all__ = ["CandidateStore", "ClaimingStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
 
@@ -199,7 +200,7 @@ class JsonlStore(MemoryStore):
                     self._entries[record["key"]] = draw
 
     def put(self, key: str, draw: StoredDraw) -> None:
-        line = json.dumps(
+        line = json_line(
             {
                 "key": key,
                 "outputs": draw.outputs,
@@ -207,7 +208,6 @@ class JsonlStore(MemoryStore):
                 "latency_s": draw.latency_s,
                 **({} if draw.ok else {"error": draw.error, "error_type": draw.error_type}),
             },
-            ensure_ascii=False,
             default=str,
         )
         with self._lock:

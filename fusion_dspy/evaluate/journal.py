@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.text_safety import json_line
+
 __all__ = ["Journal"]
 
 _logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class Journal:
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one entry and flush it to disk before returning."""
-        line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
+        line = json_line(entry, default=str) + "\n"
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
