@@ -23,6 +23,7 @@ from fusion_dspy.candidate import render_candidates
 from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
+from fusion_dspy.credentials import redact
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import StoredFailure
 from fusion_dspy.fusion_signature import FusionFields
@@ -46,7 +47,7 @@ _MAX_ERROR_CHARS = 2000
 
 def error_text(error: BaseException) -> str:
     """The error's message, capped so a huge LM answer quoted in it cannot bloat the report."""
-    text = clean_text(str(error) or repr(error))[0]  # it may quote the model's unencodable answer
+    text = redact(clean_text(str(error) or repr(error))[0])  # it may quote an unencodable answer, or a key
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
 
 

@@ -15,7 +15,8 @@ characters it changed so the report can record it:
 Everything else, including other control characters and non-characters, is valid UTF-8 and kept.
 
 :func:`json_line` is the writers' defence in depth: a JSON Lines record that can always be written
-as UTF-8, whatever strings reach it.
+as UTF-8, whatever strings reach it. :func:`one_line` fits a multi-line message (an error listing
+every failed draw) on one log or terminal line without dropping its cause.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REPLACEMENT", "clean_text", "clean_value", "json_line"]
+__all__ = ["REPLACEMENT", "clean_text", "clean_value", "json_line", "one_line"]
 
 #: What an unencodable character becomes.
 REPLACEMENT = "\ufffd"
@@ -129,3 +130,13 @@ def json_line(record: Any, **dumps_options: Any) -> str:
     except UnicodeEncodeError:
         line = json.dumps(record, ensure_ascii=True, **dumps_options)
     return line
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line: whitespace runs (newlines included) become one space, capped at ``limit``.
+
+    Unlike keeping only the first line, this keeps the cause that a message states after a colon
+    and a line break (``"... Failures:\n  - draw #0 ...: TimeoutError"``).
+    """
+    flat = " ".join(clean_text(str(text))[0].split())
+    return flat if len(flat) <= limit else flat[: max(0, limit - 6)] + " [...]"
