@@ -22,6 +22,7 @@ import dspy
 import optuna
 from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.callback import BaseCallback
+from fusion_dspy.credentials import redact
 from fusion_dspy.optimizers.cost import CostModel
 from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
@@ -197,7 +198,7 @@ class Evaluator:
                 score = _as_score(self.metric(example, prediction, None))
             except Exception as exc:  # The program or metric failed on this example: it scores 0.
                 _logger.debug("Example failed: %s: %s", type(exc).__name__, exc)
-                score, error = 0.0, f"{type(exc).__name__}: {exc}"
+                score, error = 0.0, redact(f"{type(exc).__name__}: {exc}")  # stored in the study
         return _example_result(score, collector.reports, usage_from_tracker(tracker.usage_data), error)
 
 

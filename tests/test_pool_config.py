@@ -255,3 +255,42 @@ def test_validation_errors_are_one_line_with_locations(tmp_path):
         load_pool_config(path)
     message = str(caught.value)
     assert "\n" not in message and "teachers[0].samples" in message and "teachers[0].colour" in message
+
+
+def test_a_saved_program_never_holds_a_credential(tmp_path, monkeypatch):
+    from fusion_dspy import Fuse
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    monkeypatch.setenv("FUSION_TEST_AUTH", f"Bearer {SECRET}")
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({
+        "teachers": [{"name": "r", "model": "openai/x", "api_key_env": "FUSION_TEST_KEY",
+                      "settings": {"extra_headers": {"Authorization_env": "FUSION_TEST_AUTH"}}},
+                     {"name": "a", "model": "fake/a"}],
+        "fusors": [{"name": "f", "model": "fake/f"}],
+    }))
+    config = load_pool_config(path)
+    fuse = Fuse("question -> answer", 2, teachers=config.build_teachers(), fusor=config.build_fusors()["f"])
+    fuse.save(tmp_path / "program.json")
+    saved = (tmp_path / "program.json").read_text()
+    assert SECRET not in saved and json.loads(saved)["config"]["teachers"] == ["r", "a"]
+
+
+def test_a_report_never_quotes_a_credential_read_from_the_environment(monkeypatch):
+    from fusion_dspy import Fuse
+    from fusion_dspy import Teacher
+    from fusion_dspy.testing import FakeEngine
+    from fusion_dspy.testing import FakeLMError
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    LMSpec(name="r", model="openai/x", api_key_env="FUSION_TEST_KEY").build()
+
+    def echo_the_key(request):
+        raise FakeLMError(f"401 Unauthorized: invalid key {SECRET}")
+
+    leaky = FakeEngine(name="leaky", responder=echo_the_key)
+    fuse = Fuse("question -> answer", 2, teachers=[Teacher(leaky.lm(), name="leaky"), FakeEngine().lm()],
+                fusor=FakeEngine().lm())
+    report = fuse(question="q").fusion
+    failed = next(c for c in report.candidates if c.teacher == "leaky")
+    assert "401 Unauthorized" in failed.error and SECRET not in report.model_dump_json()
