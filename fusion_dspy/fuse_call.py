@@ -176,7 +176,7 @@ class FuseCall:
             selector=selector_name,
             index=chosen.index,
             scores=scores,
-            rationale=selection.rationale,
+            rationale=clean_value(selection.rationale)[0],  # text safety: a judge's words are LM output
             usage=dict(usage or {}),
             latency_s=latency_s,
         )

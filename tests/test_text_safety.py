@@ -97,3 +97,13 @@ def test_writers_never_raise_on_unencodable_text(tmp_path):
     journal = Journal(tmp_path / "j.jsonl")
     journal.append({"text": "\udfff"})
     assert list(journal) == [{"text": "\udfff"}]
+
+
+def test_a_judge_rationale_with_a_lone_surrogate_is_cleaned():
+    from fusion_dspy.selectors import LLMJudge
+    from fusion_dspy.testing import FakeEngine
+
+    judge = LLMJudge(lm=FakeEngine(responder=lambda request: {"reasoning": "good \ud800", "score": 7}).lm())
+    pred = _fuse("plain", mode="select", selector=judge)(question="q")
+    assert REPLACEMENT in pred.fusion.selection.rationale
+    json.loads(pred.fusion.model_dump_json())
