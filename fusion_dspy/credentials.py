@@ -92,7 +92,7 @@ def credential_locations(value: Any, where: str) -> list[str]:
             place = f"{where}.{name}" if where else name
             if name.lower().endswith(ENV_SUFFIX):
                 continue  # checked by check_env_name when it is read
-            if is_credential_name(name) and item not in (None, "", {}, []):
+            if is_credential_name(name) and _holds_text(item):
                 found.append(place)
                 continue
             found += credential_locations(item, place)
@@ -102,6 +102,17 @@ def credential_locations(value: Any, where: str) -> list[str]:
     elif isinstance(value, str) and _url_has_credentials(value):
         found.append(where)
     return found
+
+
+def _holds_text(value: Any) -> bool:
+    """A credential is text: numbers and flags (``auth_retries = 3``) are not refused."""
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return any(_holds_text(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_text(item) for item in value)
+    return value is not None and not isinstance(value, (bool, int, float))
 
 
 def _url_has_credentials(text: str) -> bool:

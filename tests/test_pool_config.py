@@ -196,7 +196,8 @@ def test_a_key_pasted_as_the_variable_name_is_refused_without_showing_it(name):
 
 def test_ordinary_settings_are_not_mistaken_for_credentials():
     spec = LMSpec(name="a", model="openai/x", api_key_env="OPENAI_API_KEY",
-                  settings={"max_tokens": 5, "top_p": 0.9, "num_retries": 0, "extra_headers": {"X-Trace": "1"}})
+                  settings={"max_tokens": 5, "top_p": 0.9, "num_retries": 0, "extra_headers": {"X-Trace": "1"},
+                            "auth_retries": 2, "use_token_cache": False, "api_key": None})
     assert spec.settings["max_tokens"] == 5
 
 
