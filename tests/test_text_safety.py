@@ -107,3 +107,17 @@ def test_a_judge_rationale_with_a_lone_surrogate_is_cleaned():
     pred = _fuse("plain", mode="select", selector=judge)(question="q")
     assert REPLACEMENT in pred.fusion.selection.rationale
     json.loads(pred.fusion.model_dump_json())
+
+
+def test_synth_with_a_lone_surrogate_candidate_completes_and_resumes(tmp_path):
+    # The repro: synth stopped at such a prompt on every resume, forever.
+    from fusion_dspy.synth import synthesize
+    from fusion_dspy.synth.prompts import make_prompts
+
+    prompts = make_prompts([{"question": "one"}, {"question": "two"}], ["question"])
+    result = synthesize(_fuse("bad \ud800 answer"), prompts, tmp_path / "run", progress=False, export=False)
+    assert result.complete and result.generated == 2 and not result.failed
+    for shard in (tmp_path / "run" / "shards").glob("*.jsonl"):
+        shard.read_bytes().decode("utf-8")
+    again = synthesize(_fuse("bad \ud800 answer"), prompts, tmp_path / "run", progress=False, export=False)
+    assert again.complete and again.resumed == 2 and again.generated == 0
