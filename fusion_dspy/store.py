@@ -108,7 +108,7 @@ def draw_key(
         default=str,
         ensure_ascii=False,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()  # any str hashes, lone surrogates too
 
 
 class MemoryStore:

@@ -121,3 +121,13 @@ def test_synth_with_a_lone_surrogate_candidate_completes_and_resumes(tmp_path):
         shard.read_bytes().decode("utf-8")
     again = synthesize(_fuse("bad \ud800 answer"), prompts, tmp_path / "run", progress=False, export=False)
     assert again.complete and again.resumed == 2 and again.generated == 0
+
+
+def test_a_lone_surrogate_in_the_inputs_is_a_clear_fusion_error_not_a_store_crash(tmp_path):
+    # Inputs are the caller's, not LM output: they are not rewritten. DSPy refuses to send such text
+    # and says so; the store's key no longer raises UnicodeEncodeError before that.
+    from fusion_dspy.errors import CandidatesExhaustedError
+
+    with pytest.raises(CandidatesExhaustedError, match="lone surrogate") as caught:
+        _fuse("ok", store=JsonlStore(tmp_path / "bank.jsonl"))(question="q \ud800")
+    json.loads(caught.value.report.model_dump_json())
