@@ -23,6 +23,7 @@ from fusion_dspy.candidate import render_candidates
 from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
+from fusion_dspy.credentials import redact
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import StoredFailure
 from fusion_dspy.fusion_signature import FusionFields
@@ -36,6 +37,8 @@ from fusion_dspy.report import TokenUsage
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
+from fusion_dspy.text_safety import clean_text
+from fusion_dspy.text_safety import clean_value
 
 __all__ = ["FuseCall", "error_text"]
 
@@ -44,7 +47,7 @@ _MAX_ERROR_CHARS = 2000
 
 def error_text(error: BaseException) -> str:
     """The error's message, capped so a huge LM answer quoted in it cannot bloat the report."""
-    text = str(error) or repr(error)
+    text = redact(clean_text(str(error) or repr(error))[0])  # it may quote an unencodable answer, or a key
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
 
 
@@ -96,6 +99,7 @@ class FuseCall:
             record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
         else:
             outputs = {name: result.value[name] for name in self.output_fields}
+            outputs, record.sanitized = clean_value(outputs)  # text safety: where LM output enters
             record.outputs = outputs
             self.candidates.append(Candidate(draw.index, draw.teacher.name, draw.sample, outputs))
         self.records.append(record)
@@ -146,6 +150,7 @@ class FuseCall:
         prediction = result.value
         record.comparison = prediction.get(fields.comparison)
         self.outputs = {name: prediction[name] for name in self.output_fields}
+        (record.comparison, self.outputs), record.sanitized = clean_value((record.comparison, self.outputs))
         return True
 
     # -- selection -----------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ class FuseCall:
             selector=selector_name,
             index=chosen.index,
             scores=scores,
-            rationale=selection.rationale,
+            rationale=clean_value(selection.rationale)[0],  # text safety: a judge's words are LM output
             usage=dict(usage or {}),
             latency_s=latency_s,
         )

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.text_safety import json_line
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -181,11 +183,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 def _encode(entry: Mapping[str, Any]) -> bytes:
     if not isinstance(entry, Mapping):
         raise TypeError(f"A journal entry must be a mapping (a JSON object), got {type(entry).__name__}.")
-    text = json.dumps(entry, ensure_ascii=False, default=str)
-    try:
-        return (text + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # A lone surrogate: JSON escapes keep the text exactly.
-        return (json.dumps(entry, ensure_ascii=True, default=str) + "\n").encode("ascii")
+    return (json_line(entry, default=str) + "\n").encode("utf-8")
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:

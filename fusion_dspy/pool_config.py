@@ -19,6 +19,13 @@ Example ``pool.toml``::
     api_base = "http://127.0.0.1:8000/v1"
     api_key_env = "VLLM_KEY"
 
+    [[teachers]]
+    name = "gateway"
+    model = "openai/gpt-4o"
+    api_base_env = "GATEWAY_URL"        # a URL with user:password@ is a credential too
+    [teachers.settings.extra_headers]
+    Authorization_env = "GATEWAY_AUTH"  # any <setting>_env is read from the environment
+
     [[fusors]]
     name = "qwen-1.5b"
     model = "local/qwen2.5-1.5b"
@@ -30,6 +37,10 @@ Example ``pool.toml``::
 
 Named pools let ``fusion-dspy run --pool diverse`` (and ``eval``/``synth --pool``) use a subset, and give
 ``fusion-dspy optimize`` its pool choices (one categorical parameter instead of every subset).
+
+Credentials (keys, tokens, passwords, ``Authorization`` headers, URLs with userinfo) are refused
+anywhere in the file; name an environment variable with ``<setting>_env`` instead (the rule is
+:mod:`fusion_dspy.credentials`). Errors say where such a value is, never what it is.
 
 Model strings: ``local/<catalog name or .gguf path>`` runs in-process through llama.cpp;
 ``fake/<name>`` is the offline test engine (:mod:`fusion_dspy.testing`); anything else goes to
@@ -47,55 +58,91 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
+from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
+from fusion_dspy.credentials import ENV_SUFFIX
+from fusion_dspy.credentials import check_env_name
+from fusion_dspy.credentials import credential_locations
+from fusion_dspy.credentials import read_secret
+from fusion_dspy.credentials import resolve_env
 from fusion_dspy.teacher import DEFAULT_TEMPERATURE
 from fusion_dspy.teacher import Teacher
 
-__all__ = ["LMSpec", "PoolConfig", "TeacherSpec", "load_pool_config", "pick_fusor"]
+__all__ = ["ConfigError", "LMSpec", "PoolConfig", "TeacherSpec", "load_pool_config", "pick_fusor"]
 
-_SECRET_KEYS = {"api_key", "key", "token", "secret", "password"}
+_CREDENTIALS_HINT = (
+    "Credentials never go in config files: export the value as an environment variable and name the "
+    "variable with <setting>_env instead (api_key_env = \"OPENAI_API_KEY\", api_base_env = \"MY_URL\", "
+    "settings.extra_headers.Authorization_env = \"MY_AUTH\")."
+)
+
+
+def _refuse_credentials(data: Any, source: str) -> None:
+    """The secrets rule (:mod:`fusion_dspy.credentials`) for one config entry or a whole file's data."""
+    locations = credential_locations(data, "")
+    if locations:
+        verb = "holds" if len(locations) == 1 else "hold"
+        raise ValueError(f"{source}: {', '.join(locations)} {verb} a credential (value not shown). {_CREDENTIALS_HINT}")
 
 
 class LMSpec(BaseModel):
-    """How to build one LM. Extra LM settings (``max_tokens``, ``top_p``...) go in ``settings``."""
+    """How to build one LM. Extra LM settings (``max_tokens``, ``top_p``...) go in ``settings``.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Credentials come only from environment variables: ``api_key_env`` and ``api_base_env`` name
+    variables, and so does any ``<setting>_env`` inside ``settings`` (also nested, e.g.
+    ``settings.extra_headers.Authorization_env``). A literal credential anywhere in the entry is
+    refused, and no error shows its value (see :mod:`fusion_dspy.credentials`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(min_length=1)
     model: str = Field(min_length=1)
     api_base: str | None = None
+    api_base_env: str | None = None
     api_key_env: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0)
     cache: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("settings")
+    @model_validator(mode="before")
     @classmethod
-    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        leaked = sorted(k for k in value if k.lower() in _SECRET_KEYS)
-        if leaked:
-            raise ValueError(
-                f"settings must not contain secrets ({leaked}); put the key in an environment variable "
-                "and name it with api_key_env."
-            )
-        return value
+    def _no_literal_credentials(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            name = data.get("name")
+            named = isinstance(name, str) and not credential_locations(name, "name")
+            _refuse_credentials(dict(data), f"LM {name!r}" if named else "an LM entry")
+        return data
+
+    @field_validator("api_key_env", "api_base_env")
+    @classmethod
+    def _variable_name(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else check_env_name(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _settings_variables(self) -> LMSpec:
+        _check_env_names(self.settings, f"LM {self.name!r} settings")
+        if self.api_base and self.api_base_env:
+            raise ValueError(f"LM {self.name!r}: give api_base or api_base_env, not both.")
+        return self
 
     def build(self) -> Any:
-        """Create the ``dspy.LM``. API keys are read from the environment here and nowhere else."""
+        """Create the ``dspy.LM``. Credentials are read from the environment here and nowhere else."""
         import dspy
 
-        settings: dict[str, Any] = dict(self.settings)
+        where = f"LM {self.name!r}"
+        settings: dict[str, Any] = resolve_env(self.settings, f"{where} settings")
         if self.max_tokens is not None:
             settings["max_tokens"] = self.max_tokens
         if self.temperature is not None:
             settings["temperature"] = self.temperature
         settings["cache"] = self.cache
         provider, _, rest = self.model.partition("/")
-        if provider in ("local", "fake") and (self.api_base or self.api_key_env):
-            raise ValueError(f"LM {self.name!r}: {provider}/ models run in-process; drop api_base/api_key_env.")
+        if provider in ("local", "fake") and (self.api_base or self.api_base_env or self.api_key_env):
+            raise ValueError(f"{where}: {provider}/ models run in-process; drop api_base/api_key_env.")
         if provider == "local":
             from fusion_dspy.local import lm as local_lm
 
@@ -106,15 +153,19 @@ class LMSpec(BaseModel):
             return FakeEngine(name=rest).lm(**settings)
         if self.api_base:
             settings["api_base"] = self.api_base
+        if self.api_base_env:
+            settings["api_base"] = read_secret(self.api_base_env, f"{where} api_base_env")
         if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise ValueError(
-                    f"LM {self.name!r} reads its API key from ${self.api_key_env}, which is not set. "
-                    f"Export it first: export {self.api_key_env}=..."
-                )
-            settings["api_key"] = key
+            settings["api_key"] = read_secret(self.api_key_env, f"{where} api_key_env")
         return dspy.LM(self.model, **settings)
+
+
+def _check_env_names(settings: Mapping[str, Any], where: str) -> None:
+    for key, item in settings.items():
+        if isinstance(item, Mapping):
+            _check_env_names(item, f"{where}.{key}")
+        elif str(key).lower().endswith(ENV_SUFFIX):
+            check_env_name(item, f"{where}.{key}")
 
 
 class TeacherSpec(LMSpec):
@@ -130,7 +181,7 @@ class TeacherSpec(LMSpec):
 class PoolConfig(BaseModel):
     """A teacher pool and the fusor LMs that may fuse its candidates."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     teachers: list[TeacherSpec] = Field(min_length=1)
     fusors: list[LMSpec] = Field(default_factory=list)
@@ -171,36 +222,81 @@ class PoolConfig(BaseModel):
         return {spec.name: spec.build() for spec in self.fusors}
 
 
+class ConfigError(ValueError):
+    """A pool config file that cannot be used; the message names the file and what to fix."""
+
+
 def load_pool_config(path: str | os.PathLike[str]) -> PoolConfig:
-    """Read and validate a pool config; the format follows the extension (.toml, .yaml/.yml, .json)."""
+    """Read and validate a pool config; the format follows the extension (.toml, .yaml/.yml, .json).
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        ConfigError: If the file is not text, does not parse, holds a literal credential, or does not
+            validate; the message names the file (and line or setting) and never a credential's value.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Pool config {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ConfigError(f"{path}: unknown pool config format {suffix!r}; use .toml, .yaml or .json.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {error.start} cannot be decoded); a pool config is "
+            "TOML, YAML or JSON text."
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error}).") from None
+    data = _parse(path, suffix, text)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a table/mapping with a 'teachers' list at the top, got {type(data).__name__}."
+        )
+    _refuse_credentials(data, str(path))
+    try:
+        return PoolConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_describe(error)}") from None
+
+
+def _parse(path: Path, suffix: str, text: str) -> Any:
+    """The file's data; a syntax error becomes one line naming the file and the position."""
     if suffix == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
-        data = tomllib.loads(text)
-    elif suffix in (".yaml", ".yml"):
-        import yaml
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML ({error}).") from None
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            where = f"line {error.lineno}, column {error.colno}"
+            raise ConfigError(f"{path}: not valid JSON ({error.msg} at {where}).") from None
+    import yaml
 
-        data = yaml.safe_load(text)
-    elif suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"Unknown pool config format {suffix!r}; use .toml, .yaml or .json.")
-    if isinstance(data, dict):
-        for section in ("teachers", "fusors"):
-            for entry in data.get(section) or []:
-                if isinstance(entry, dict) and any(k.lower() in _SECRET_KEYS for k in entry):
-                    raise ValueError(
-                        f"{path}: a {section[:-1]} entry holds an API key. Keys never go in config files: "
-                        "export it as an environment variable and set api_key_env = \"VAR_NAME\"."
-                    )
-    return PoolConfig.model_validate(data)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"{path}: not valid YAML ({problem}{where}).") from None
+
+
+def _describe(error: ValidationError) -> str:
+    """A pydantic error as one line: each problem's location and message (inputs are never shown)."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"]).lstrip(".")
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}" if location else message)
+    return "; ".join(parts)
 
 
 def pick_fusor(fusors: Mapping[str, Any], name: str | None, *, source: object = "the pool config") -> str | None:

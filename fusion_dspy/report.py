@@ -74,7 +74,9 @@ class CandidateRecord(BaseModel):
     ``usage`` and ``latency_s`` are what producing the candidate cost (for a stored candidate, the
     original call's). ``cached`` means no model was called for it in
     this call: it came from a candidate store (whose ``usage`` is the original call's) or from
-    DSPy's cache (which reports no usage, so ``usage`` is empty).
+    DSPy's cache (which reports no usage, so ``usage`` is empty). ``sanitized`` counts characters of
+    the outputs that no file could hold (lone surrogates, NUL) and were replaced by U+FFFD
+    (:mod:`fusion_dspy.text_safety`); 0 means the outputs are exactly what the model returned.
     """
 
     index: int
@@ -88,6 +90,7 @@ class CandidateRecord(BaseModel):
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
     latency_s: float = 0.0
     cached: bool = False
+    sanitized: int = 0
 
     @property
     def ok(self) -> bool:
@@ -95,7 +98,10 @@ class CandidateRecord(BaseModel):
 
 
 class FusorRecord(BaseModel):
-    """The fusor call: which LM, the order the candidates were shown in, and what it said."""
+    """The fusor call: which LM, the order the candidates were shown in, and what it said.
+
+    ``sanitized`` counts unencodable characters replaced in its answer, as for a candidate.
+    """
 
     lm: str
     order: list[int]
@@ -104,6 +110,7 @@ class FusorRecord(BaseModel):
     error_type: str | None = None
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
     latency_s: float = 0.0
+    sanitized: int = 0
 
 
 class SelectionRecord(BaseModel):

@@ -22,6 +22,7 @@ import dspy
 import optuna
 from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.callback import BaseCallback
+from fusion_dspy.credentials import redact
 from fusion_dspy.optimizers.cost import CostModel
 from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
@@ -197,7 +198,7 @@ class Evaluator:
             try:
                 prediction = program(**example.inputs())
             except Exception as exc:  # The program failed on this example: it scores 0, counted and reported.
-                error = f"{type(exc).__name__}: {exc}"
+                error = redact(f"{type(exc).__name__}: {exc}")  # stored in the study
             if error is None:
                 # A metric that raises is a bug in the study, not a weak configuration: let it stop the study.
                 try:

@@ -66,10 +66,12 @@ def test_json_and_yaml(tmp_path, suffix):
 def test_api_keys_in_the_file_are_refused(tmp_path):
     path = tmp_path / "pool.json"
     path.write_text(json.dumps({"teachers": [{"name": "a", "model": "openai/x", "api_key": "sk-leak"}]}))
-    with pytest.raises(ValueError, match="Keys never go in config files"):
+    with pytest.raises(ValueError, match=r"teachers\[0\]\.api_key holds a credential") as caught:
         load_pool_config(path)
-    with pytest.raises(ValueError, match="must not contain secrets"):
+    assert "sk-leak" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"settings\.api_key holds a credential") as caught:
         LMSpec(name="a", model="openai/x", settings={"api_key": "sk-leak"})
+    assert "sk-leak" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,7 @@ def test_unknown_format_and_missing_file(tmp_path):
         load_pool_config(tmp_path / "nope.toml")
     path = tmp_path / "pool.ini"
     path.write_text("x")
-    with pytest.raises(ValueError, match="Unknown pool config format"):
+    with pytest.raises(ValueError, match="unknown pool config format"):
         load_pool_config(path)
 
 
@@ -117,3 +119,179 @@ only-b = ["b"]
     assert len(config.build_teachers()) == 3
     with pytest.raises(ValueError, match=r"Unknown pool 'nope'; the config names \['fakes', 'only-b'\]"):
         config.build_teachers("nope")
+
+
+# -- the secrets rule: every setting that carries a credential comes from the environment ----------
+
+SECRET = "sk-PLANTED-0123456789abcdef"
+
+LITERAL_CREDENTIALS = [
+    ({"api_key": SECRET}, "teachers[0].api_key"),
+    ({"settings": {"api_key": SECRET}}, "teachers[0].settings.api_key"),
+    ({"settings": {"openai_api_key": SECRET}}, "teachers[0].settings.openai_api_key"),
+    ({"settings": {"extra_headers": {"Authorization": f"Bearer {SECRET}"}}},
+     "teachers[0].settings.extra_headers.Authorization"),
+    ({"settings": {"extra_headers": {"X-Api-Key": SECRET}}}, "teachers[0].settings.extra_headers.X-Api-Key"),
+    ({"settings": {"access_token": SECRET}}, "teachers[0].settings.access_token"),
+    ({"settings": {"client_secret": SECRET}}, "teachers[0].settings.client_secret"),
+    ({"settings": {"password": SECRET}}, "teachers[0].settings.password"),
+    ({"settings": {"aws_credentials": {"id": "x", "value": SECRET}}}, "teachers[0].settings.aws_credentials"),
+    ({"api_base": f"https://u:{SECRET}@host/v1"}, "teachers[0].api_base"),
+    ({"api_base": f"https://{SECRET}@host/v1"}, "teachers[0].api_base"),
+    ({"settings": {"proxy": f"http://me:{SECRET}@proxy:3128"}}, "teachers[0].settings.proxy"),
+    ({"api_base": f"https://host/v1?api_key={SECRET}"}, "teachers[0].api_base"),
+]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml", ".toml"])
+@pytest.mark.parametrize("extra, location", LITERAL_CREDENTIALS)
+def test_literal_credentials_are_refused_without_showing_them(tmp_path, suffix, extra, location):
+    entry = {"name": "remote", "model": "openai/gpt-4o-mini", **extra}
+    data = {"teachers": [entry]}
+    path = tmp_path / f"pool{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(data))
+    elif suffix == ".yaml":
+        import yaml
+
+        path.write_text(yaml.safe_dump(data))
+    else:
+        path.write_text(_toml(data))
+    with pytest.raises(ValueError) as caught:
+        load_pool_config(path)
+    message = str(caught.value)
+    assert location in message and str(path) in message and "_env" in message
+    assert SECRET not in message and SECRET not in repr(caught.value)
+    # The same rule for entries built through the API (what pydantic prints must not show it either).
+    with pytest.raises(ValueError) as caught:
+        LMSpec(**entry)
+    assert location.removeprefix("teachers[0].") in str(caught.value)
+    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+
+
+def _toml(data):
+    lines = []
+    for entry in data["teachers"]:
+        lines.append("[[teachers]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in entry.items() if not isinstance(v, dict)]
+        for key, value in entry.items():
+            if isinstance(value, dict):
+                lines.append(f"[teachers.{key}]")
+                for k, v in value.items():
+                    if isinstance(v, dict):
+                        inner = ", ".join(f"{json.dumps(a)} = {json.dumps(b)}" for a, b in v.items())
+                        lines.append(f"{json.dumps(k)} = {{ {inner} }}")
+                    else:
+                        lines.append(f"{json.dumps(k)} = {json.dumps(v)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", [SECRET, "sk_live_0123456789abcdefghijkl", "Bearer abc", "my key", "", "hf_abcdefgh"])
+def test_a_key_pasted_as_the_variable_name_is_refused_without_showing_it(name):
+    with pytest.raises(ValueError, match="must be the NAME of an environment variable") as caught:
+        LMSpec(name="a", model="openai/x", api_key_env=name)
+    if name:
+        assert name not in str(caught.value)
+
+
+def test_ordinary_settings_are_not_mistaken_for_credentials():
+    spec = LMSpec(name="a", model="openai/x", api_key_env="OPENAI_API_KEY",
+                  settings={"max_tokens": 5, "top_p": 0.9, "num_retries": 0, "extra_headers": {"X-Trace": "1"},
+                            "auth_retries": 2, "use_token_cache": False, "api_key": None})
+    assert spec.settings["max_tokens"] == 5
+
+
+def test_credentials_from_the_environment_reach_the_lm(monkeypatch):
+    monkeypatch.setenv("FUSION_TEST_AUTH", f"Bearer {SECRET}")
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    monkeypatch.setenv("FUSION_TEST_BASE", f"https://u:{SECRET}@host/v1")
+    spec = LMSpec(name="a", model="openai/x", api_key_env="FUSION_TEST_KEY", api_base_env="FUSION_TEST_BASE",
+                  settings={"extra_headers": {"Authorization_env": "FUSION_TEST_AUTH", "X-Trace": "1"}})
+    lm = spec.build()
+    assert lm.kwargs["extra_headers"] == {"Authorization": f"Bearer {SECRET}", "X-Trace": "1"}
+    assert lm.kwargs["api_key"] == SECRET and lm.kwargs["api_base"] == f"https://u:{SECRET}@host/v1"
+    monkeypatch.delenv("FUSION_TEST_AUTH")
+    with pytest.raises(ValueError, match=r"Authorization_env reads \$FUSION_TEST_AUTH, which is not set"):
+        spec.build()
+
+
+def test_redact_blanks_secrets_read_from_the_environment(monkeypatch):
+    from fusion_dspy.credentials import redact
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    LMSpec(name="a", model="openai/x", api_key_env="FUSION_TEST_KEY").build()
+    assert SECRET not in redact(f"401: bad key {SECRET} at https://u:pw@host/v1")
+    assert "pw@" not in redact("https://u:pw@host/v1")
+
+
+@pytest.mark.parametrize(
+    "suffix, text, match",
+    [
+        (".yaml", "teachers:\n  - name: a\n    model: [unclosed\n", r"not valid YAML .*line \d+, column \d+"),
+        (".toml", "[[teachers]\nname = 'a'\n", r"not valid TOML"),
+        (".json", '{"teachers": [', r"not valid JSON .*line 1"),
+        (".json", "[1, 2]", r"expected a table/mapping"),
+    ],
+)
+def test_unparsable_config_is_one_line_naming_the_file(tmp_path, suffix, text, match):
+    path = tmp_path / f"pool{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as caught:
+        load_pool_config(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_binary_config_names_the_file(tmp_path):
+    path = tmp_path / "pool.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(ValueError, match="not a UTF-8 text file") as caught:
+        load_pool_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_validation_errors_are_one_line_with_locations(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({"teachers": [{"name": "a", "model": "fake/a", "samples": 0, "colour": "red"}]}))
+    with pytest.raises(ValueError) as caught:
+        load_pool_config(path)
+    message = str(caught.value)
+    assert "\n" not in message and "teachers[0].samples" in message and "teachers[0].colour" in message
+
+
+def test_a_saved_program_never_holds_a_credential(tmp_path, monkeypatch):
+    from fusion_dspy import Fuse
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    monkeypatch.setenv("FUSION_TEST_AUTH", f"Bearer {SECRET}")
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({
+        "teachers": [{"name": "r", "model": "openai/x", "api_key_env": "FUSION_TEST_KEY",
+                      "settings": {"extra_headers": {"Authorization_env": "FUSION_TEST_AUTH"}}},
+                     {"name": "a", "model": "fake/a"}],
+        "fusors": [{"name": "f", "model": "fake/f"}],
+    }))
+    config = load_pool_config(path)
+    fuse = Fuse("question -> answer", 2, teachers=config.build_teachers(), fusor=config.build_fusors()["f"])
+    fuse.save(tmp_path / "program.json")
+    saved = (tmp_path / "program.json").read_text()
+    assert SECRET not in saved and json.loads(saved)["config"]["teachers"] == ["r", "a"]
+
+
+def test_a_report_never_quotes_a_credential_read_from_the_environment(monkeypatch):
+    from fusion_dspy import Fuse
+    from fusion_dspy import Teacher
+    from fusion_dspy.testing import FakeEngine
+    from fusion_dspy.testing import FakeLMError
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    LMSpec(name="r", model="openai/x", api_key_env="FUSION_TEST_KEY").build()
+
+    def echo_the_key(request):
+        raise FakeLMError(f"401 Unauthorized: invalid key {SECRET}")
+
+    leaky = FakeEngine(name="leaky", responder=echo_the_key)
+    fuse = Fuse("question -> answer", 2, teachers=[Teacher(leaky.lm(), name="leaky"), FakeEngine().lm()],
+                fusor=FakeEngine().lm())
+    report = fuse(question="q").fusion
+    failed = next(c for c in report.candidates if c.teacher == "leaky")
+    assert "401 Unauthorized" in failed.error and SECRET not in report.model_dump_json()

@@ -4,6 +4,11 @@ Each subcommand lives in its own module under ``fusion_dspy.cli`` and exposes tw
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand runs, so ``fusion-dspy --help`` stays fast. The CLI is the one place that wires the
 core to ``fusion_dspy.programs`` and ``fusion_dspy.optimizers``.
+
+Errors: a verb that fails prints one line, ``error: <what went wrong>``, naming the file or
+option to fix, and exits non-zero (2 for bad input or a bad config, 1 for a run that failed, 130 on
+Ctrl-C). ``--debug`` (or ``-vv``) shows the traceback instead. Every line is passed through
+:func:`fusion_dspy.credentials.redact`, so a credential read from the environment is never printed.
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ def _available() -> dict[str, tuple[str, str]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion-dspy", description="Fusion-of-N for DSPy.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in _available().items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
         sub.set_defaults(_module=module)
     return parser
 
@@ -67,18 +74,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_RedactingFormatter(handler.formatter))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        # Bad input: a clear one-line message, not a traceback (use -vv for the traceback).
-        if args.verbose >= 2:
+    except Exception as exc:
+        if args.debug or args.verbose >= 2:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code, message = describe_error(exc, args)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Formats like the handler's own formatter, then blanks out credentials (log lines quote errors)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        from fusion_dspy.credentials import redact
+
+        return redact(self.inner.format(record))
+
+
+def describe_error(error: BaseException, args: argparse.Namespace) -> tuple[int, str]:
+    """The exit code and the one line a verb prints for ``error`` (credentials redacted)."""
+    from fusion_dspy.credentials import redact
+    from fusion_dspy.errors import FusionError
+    from fusion_dspy.text_safety import one_line
+
+    text = str(error) or type(error).__name__
+    if isinstance(error, FusionError):
+        # A run that failed (every teacher failed, the selector failed...): the message lists the
+        # causes; point at the file that configures the LMs.
+        config = getattr(args, "config", None)
+        code, text = 1, text + (f" (LMs from --config {config})" if config else "")
+    elif isinstance(error, (ValueError, TypeError, LookupError, OSError)):
+        code = 2  # bad input: an option, a config file, a data file
+        if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in text:
+            text = f"{error.filename}: {text}"
+    else:
+        code, text = 1, f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+    return code, redact(one_line(text))
 
 
 if __name__ == "__main__":

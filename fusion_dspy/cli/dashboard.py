@@ -21,13 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusion_dspy.credentials import redact
+
     try:
         import optuna_dashboard
     except ImportError:
         print(
             "optuna-dashboard is not installed. Install it with:\n"
             "    pip install optuna-dashboard\n"
-            f"then run this command again, or run: optuna-dashboard {args.storage}",
+            f"then run this command again, or run: optuna-dashboard {redact(args.storage)}",
             file=sys.stderr,
         )
         return 1

@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.config is None and args.recorded is None:
         raise ValueError("Give teachers: --config pool.toml, or --recorded SYSTEM1,SYSTEM2 to replay recorded outputs.")
+    config = load_pool_config(args.config) if args.config else None  # a bad config fails before data loads
     examples = task.load(args.data, limit=args.limit)
-    config = load_pool_config(args.config) if args.config else None
     fusors = config.build_fusors() if config else {}
     if args.recorded:
         systems = [s.strip() for s in args.recorded.split(",") if s.strip()]

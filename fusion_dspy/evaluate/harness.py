@@ -47,7 +47,7 @@ CorpusMetric = Callable[[Sequence[dspy.Example], Sequence[Any]], float]
 def example_id(example: dspy.Example) -> str:
     """A stable id from the example's inputs (so resumed runs and re-ordered data line up)."""
     payload = json.dumps(dict(example.inputs()), sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # lone surrogates too
 
 
 def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:

@@ -5,6 +5,14 @@ utility against them (paper §6; also the "X-MBR" line of work the FusioN author
 needs no LM call and no reward model, so it is the cheap, deterministic default and the fallback
 of the LLM-based selectors. Utility is sentence-level chrF from sacrebleu, which works on any
 language and on structured outputs rendered as text.
+
+Cost bound: chrF is linear in the text length, and MBR compares every pair, so N candidates of L
+characters cost O(N² · L). A text longer than ``max_chars`` (default :data:`MBR_MAX_CHARS`, 10,000
+characters: far above an ordinary answer, whose score is therefore exact) is scored on an excerpt
+of ``max_chars`` characters: :data:`MBR_EXCERPTS` equal windows spread evenly from its start to its
+end (the head and the tail included). Every text is excerpted the same way, so long candidates are
+compared on the same relative regions, and the cost becomes O(N² · max_chars) whatever L is: three
+1 MB candidates take about as long as three 10 kB ones (well under a second).
 """
 
 from __future__ import annotations
@@ -27,15 +35,32 @@ if TYPE_CHECKING:
 
     from fusion_dspy.candidate import Candidate
 
-__all__ = ["MBR_METRICS", "MBRSelector", "mbr_scores"]
+__all__ = ["MBR_EXCERPTS", "MBR_MAX_CHARS", "MBR_METRICS", "MBRSelector", "excerpt", "mbr_scores"]
 
 _logger = logging.getLogger(__name__)
 
 #: Supported utility metrics: chrF (character n-grams) and chrF++ (plus word bigrams).
 MBR_METRICS: tuple[str, ...] = ("chrf", "chrf++")
+#: Longest text scored whole; a longer one is scored on an excerpt of this many characters.
+MBR_MAX_CHARS = 10_000
+#: Number of evenly spread windows an excerpt is made of.
+MBR_EXCERPTS = 5
 
 
-def mbr_scores(texts: Sequence[str], *, metric: str = "chrf") -> list[float]:
+def excerpt(text: str, max_chars: int | None = MBR_MAX_CHARS) -> str:
+    """``text`` itself if it has at most ``max_chars`` characters, else :data:`MBR_EXCERPTS` equal
+    windows of it, spread evenly from start to end, joined by newlines (``max_chars`` in total)."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    windows = MBR_EXCERPTS
+    width = max(1, (max_chars - (windows - 1)) // windows)
+    step = (len(text) - width) / (windows - 1)
+    return "\n".join(text[round(k * step) : round(k * step) + width] for k in range(windows))
+
+
+def mbr_scores(
+    texts: Sequence[str], *, metric: str = "chrf", max_chars: int | None = MBR_MAX_CHARS
+) -> list[float]:
     """Each text's mean sentence-level utility against every other text (0..100, higher is better).
 
     ``score[i] = mean_{j != i} metric(hypothesis=texts[i], reference=texts[j])``. chrF is not
@@ -44,14 +69,18 @@ def mbr_scores(texts: Sequence[str], *, metric: str = "chrf") -> list[float]:
     Args:
         texts: The candidates as plain text.
         metric: ``"chrf"`` or ``"chrf++"`` (``sacrebleu.metrics.CHRF`` with ``word_order=2``).
+        max_chars: Texts longer than this are scored on an :func:`excerpt` (the module's cost
+            bound); ``None`` scores whole texts however long.
 
     Returns:
         One score per text; ``[100.0]`` for a single text (it agrees with itself), ``[]`` for none.
     """
+    _check_max_chars(max_chars)
     scorer = _make_scorer(metric)
     count = len(texts)
     if count <= 1:
         return [100.0] * count
+    texts = [excerpt(text, max_chars) for text in texts]
     cache: dict[tuple[str, str], float] = {}
     scores = []
     for i, hypothesis in enumerate(texts):
@@ -72,6 +101,9 @@ class MBRSelector(Selector):
 
     Args:
         metric: ``"chrf"`` (default) or ``"chrf++"``.
+        max_chars: Longest candidate text scored whole; longer ones are scored on an evenly spread
+            excerpt of this many characters, which bounds the cost (see the module docs).
+            ``None``: no bound.
 
     Example:
         >>> selector = MBRSelector(metric="chrf++")
@@ -81,9 +113,11 @@ class MBRSelector(Selector):
 
     name = "mbr"
 
-    def __init__(self, *, metric: str = "chrf") -> None:
+    def __init__(self, *, metric: str = "chrf", max_chars: int | None = MBR_MAX_CHARS) -> None:
         _check_metric(metric)
+        _check_max_chars(max_chars)
         self.metric = metric
+        self.max_chars = max_chars
 
     def select(
         self,
@@ -95,7 +129,7 @@ class MBRSelector(Selector):
         if len(candidates) == 1:
             return Selection(position=0, scores=(100.0,), rationale="mbr: only one candidate")
         texts = candidate_texts(candidates, output_fields(signature, candidates))
-        scores = mbr_scores(texts, metric=self.metric)
+        scores = mbr_scores(texts, metric=self.metric, max_chars=self.max_chars)
         position = best_position(scores)
         _logger.debug("mbr scores %s -> position %d", scores, position)
         rationale = (
@@ -105,12 +139,20 @@ class MBRSelector(Selector):
         return Selection(position=position, scores=tuple(scores), rationale=rationale)
 
     def __repr__(self) -> str:
-        return f"MBRSelector(metric={self.metric!r})"
+        bound = "" if self.max_chars == MBR_MAX_CHARS else f", max_chars={self.max_chars!r}"
+        return f"MBRSelector(metric={self.metric!r}{bound})"
 
 
 def _check_metric(metric: str) -> None:
     if metric not in MBR_METRICS:
         raise ValueError(f"Unknown MBR metric {metric!r}; use one of {list(MBR_METRICS)}.")
+
+
+def _check_max_chars(max_chars: int | None) -> None:
+    if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 100):
+        raise ValueError(
+            f"MBR max_chars must be an integer >= 100 (characters scored per candidate) or None, got {max_chars!r}."
+        )
 
 
 def _make_scorer(metric: str) -> Any:

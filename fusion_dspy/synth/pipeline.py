@@ -35,6 +35,7 @@ from fusion_dspy.store import JsonlStore
 from fusion_dspy.synth.export import export_dataset
 from fusion_dspy.synth.prompts import Prompt
 from fusion_dspy.synth.record import build_record
+from fusion_dspy.text_safety import one_line
 
 __all__ = ["SynthResult", "config_hash", "synthesize"]
 
@@ -169,7 +170,7 @@ def synthesize(
                 record = _one(fuse, prompt, selector, mode, output_fields, digest)
             except FusionError as error:
                 _logger.warning("prompt %s failed (%s); it will be retried on the next run", prompt.id,
-                                str(error).splitlines()[0])
+                                one_line(str(error)))
                 failed.append(prompt.id)
                 continue
             shard = prompt.index // shard_size

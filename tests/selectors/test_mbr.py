@@ -101,3 +101,79 @@ def test_importing_selectors_does_not_import_sacrebleu():
     code = "import sys, fusion_dspy.selectors; assert 'sacrebleu' not in sys.modules, 'imported eagerly'"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+# -- the cost bound on long candidates ------------------------------------------------------------
+
+
+def _long_texts(size: int) -> list[str]:
+    import random
+
+    rng = random.Random(7)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(rng.randint(2, 9))) for _ in range(4000)]
+
+    def text(seed: int) -> str:
+        r = random.Random(seed)
+        out, length = [], 0
+        while length < size:
+            word = r.choice(words)
+            out.append(word)
+            length += len(word) + 1
+        return " ".join(out)[:size]
+
+    base = text(1)
+    # Two near-copies of one text and an unrelated one: MBR must pick one of the copies.
+    return [text(2), base, base[:-2000] + text(3)[:2000]]
+
+
+def test_three_one_megabyte_candidates_are_selected_fast(monkeypatch):
+    # The repro: three 1 MB candidates took 19 s (chrF over whole texts).
+    import time
+
+    from fusion_dspy.selectors import mbr as mbr_module
+
+    seen: list[int] = []
+    make = mbr_module._make_scorer
+
+    def recording_scorer(metric):
+        scorer = make(metric)
+        score = scorer.sentence_score
+
+        def sentence_score(hypothesis, references):
+            seen.extend([len(hypothesis), *map(len, references)])
+            return score(hypothesis, references)
+
+        scorer.sentence_score = sentence_score
+        return scorer
+
+    monkeypatch.setattr(mbr_module, "_make_scorer", recording_scorer)
+    texts = _long_texts(1_000_000)
+    started = time.perf_counter()
+    selection = MBRSelector().select(QA, INPUTS, answers(*texts))
+    elapsed = time.perf_counter() - started
+    assert selection.position in (1, 2)  # one of the two near-copies
+    assert len(seen) == 12 and max(seen) <= mbr_module.MBR_MAX_CHARS  # 6 pairs, each text capped
+    assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("metric", ["chrf", "chrf++"])
+def test_the_bound_changes_nothing_on_ordinary_candidates(metric):
+    import random
+
+    rng = random.Random(3)
+    vocabulary = "the a cat dog sat ran on under mat rug quickly slowly big small red".split()
+    for _ in range(20):
+        texts = [" ".join(rng.choice(vocabulary) for _ in range(rng.randint(3, 400))) for _ in range(rng.randint(2, 6))]
+        texts += TEXTS
+        assert mbr_scores(texts, metric=metric) == mbr_scores(texts, metric=metric, max_chars=None)
+
+
+def test_excerpt_spans_the_text_and_is_capped():
+    from fusion_dspy.selectors.mbr import excerpt
+
+    text = "".join(chr(ord("a") + i % 26) for i in range(100_000))
+    short = excerpt(text, 1000)
+    assert len(short) <= 1000 and short.startswith(text[:100]) and short.endswith(text[-100:])
+    assert excerpt("short", 1000) == "short" and excerpt(text, None) == text
+    with pytest.raises(ValueError, match="max_chars"):
+        MBRSelector(max_chars=0)

@@ -1,0 +1,193 @@
+"""The one secrets rule for LM settings: credentials come from environment variables, never from files.
+
+A pool config is a file people commit, paste into issues and attach to studies. So any setting that
+carries a credential is refused when it holds a literal value, wherever it sits:
+
+* a setting whose *name* says it is a credential: a word of the name (split at ``_``, ``-``, ``.``
+  and camelCase) is one of :data:`CREDENTIAL_WORDS` (``api_key``, ``openai_api_key``,
+  ``access_token``, ``extra_headers.Authorization``, ``X-Api-Key``, ``client_secret``, ``password``...);
+* a URL with userinfo (``https://user:KEY@host/v1``) or a credential in its query string
+  (``?api_key=...``), in any setting.
+
+Instead, name the variable: ``<setting>_env = "VAR"`` (for example ``api_key_env``, or
+``extra_headers = {Authorization_env = "MY_AUTH_HEADER"}``) and the value is read from the
+environment when the LM is built (:func:`resolve_env`). Values read that way are remembered
+(:func:`remember_secret`) so :func:`redact` can blank them out of any text we print or record.
+
+Errors raised here name *where* the credential is (``teachers[0].settings.extra_headers.Authorization``)
+and never the value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "CREDENTIAL_WORDS",
+    "ENV_SUFFIX",
+    "check_env_name",
+    "credential_locations",
+    "is_credential_name",
+    "redact",
+    "remember_secret",
+    "resolve_env",
+]
+
+#: A setting named ``<name>_env`` holds the *name* of an environment variable, read at build time.
+ENV_SUFFIX = "_env"
+
+#: Words that make a setting's name a credential (compared case-insensitively, per word of the name).
+CREDENTIAL_WORDS = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "authorization",
+        "auth",
+        "credential",
+        "credentials",
+        "cookie",
+        "bearer",
+    }
+)
+
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+# scheme://user[:password]@host : a URL that carries its own credentials.
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
+_URL_QUERY = re.compile(r"[?&#]([^=&#\s]+)=")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# What a pasted key (rather than a variable name) tends to look like.
+_KEY_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "github_pat_", "xox", "hf_", "akia", "aiza", "glpat-")
+
+_REDACTED = "[redacted]"
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a setting called ``name`` carries a credential (``max_tokens`` does not; ``api_key`` does)."""
+    return any(word.lower() in CREDENTIAL_WORDS for word in _WORD_SPLIT.split(str(name)) if word)
+
+
+def credential_locations(value: Any, where: str) -> list[str]:
+    """Where ``value`` (a config entry, a settings mapping...) holds a literal credential.
+
+    Returns:
+        Dotted locations such as ``"teachers[0].settings.extra_headers.Authorization"``; empty when
+        the value is clean. ``*_env`` settings are fine: they name a variable, not a value.
+    """
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            place = f"{where}.{name}" if where else name
+            if name.lower().endswith(ENV_SUFFIX):
+                continue  # checked by check_env_name when it is read
+            if is_credential_name(name) and _holds_text(item):
+                found.append(place)
+                continue
+            found += credential_locations(item, place)
+    elif isinstance(value, (list, tuple)):
+        for number, item in enumerate(value):
+            found += credential_locations(item, f"{where}[{number}]")
+    elif isinstance(value, str) and _url_has_credentials(value):
+        found.append(where)
+    return found
+
+
+def _holds_text(value: Any) -> bool:
+    """A credential is text: numbers and flags (``auth_retries = 3``) are not refused."""
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return any(_holds_text(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_text(item) for item in value)
+    return value is not None and not isinstance(value, (bool, int, float))
+
+
+def _url_has_credentials(text: str) -> bool:
+    if _URL_USERINFO.search(text):
+        return True
+    return "://" in text and any(is_credential_name(name) for name in _URL_QUERY.findall(text))
+
+
+def check_env_name(name: Any, where: str) -> str:
+    """``name`` if it can be an environment variable's name; else a ``ValueError`` that does not show it.
+
+    A key pasted where the variable's *name* belongs (``api_key_env = "sk-..."``) is refused without
+    being printed.
+    """
+    if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or _looks_like_a_key(name):
+        raise ValueError(
+            f"{where} must be the NAME of an environment variable (letters, digits and _), such as "
+            "OPENAI_API_KEY; the value given is not one (not shown: it may be the secret itself). Export "
+            f"the secret first (export MY_KEY=...) and set {where} = \"MY_KEY\"."
+        )
+    return name
+
+
+def _looks_like_a_key(name: str) -> bool:
+    lowered = name.lower()
+    if lowered.startswith(_KEY_PREFIXES):
+        return True
+    digits = sum(ch.isdigit() for ch in name)
+    mixed_case = any(ch.islower() for ch in name) and any(ch.isupper() for ch in name)
+    return len(name) >= 24 and (digits >= 6 or mixed_case)
+
+
+def resolve_env(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``settings`` with every ``<name>_env = "VAR"`` replaced by ``<name> = $VAR``, recursively.
+
+    Raises:
+        ValueError: If a variable is not set (the message names it and the setting, never a value),
+            or if a ``*_env`` value is not a variable name.
+    """
+    resolved: dict[str, Any] = {}
+    for key, item in settings.items():
+        name = str(key)
+        place = f"{where}.{name}" if where else name
+        if isinstance(item, Mapping):
+            resolved[name] = resolve_env(item, place)
+        elif name.lower().endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
+            resolved[name[: -len(ENV_SUFFIX)]] = read_secret(check_env_name(item, place), place)
+        else:
+            resolved[name] = item
+    return resolved
+
+
+def read_secret(variable: str, where: str) -> str:
+    """The value of environment variable ``variable`` (remembered for :func:`redact`)."""
+    value = os.environ.get(variable)
+    if not value:
+        raise ValueError(
+            f"{where} reads ${variable}, which is not set. Export it first: export {variable}=..."
+        )
+    remember_secret(value)
+    return value
+
+
+def remember_secret(value: str) -> None:
+    """Blank ``value`` out of everything :func:`redact` sees from now on (values under 4 chars are ignored)."""
+    if isinstance(value, str) and len(value) >= 4:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered secret and every URL's userinfo replaced by ``[redacted]``."""
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+    return _URL_USERINFO.sub(lambda m: m.group(0).split("://", 1)[0] + f"://{_REDACTED}@", text)
