@@ -8,6 +8,7 @@ once every prompt is done.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 __all__ = ["add_arguments", "run"]
 
@@ -31,13 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first LIMIT prompts")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="K",
+                        help="prompts in flight at once (default 1); bound providers with [limits] in --config")
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="tries per prompt before it is written to failed.jsonl (default 3)")
+    parser.add_argument("--retry-failed", action="store_true", help="try the prompts in failed.jsonl again")
 
 
 def run(args: argparse.Namespace) -> int:
     from fusion_dspy import Fuse
     from fusion_dspy.pool_config import load_pool_config
     from fusion_dspy.pool_config import pick_fusor
-    from fusion_dspy.synth import load_prompts
+    from fusion_dspy.synth import iter_prompts
     from fusion_dspy.synth import synthesize
 
     config = load_pool_config(args.config)
@@ -48,17 +54,26 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.config} has no [[fusors]] entry; add one to fuse the candidates.")
     n = args.n or sum(t.samples for t in teachers)
     fuse = Fuse(args.signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=args.mode, seed=args.seed)
-    prompts = load_prompts(args.prompts, list(fuse.signature.input_fields))
-    if args.limit is not None:
-        prompts = prompts[: args.limit]
+    fields = list(fuse.signature.input_fields)
+    # One pass checks the whole file (bad lines, duplicate ids) and counts it; the run then streams it.
+    total = sum(1 for _ in itertools.islice(iter_prompts(args.prompts, fields), args.limit))
+    prompts = itertools.islice(iter_prompts(args.prompts, fields), args.limit)
     result = synthesize(
         fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
-        progress=not args.no_progress,
+        progress=not args.no_progress, concurrency=args.concurrency, max_attempts=args.max_attempts,
+        retry_failed=args.retry_failed, total=total,
     )
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
-          f"of {result.total} prompts (config {result.config_hash})")
-    if not result.complete:
-        print("not complete: run the same command again to retry the failed prompts")
+          f"of {result.total} prompts (config {result.config_hash}; {result.rows_per_s:.2f} rows/s, "
+          f"{result.input_tokens + result.output_tokens} tokens)")
+    if result.stopped:
+        print(f"stopped: {result.stopped}. Run the same command again once the quota is back.")
+        return 1
+    if result.failed_total:
+        print(f"{result.failed_total} prompt(s) failed (causes in {result.out_dir}/failed.jsonl); "
+              "add --retry-failed to try them again")
+    if result.generated + result.resumed == 0:
+        print("no prompt succeeded: nothing to export")
         return 1
     print(f"dataset: {result.out_dir}/dataset (Arrow), data.parquet, data.jsonl"
           + (", sft.jsonl" if args.format == "chat" else ""))

@@ -18,6 +18,7 @@ from fusion_dspy.synth.pipeline import SynthResult
 from fusion_dspy.synth.pipeline import config_hash
 from fusion_dspy.synth.pipeline import synthesize
 from fusion_dspy.synth.prompts import Prompt
+from fusion_dspy.synth.prompts import iter_prompts
 from fusion_dspy.synth.prompts import load_prompts
 from fusion_dspy.synth.prompts import make_prompts
 from fusion_dspy.synth.record import build_record
@@ -30,6 +31,7 @@ __all__ = [
     "build_record",
     "config_hash",
     "export_dataset",
+    "iter_prompts",
     "load_prompts",
     "make_prompts",
     "read_records",

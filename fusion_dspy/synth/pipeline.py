@@ -1,18 +1,27 @@
-"""Generate a fused synthetic dataset (the paper's setting ii), resumably.
+"""Generate a fused synthetic dataset (the paper's setting ii), resumably and concurrently.
 
 Layout of an output directory::
 
     manifest.json            configuration and its hash (a resume with another configuration is refused)
     draws.jsonl              the candidate store: teacher draws, re-used when a prompt is redone
     shards/shard-00000.jsonl finished records, one per line, fsync'ed (the checkpoint)
+    failed.jsonl             prompts that failed ``max_attempts`` times: id, attempts and the cause
     dataset/                 datasets.Dataset.save_to_disk (Arrow), written when every prompt is done
     data.parquet, data.jsonl exports of the same rows
     sft.jsonl                chat-format SFT export (``output_format="chat"``)
 
 A record is appended only when its prompt is completely done, in one write; a torn line from a
 ``kill -9`` is cut off when the shard is reopened. So a restarted run skips exactly the finished
-prompts (nothing lost, nothing duplicated) and redoes the one in flight with its teacher draws
-taken from the store (only the fusor is called again).
+prompts (nothing lost, nothing duplicated) and redoes the ones in flight with their teacher draws
+taken from the store (only the fusor is called again). With ``concurrency=K`` up to K prompts are
+in flight; records arrive in completion order and are written by one thread, so the guarantee is
+the same (``read_records`` and the export put them back in prompt order).
+
+A prompt that raises ``max_attempts`` times in a row (any error, e.g. every teacher failing, or
+text that cannot be encoded) is written to ``failed.jsonl`` with its cause and the run moves on; a
+resume treats it as done, ``retry_failed=True`` (``--retry-failed``) tries it again. A hard quota
+or auth error (:func:`fusion_dspy.limits.stop_cause`) is different: the run stops starting prompts,
+writes what is in flight, and returns ``stopped``; run again once the quota is back.
 """
 
 from __future__ import annotations
@@ -23,13 +32,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.errors import FusionError
+from fusion_dspy.concurrency import bounded_map
+from fusion_dspy.concurrency import check_concurrency
+from fusion_dspy.concurrency import fuse_variant
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.limits import report_error_types
+from fusion_dspy.limits import stop_cause
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
 from fusion_dspy.synth.export import export_dataset
@@ -50,9 +63,14 @@ class SynthResult:
         total: Prompts in the run.
         generated: Records written by this call.
         resumed: Records found from earlier calls and skipped.
-        failed: Prompt ids that failed in this call (retried by the next call).
-        complete: Every prompt has a record (the dataset was exported).
+        failed: Prompt ids written to ``failed.jsonl`` by this call.
+        complete: Every prompt has a record or a failed row (the dataset was exported).
         config_hash: Hash of the configuration that produced the records.
+        failed_total: Prompts of the run with a failed row and no record (this call's and earlier ones).
+        stopped: Why the run stopped early (a hard quota or auth error), else ``None``.
+        input_tokens: Input tokens of the records written by this call.
+        output_tokens: Output tokens of the records written by this call.
+        elapsed_s: Wall time of this call.
     """
 
     out_dir: Path
@@ -62,6 +80,15 @@ class SynthResult:
     failed: list[str]
     complete: bool
     config_hash: str
+    failed_total: int = 0
+    stopped: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.generated / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 def _configuration(fuse: Fuse, also_select: Selector | None) -> dict[str, Any]:
@@ -104,9 +131,22 @@ def _finished(shards: Path) -> set[str]:
     return done
 
 
+def _failed_before(failures: Journal, done: set[str]) -> set[str]:
+    return {entry["id"] for entry in failures} - done
+
+
+@dataclasses.dataclass(frozen=True)
+class _Work:
+    """What one prompt's attempts produced: a record, a failure after every attempt, or a stop."""
+
+    record: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    stop: str | None = None
+
+
 def synthesize(
     fuse: Fuse,
-    prompts: Sequence[Prompt],
+    prompts: Iterable[Prompt],
     out_dir: str | os.PathLike[str],
     *,
     also_select: Selector | str | None = None,
@@ -114,30 +154,44 @@ def synthesize(
     output_format: str = "records",
     progress: bool = True,
     export: bool = True,
+    concurrency: int = 1,
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+    total: int | None = None,
 ) -> SynthResult:
     """Fuse every prompt's candidates and write the dataset; resumes a killed run in ``out_dir``.
 
     Args:
         fuse: The configured ``Fuse`` (pool, fusor, N, prompt). Its ``store`` is replaced by the run's
-            ``draws.jsonl`` store unless it already has one.
-        prompts: The work (:func:`~fusion_dspy.synth.prompts.load_prompts`).
+            ``draws.jsonl`` store unless it already has one. It is not re-configured (concurrent
+            calls share it); the Best-of-N pick runs on a variant of it.
+        prompts: The work (:func:`~fusion_dspy.synth.prompts.load_prompts`, or a stream from
+            :func:`~fusion_dspy.synth.prompts.iter_prompts`: it is read as slots free up).
         out_dir: The run directory (see the module docstring).
         also_select: Also record the Best-of-N pick of this selector over the *same* candidates
             (no new teacher calls), for FusioN-vs-BoN data comparisons.
-        shard_size: Records per checkpoint shard.
+        shard_size: Records per checkpoint shard (by prompt index).
         output_format: ``"records"``, or ``"chat"`` to also write ``sft.jsonl`` (messages lists).
-        progress: Show a tqdm progress bar with ETA.
+        progress: Show a tqdm progress bar (rows/s, ETA, failures and tokens so far).
         export: Write the Arrow dataset and exports once every prompt is done.
+        concurrency: Prompts in flight at once (threads; each prompt's draws run in parallel too).
+            Bound the providers with the LMs' ``limits`` (:mod:`fusion_dspy.limits`).
+        max_attempts: Attempts per prompt in this call before it is written as a failed row.
+        retry_failed: Try the prompts of ``failed.jsonl`` again.
+        total: Number of prompts, for the progress bar's ETA when ``prompts`` has no ``len``.
 
     Returns:
         A :class:`SynthResult`.
     """
     from fusion_dspy.selectors import get_selector
 
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}.")
     if output_format not in ("records", "chat"):
         raise ValueError(f"output_format must be 'records' or 'chat', got {output_format!r}.")
+    check_concurrency(concurrency)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(f"max_attempts must be an int >= 1 (tries per prompt before a failed row), got {max_attempts!r}.")
     selector = get_selector(also_select) if isinstance(also_select, str) else also_select
     out = Path(out_dir)
     shards = out / "shards"
@@ -147,66 +201,144 @@ def synthesize(
     _check_manifest(out, configuration, digest)
     if fuse.store is None:
         fuse.store = JsonlStore(out / "draws.jsonl")
+    if total is None and hasattr(prompts, "__len__"):
+        total = len(prompts)  # type: ignore[arg-type]
 
+    started = time.monotonic()
     done = _finished(shards)
-    pending = [p for p in prompts if p.id not in done]
-    resumed = len(prompts) - len(pending)
-    if resumed:
-        _logger.info("resuming: %d of %d prompts already done", resumed, len(prompts))
-    journals: dict[int, Journal] = {}
-    output_fields = tuple(fuse.signature.output_fields)
-    mode = fuse.settings.mode
-    failed: list[str] = []
-    generated = 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    failures = Journal(out / "failed.jsonl")
+    failed_before = _failed_before(failures, done)
+    skip = done if retry_failed else done | failed_before
+    counts = {"seen": 0, "resumed": 0}
 
-        bar = tqdm(total=len(prompts), initial=resumed, desc="synth", unit="prompt", dynamic_ncols=True)
-    try:
-        for prompt in pending:
-            try:
-                record = _one(fuse, prompt, selector, mode, output_fields, digest)
-            except FusionError as error:
-                _logger.warning("prompt %s failed (%s); it will be retried on the next run", prompt.id,
-                                str(error).splitlines()[0])
-                failed.append(prompt.id)
+    def pending() -> Iterable[Prompt]:
+        for prompt in prompts:
+            counts["seen"] += 1
+            if prompt.id in skip:
+                counts["resumed"] += prompt.id in done
                 continue
-            shard = prompt.index // shard_size
-            if shard not in journals:
-                journals[shard] = Journal(shards / f"shard-{shard:05d}.jsonl")
-            journals[shard].append(record)
-            generated += 1
+            yield prompt
+
+    select_fuse = fuse_variant(fuse, mode="select", selector=selector) if selector is not None else None
+    output_fields = tuple(fuse.signature.output_fields)
+
+    def work(prompt: Prompt) -> _Work:
+        return _attempt(fuse, select_fuse, prompt, output_fields, digest, max_attempts)
+
+    journals: dict[int, Journal] = {}
+    failed: list[str] = []
+    written: set[str] = set()
+    generated = input_tokens = output_tokens = 0
+    stopped: str | None = None
+    initial = len(skip) if total is None else min(total, len(skip))
+    bar = _progress_bar(total, initial, progress)
+    runs = bounded_map(work, pending(), concurrency=concurrency)
+    try:
+        for outcome in runs:
+            result: _Work = outcome.value if outcome.error is None else _Work(failure=_failure_row(
+                outcome.item, digest, max_attempts, outcome.error))
+            if result.stop is not None:
+                if stopped is None:
+                    stopped = result.stop
+                    _logger.error("stopping: %s; the prompts in flight are finished, run again to resume",
+                                  result.stop)
+                    runs.stop()
+                continue
+            if result.record is not None:
+                record = result.record
+                shard = record["index"] // shard_size
+                if shard not in journals:
+                    journals[shard] = Journal(shards / f"shard-{shard:05d}.jsonl")
+                journals[shard].append(record)
+                generated += 1
+                input_tokens += record["input_tokens"]
+                output_tokens += record["output_tokens"]
+                written.add(record["id"])
+            else:
+                failures.append(result.failure)
+                failed.append(result.failure["id"])
+                _logger.warning("prompt %s failed %d time(s), written to failed.jsonl: %s", result.failure["id"],
+                                result.failure["attempts"], result.failure["error"].splitlines()[0])
             if bar is not None:
                 bar.update(1)
+                bar.set_postfix(failed=len(failed), tokens=input_tokens + output_tokens, refresh=False)
     finally:
         if bar is not None:
             bar.close()
-        fuse.configure(mode=mode)
-    complete = resumed + generated == len(prompts)
+    resumed = counts["resumed"]
+    failed_total = len(_failed_before(failures, done | written))
+    seen = counts["seen"]
+    complete = stopped is None  # else every prompt was read and has a record or a failed row
     if complete and export:
-        export_dataset(out, output_format=output_format)
-    elif not complete:
-        _logger.warning("%d prompt(s) failed; run again to retry them, then the dataset is exported", len(failed))
-    return SynthResult(out_dir=out, total=len(prompts), generated=generated, resumed=resumed, failed=failed,
-                       complete=complete, config_hash=digest)
+        if resumed + generated:
+            export_dataset(out, output_format=output_format)
+        if failed_total:
+            _logger.warning("%d prompt(s) failed and are left out (see %s/failed.jsonl); run again with "
+                            "retry_failed=True (--retry-failed) to try them again", failed_total, out)
+    return SynthResult(out_dir=out, total=seen, generated=generated, resumed=resumed, failed=failed,
+                       complete=complete, config_hash=digest, failed_total=failed_total, stopped=stopped,
+                       input_tokens=input_tokens, output_tokens=output_tokens,
+                       elapsed_s=time.monotonic() - started)
 
 
-def _one(fuse: Fuse, prompt: Prompt, selector: Selector | None, mode: str, output_fields: tuple[str, ...],
-         digest: str) -> dict[str, Any]:
-    started = time.perf_counter()
-    fuse.configure(mode=mode)
-    fused = fuse(**prompt.inputs)
-    selected = selection_report = None
-    if selector is not None:
-        fallback = fuse.selector  # also the fusor's fallback: restore it after the Best-of-N pick
-        fuse.configure(mode="select", selector=selector)
+def _progress_bar(total: int | None, initial: int, progress: bool) -> Any:
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="synth", unit="row", dynamic_ncols=True, smoothing=0.05)
+
+
+def _attempt(fuse: Fuse, select_fuse: Fuse | None, prompt: Prompt, output_fields: tuple[str, ...], digest: str,
+             max_attempts: int) -> _Work:
+    """Up to ``max_attempts`` tries at one prompt (transient LM faults are retried by DSPy inside each)."""
+    error: BaseException | None = None
+    for attempt in range(1, max_attempts + 1):
         try:
-            pick = fuse(**prompt.inputs)
-        finally:
-            fuse.configure(mode=mode, selector=fallback)
+            record, reports = _one(fuse, select_fuse, prompt, output_fields, digest)
+        except Exception as exc:  # every failure of one prompt is its own, never the run's
+            cause = stop_cause(exc)
+            if cause is not None:
+                return _Work(stop=f"prompt {prompt.id}: {cause}")
+            error = exc
+            _logger.debug("prompt %s attempt %d failed: %s: %s", prompt.id, attempt, type(exc).__name__, exc)
+            continue
+        cause = stop_cause(None, [pair for report in reports for pair in report_error_types(report)])
+        if cause is not None:  # a draw hit the quota: keep the prompt for the resume, complete
+            return _Work(stop=f"prompt {prompt.id}: {cause}")
+        return _Work(record=record)
+    assert error is not None
+    return _Work(failure=_failure_row(prompt, digest, max_attempts, error))
+
+
+def _failure_row(prompt: Prompt, digest: str, attempts: int, error: BaseException) -> dict[str, Any]:
+    return {
+        "id": prompt.id,
+        "index": prompt.index,
+        "attempts": attempts,
+        "error_type": type(error).__name__,
+        "error": _encodable(str(error)),
+        "config_hash": digest,
+        "time": time.time(),
+    }
+
+
+def _encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped, so the row can be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _one(fuse: Fuse, select_fuse: Fuse | None, prompt: Prompt, output_fields: tuple[str, ...],
+         digest: str) -> tuple[dict[str, Any], list[Any]]:
+    started = time.perf_counter()
+    fused = fuse(**prompt.inputs)
+    reports = [fused.fusion]
+    selected = selection_report = None
+    if select_fuse is not None:
+        pick = select_fuse(**prompt.inputs)
         selected = {name: pick[name] for name in output_fields}
         selection_report = pick.fusion
+        reports.append(selection_report)
     record = build_record(
         prompt=prompt,
         output_fields=output_fields,
@@ -216,5 +348,7 @@ def _one(fuse: Fuse, prompt: Prompt, selector: Selector | None, mode: str, outpu
         selection_report=selection_report,
         config_hash=digest,
     )
+    # The shard line must be writable: a value UTF-8 cannot encode fails this attempt, not the writer.
+    json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
     _logger.debug("prompt %s done in %.2fs (path %s)", prompt.id, time.perf_counter() - started, fused.fusion.path)
-    return record
+    return record, reports
