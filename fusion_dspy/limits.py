@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import functools
 import logging
 import random
 import threading
@@ -40,7 +42,9 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 
-__all__ = ["HARD_QUOTA_ERRORS", "LMLimits", "Limiter", "limited_lm", "report_error_types", "stop_cause"]
+from fusion_dspy.errors import FusionError
+
+__all__ = ["HARD_QUOTA_ERRORS", "LMLimits", "QuotaExhaustedError", "Limiter", "applies_limits", "limited_lm", "report_error_types", "stop_cause"]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,6 +52,14 @@ _logger = logging.getLogger(__name__)
 HARD_QUOTA_ERRORS = frozenset({"LMBillingError", "LMAuthError", "BillingError", "AuthError"})
 
 _WINDOW_S = 60.0
+
+
+class QuotaExhaustedError(FusionError):
+    """A run stopped on a hard quota or auth error; what finished before is kept, run again to resume."""
+
+_ASYNC_POLL_S = 0.01
+#: Engine attempts of the limited call running in this context (DSPy's retries happen inside it).
+_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fusion_dspy_attempts", default=None)
 
 
 class LMLimits(BaseModel):
@@ -81,10 +93,13 @@ class Limiter:
     Attributes:
         calls: Calls admitted. ``waited_s``: total time calls spent waiting for admission.
         rate_limited: Calls that ended in a rate-limit error after DSPy's retries.
+        attempts: Engine attempts of those calls, counted on custom engines (``local/``, ``fake/``,
+            any ``engine=``); :attr:`retries` is attempts minus calls.
     """
 
-    def __init__(self, limits: LMLimits, *, clock: Any = time.monotonic) -> None:
+    def __init__(self, limits: LMLimits, *, window_s: float = _WINDOW_S, clock: Any = time.monotonic) -> None:
         self.limits = limits
+        self.window_s = window_s
         self._clock = clock
         self._cond = threading.Condition()
         self._starts: collections.deque[float] = collections.deque()
@@ -96,6 +111,9 @@ class Limiter:
         self.waited_s = 0.0
         self.rate_limited = 0
         self.max_in_flight = 0
+        self.attempts = 0
+        self.counted = False
+        self._retries = 0
 
     # -- admission -----------------------------------------------------------------------------------
 
@@ -103,27 +121,49 @@ class Limiter:
         """Block until a call may start, then count it as started (pair with :meth:`release`)."""
         started = self._clock()
         with self._cond:
-            while True:
-                delay = self._delay(self._clock())
-                if delay == 0:
-                    break
-                self._cond.wait(timeout=delay if delay != float("inf") else None)
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            self._starts.append(self._clock())
-            self.calls += 1
-            self.waited_s += self._clock() - started
+            while (delay := self._delay(self._clock())) > 0:
+                self._cond.wait(timeout=None if delay == float("inf") else delay)
+            self._admit(started)
 
     async def aacquire(self) -> None:
-        if self._free_now():
-            self.acquire()
-        else:
-            await asyncio.to_thread(self.acquire)
+        """:meth:`acquire` for asyncio: waits with ``asyncio.sleep`` (never a worker thread, which the
+        calls in flight may need to finish)."""
+        started = self._clock()
+        while True:
+            with self._cond:
+                delay = self._delay(self._clock())
+                if delay == 0:
+                    self._admit(started)
+                    return
+            await asyncio.sleep(_ASYNC_POLL_S if delay == float("inf") else min(delay, _ASYNC_POLL_S))
 
-    def release(self, *, tokens: int = 0, rate_limited: bool = False) -> None:
-        """A call finished: free its slot and account its tokens."""
+    def count_attempt(self) -> None:
+        attempts = _ATTEMPTS.get()
+        if attempts is not None:
+            attempts[0] += 1
+        with self._cond:
+            self.attempts += 1
+            self.counted = True
+
+    @property
+    def retries(self) -> int | None:
+        """Retries DSPy made (engine attempts beyond the first of a call); ``None`` when the engine is a
+        provider's (DSPy does not expose its attempt count there)."""
+        return self._retries if self.counted else None
+
+    def _admit(self, started: float) -> None:
+        self._in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        now = self._clock()
+        self._starts.append(now)
+        self.calls += 1
+        self.waited_s += now - started
+
+    def release(self, *, tokens: int = 0, rate_limited: bool = False, attempts: int = 0) -> None:
+        """A call finished (after ``attempts`` engine attempts): free its slot, account its tokens."""
         with self._cond:
             self._in_flight -= 1
+            self._retries += max(0, attempts - 1)
             now = self._clock()
             if tokens:
                 self._tokens.append((now, tokens))
@@ -134,24 +174,21 @@ class Limiter:
                 self._paused_until = max(self._paused_until, now + pause)
             self._cond.notify_all()
 
-    def _free_now(self) -> bool:
-        with self._cond:
-            return self._delay(self._clock()) == 0
-
     def _delay(self, now: float) -> float:
         """Seconds until a call may start (0: now; inf: when a call finishes). Caller holds the lock."""
         limits = self.limits
-        while self._starts and self._starts[0] <= now - _WINDOW_S:
+        window = self.window_s
+        while self._starts and self._starts[0] <= now - window:
             self._starts.popleft()
-        while self._tokens and self._tokens[0][0] <= now - _WINDOW_S:
+        while self._tokens and self._tokens[0][0] <= now - window:
             self._token_sum -= self._tokens.popleft()[1]
         waits = [0.0, self._paused_until - now]
         if limits.max_concurrent is not None and self._in_flight >= limits.max_concurrent:
             waits.append(float("inf"))
         if limits.requests_per_minute is not None and len(self._starts) >= limits.requests_per_minute:
-            waits.append(self._starts[0] + _WINDOW_S - now)
+            waits.append(self._starts[0] + window - now)
         if limits.tokens_per_minute is not None and self._token_sum >= limits.tokens_per_minute:
-            waits.append(self._tokens[0][0] + _WINDOW_S - now if self._tokens else 0.0)
+            waits.append(self._tokens[0][0] + window - now if self._tokens else 0.0)
         return max(0.0, *waits)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Limiter:
@@ -171,6 +208,8 @@ def _limited_lm_class() -> type:
 
         def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
             self.limiter.acquire()
+            attempts = [0]
+            token = _ATTEMPTS.set(attempts)
             with _TokenMeter(self.model) as meter:
                 try:
                     return super().__call__(prompt, messages=messages, **kwargs)
@@ -178,10 +217,14 @@ def _limited_lm_class() -> type:
                     meter.error = error
                     raise
                 finally:
-                    self.limiter.release(tokens=meter.tokens(), rate_limited=meter.rate_limited)
+                    _ATTEMPTS.reset(token)
+                    self.limiter.release(tokens=meter.tokens(), rate_limited=meter.rate_limited,
+                                         attempts=attempts[0])
 
         async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
             await self.limiter.aacquire()
+            attempts = [0]
+            token = _ATTEMPTS.set(attempts)
             with _TokenMeter(self.model) as meter:
                 try:
                     return await super().acall(prompt, messages=messages, **kwargs)
@@ -189,7 +232,9 @@ def _limited_lm_class() -> type:
                     meter.error = error
                     raise
                 finally:
-                    self.limiter.release(tokens=meter.tokens(), rate_limited=meter.rate_limited)
+                    _ATTEMPTS.reset(token)
+                    self.limiter.release(tokens=meter.tokens(), rate_limited=meter.rate_limited,
+                                         attempts=attempts[0])
 
     return LimitedLM
 
@@ -237,17 +282,59 @@ class _TokenMeter:
 _CLASS: type | None = None
 
 
-def limited_lm(lm: Any, limits: LMLimits | None) -> Any:
-    """``lm`` under ``limits``: the same object when there are none, else a limited copy of it."""
+def limited_lm(lm: Any, limits: LMLimits | None, *, window_s: float = _WINDOW_S) -> Any:
+    """``lm`` under ``limits``: the same object when there are none, else a limited ``dspy.LM`` that
+    takes over ``lm``'s state (use it instead of ``lm``). ``window_s`` shortens the minute in tests."""
+    import dspy
+
     if limits is None or limits.unlimited:
         return lm
+    if not isinstance(lm, dspy.LM):
+        raise TypeError(f"limits apply to dspy.LM objects, got {type(lm).__name__}; build the LM with dspy.LM(...).")
     global _CLASS
     if _CLASS is None:
         _CLASS = _limited_lm_class()
     limited = _CLASS.__new__(_CLASS)
     limited.__dict__.update(lm.__dict__)
-    limited.limiter = Limiter(limits)
+    limiter = limited.limiter = Limiter(limits, window_s=window_s)
+    if not isinstance(limited._engine_spec, str):  # a custom engine: count DSPy's attempts on it
+        limited._engine_spec = _CountingEngine(limited._engine_spec, limiter)
+        if limited._async_engine_spec is not None:
+            limited._async_engine_spec = _CountingEngine(limited._async_engine_spec, limiter, asynchronous=True)
     return limited
+
+
+class _CountingEngine:
+    """Counts every attempt DSPy's retry loop makes on a custom engine (``Limiter.attempts``)."""
+
+    def __init__(self, engine: Any, limiter: Limiter, *, asynchronous: bool = False) -> None:
+        self._engine = engine
+        self._limiter = limiter
+        if asynchronous:
+            async def complete(request: Any) -> Any:
+                limiter.count_attempt()
+                return await engine.complete(request)
+        else:
+            def complete(request: Any) -> Any:
+                limiter.count_attempt()
+                return engine.complete(request)
+        self.complete = complete
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CountingEngine:
+        return self
+
+
+def applies_limits(build: Any) -> Any:
+    """Decorate an LM spec's ``build()`` so the LM it returns obeys the spec's ``limits``."""
+
+    @functools.wraps(build)
+    def wrapper(spec: Any) -> Any:
+        return limited_lm(build(spec), getattr(spec, "limits", None))
+
+    return wrapper
 
 
 def stop_cause(error: BaseException | None = None, error_types: Iterable[tuple[str, str | None]] = ()) -> str | None:

@@ -50,6 +50,8 @@ from pydantic import Field
 from pydantic import field_validator
 from pydantic import model_validator
 
+from fusion_dspy.limits import LMLimits
+from fusion_dspy.limits import applies_limits
 from fusion_dspy.teacher import DEFAULT_TEMPERATURE
 from fusion_dspy.teacher import Teacher
 
@@ -71,6 +73,7 @@ class LMSpec(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     cache: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
+    limits: LMLimits | None = None  # client-side provider limits (fusion_dspy.limits)
 
     @field_validator("settings")
     @classmethod
@@ -83,6 +86,7 @@ class LMSpec(BaseModel):
             )
         return value
 
+    @applies_limits
     def build(self) -> Any:
         """Create the ``dspy.LM``. API keys are read from the environment here and nowhere else."""
         import dspy

@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
           f"of {result.total} prompts (config {result.config_hash}; {result.rows_per_s:.2f} rows/s, "
           f"{result.input_tokens + result.output_tokens} tokens)")
+    for name, stats in result.limits.items():
+        print(f"limits {name}: " + ", ".join(f"{key} {value}" for key, value in stats.items()))
     if result.stopped:
         print(f"stopped: {result.stopped}. Run the same command again once the quota is back.")
         return 1

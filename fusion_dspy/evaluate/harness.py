@@ -39,6 +39,9 @@ from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
 from fusion_dspy.evaluate.report import summarize
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.limits import QuotaExhaustedError
+from fusion_dspy.limits import report_error_types
+from fusion_dspy.limits import stop_cause
 from fusion_dspy.report import FusionReport
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.selectors.base import Selector
@@ -157,6 +160,10 @@ class Harness:
         Args:
             time_budget_s: Start no new example after this many seconds; the report then covers the
                 examples finished so far, and a later ``run`` continues with the rest.
+
+        Raises:
+            QuotaExhaustedError: An LM hit a hard quota (billing, auth). The examples in flight are
+                finished, the report of what was measured is written, and a later ``run`` resumes.
         """
         done = self._done()
         ids = [example_id(e) for e in self.examples]
@@ -168,8 +175,15 @@ class Harness:
             self._run_example(example, eid, done.get(eid, {}))
 
         runs = bounded_map(work, zip(self.examples, ids, strict=True), concurrency=self.concurrency)
+        stopped: QuotaExhaustedError | None = None
         try:
             for outcome in runs:
+                if isinstance(outcome.error, QuotaExhaustedError):
+                    if stopped is None:
+                        _logger.error("stopping: %s; finishing the examples in flight", outcome.error)
+                        stopped = outcome.error
+                        runs.stop()
+                    continue
                 if outcome.error is not None:
                     raise outcome.error
                 if bar is not None:
@@ -181,6 +195,9 @@ class Harness:
         finally:
             if bar is not None:
                 bar.close()
+        if stopped is not None:
+            self.report()  # what was measured so far; the journal keeps it for the resume
+            raise stopped
         return self.report()
 
     def report(self) -> EvalReport:
@@ -257,12 +274,18 @@ class Harness:
         try:
             prediction = fuse(**inputs)
             report = prediction.fusion
+            cause = stop_cause(None, report_error_types(report))
+            if cause is not None:  # a draw hit a hard quota: journal nothing of this call
+                raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume")
             # Tokens paid by this call beyond the candidates (counted once, when drawn): fusor, judge.
             paid = [report.fusor.usage if report.fusor else {}, report.selection.usage if report.selection else {}]
             used = _usage_sum(paid)
             self._count(used.input_tokens + used.output_tokens)
             return prediction, report, time.perf_counter() - start
         except CandidatesExhaustedError as error:
+            cause = stop_cause(error)
+            if cause is not None:
+                raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume") from error
             _logger.warning("every candidate failed for one example: %s", str(error).splitlines()[0])
             return None, error.report, time.perf_counter() - start
 

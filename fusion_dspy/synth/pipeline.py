@@ -71,6 +71,8 @@ class SynthResult:
         input_tokens: Input tokens of the records written by this call.
         output_tokens: Output tokens of the records written by this call.
         elapsed_s: Wall time of this call.
+        limits: Per limited LM (pool name): calls, DSPy's retries (custom engines), calls that ended
+            rate-limited and seconds spent waiting for the client-side limits, since the LM was built.
     """
 
     out_dir: Path
@@ -85,6 +87,7 @@ class SynthResult:
     input_tokens: int = 0
     output_tokens: int = 0
     elapsed_s: float = 0.0
+    limits: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -278,7 +281,19 @@ def synthesize(
     return SynthResult(out_dir=out, total=seen, generated=generated, resumed=resumed, failed=failed,
                        complete=complete, config_hash=digest, failed_total=failed_total, stopped=stopped,
                        input_tokens=input_tokens, output_tokens=output_tokens,
-                       elapsed_s=time.monotonic() - started)
+                       elapsed_s=time.monotonic() - started, limits=_limiter_stats(fuse))
+
+
+def _limiter_stats(fuse: Fuse) -> dict[str, dict[str, Any]]:
+    lms = {teacher.name: teacher.lm for teacher in fuse.teachers}
+    lms[fuse.settings.fusor] = fuse.fusor_lm
+    stats = {}
+    for name, lm in lms.items():
+        limiter = getattr(lm, "limiter", None)
+        if limiter is not None:
+            stats[name] = {"calls": limiter.calls, "retries": limiter.retries, "rate_limited": limiter.rate_limited,
+                           "waited_s": round(limiter.waited_s, 3)}
+    return stats
 
 
 def _progress_bar(total: int | None, initial: int, progress: bool) -> Any:

@@ -210,3 +210,26 @@ def test_bad_concurrency():
     with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
         Harness(fuse=Fuse("question -> answer", 1), metric=metric, examples=examples(), ns=[1], out_dir="unused",
                 progress=False, concurrency=0)
+
+
+def test_a_hard_quota_stops_the_harness_cleanly_and_it_resumes(tmp_path):
+    from dspy import lm15
+
+    from fusion_dspy.limits import QuotaExhaustedError
+
+    quota = {"out": True}
+    harness, (a, b, fusor) = make_concurrent(tmp_path, 3)
+    base = b.responder
+
+    def respond(request):
+        if quota["out"] and int(request.inputs["tag"]) >= 5:
+            raise lm15.BillingError("You exceeded your current quota")
+        return base(request)
+
+    b.responder = respond
+    with pytest.raises(QuotaExhaustedError, match="LMBillingError"):
+        harness.run()
+    quota["out"] = False
+    again, _ = make_concurrent(tmp_path, 3)
+    expected, _ = make_concurrent(tmp_path / "clean", 1)
+    assert _stats(again.run()) == _stats(expected.run())  # no zero scores kept from the quota failures

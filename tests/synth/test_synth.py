@@ -232,3 +232,18 @@ def test_cli_synth_with_a_named_pool(tmp_path, capsys):
     assert main(argv) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "ds" / "data.jsonl").read_text().splitlines()]
     assert {c["teacher"] for c in row["candidates"]} == {"a"}
+
+
+def test_cli_synth_with_limits_and_concurrency(tmp_path, capsys):
+    pool = {"teachers": [{"name": "a", "model": "fake/a", "limits": {"max_concurrent": 2}},
+                         {"name": "b", "model": "fake/b", "samples": 2}],
+            "fusors": [{"name": "f", "model": "fake/f", "limits": {"requests_per_minute": 6000}}]}
+    (tmp_path / "pool.json").write_text(json.dumps(pool))
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(9)))
+    argv = ["synth", "--prompts", str(tmp_path / "prompts.jsonl"), "--config", str(tmp_path / "pool.json"),
+            "--out", str(tmp_path / "ds"), "--no-progress", "--concurrency", "4", "--limit", "7"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "7 generated, 0 resumed, 0 failed of 7 prompts" in out
+    assert "limits a: calls 7, retries 0" in out and "limits local/f: calls 7" in out
+    assert len(read_records(tmp_path / "ds")) == 7
