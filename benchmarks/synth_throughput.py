@@ -45,7 +45,8 @@ def measure(k: int, prompts: int, args: argparse.Namespace, limits: LMLimits | N
     fuse = build(args.teachers, args.teacher_delay, args.fusor_delay, limits)
     work = make_prompts([{"prompt": f"k{k} prompt {i}"} for i in range(prompts)], ["prompt"])
     start = time.perf_counter()
-    result = synthesize(fuse, work, tempfile.mkdtemp(prefix=f"k{k}-", dir=root), concurrency=k, progress=False, export=False)
+    out = tempfile.mkdtemp(prefix=f"k{k}-", dir=root)
+    result = synthesize(fuse, work, out, concurrency=k, progress=False, export=False)
     elapsed = time.perf_counter() - start
     assert result.generated == prompts and not result.failed, result
     return prompts / elapsed

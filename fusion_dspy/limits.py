@@ -44,7 +44,16 @@ from pydantic import Field
 
 from fusion_dspy.errors import FusionError
 
-__all__ = ["HARD_QUOTA_ERRORS", "LMLimits", "QuotaExhaustedError", "Limiter", "applies_limits", "limited_lm", "report_error_types", "stop_cause"]
+__all__ = [
+    "HARD_QUOTA_ERRORS",
+    "LMLimits",
+    "Limiter",
+    "QuotaExhaustedError",
+    "applies_limits",
+    "limited_lm",
+    "report_error_types",
+    "stop_cause",
+]
 
 _logger = logging.getLogger(__name__)
 

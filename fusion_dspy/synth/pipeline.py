@@ -33,23 +33,23 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fusion_dspy.concurrency import bounded_map
 from fusion_dspy.concurrency import check_concurrency
-from fusion_dspy.concurrency import fuse_variant
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.fuse import Fuse
-from fusion_dspy.limits import report_error_types
-from fusion_dspy.limits import stop_cause
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
 from fusion_dspy.synth.export import export_dataset
 from fusion_dspy.synth.prompts import Prompt
-from fusion_dspy.synth.record import build_record
+from fusion_dspy.synth.worker import PromptWorker
+from fusion_dspy.synth.worker import Work
+from fusion_dspy.synth.worker import failure_row
 
-__all__ = ["SynthResult", "config_hash", "synthesize"]
+__all__ = ["RunDirectory", "SynthResult", "check_options", "config_hash", "limiter_stats", "synthesize"]
 
 _logger = logging.getLogger(__name__)
 
@@ -138,13 +138,110 @@ def _failed_before(failures: Journal, done: set[str]) -> set[str]:
     return {entry["id"] for entry in failures} - done
 
 
-@dataclasses.dataclass(frozen=True)
-class _Work:
-    """What one prompt's attempts produced: a record, a failure after every attempt, or a stop."""
+def check_options(*, shard_size: int, output_format: str, concurrency: int, max_attempts: int) -> None:
+    """Validate the options every synth path shares (a clear error naming the argument)."""
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}.")
+    if output_format not in ("records", "chat"):
+        raise ValueError(f"output_format must be 'records' or 'chat', got {output_format!r}.")
+    check_concurrency(concurrency)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ValueError(
+            f"max_attempts must be an int >= 1 (tries per prompt before a failed row), got {max_attempts!r}."
+        )
 
-    record: dict[str, Any] | None = None
-    failure: dict[str, Any] | None = None
-    stop: str | None = None
+
+class RunDirectory:
+    """A run's output directory and its single writer: the one place records and failed rows are written.
+
+    Opening it checks the manifest (the configuration hash) and reads which prompts are done or
+    failed; :meth:`pending` filters the prompts; :meth:`accept` writes each prompt's :class:`Work`;
+    :meth:`finish` exports and summarises. The local and the Ray paths both go through it, so their
+    directories are the same and either resumes the other.
+    """
+
+    def __init__(self, fuse: Fuse, selector: Selector | None, out_dir: str | os.PathLike[str], *, shard_size: int,
+                 retry_failed: bool, total: int | None, progress: bool) -> None:
+        self.out = Path(out_dir)
+        self.shards = self.out / "shards"
+        self.shards.mkdir(parents=True, exist_ok=True)
+        configuration = _configuration(fuse, selector)
+        self.digest = config_hash(configuration)
+        _check_manifest(self.out, configuration, self.digest)
+        self.shard_size = shard_size
+        self.total = total
+        self.started = time.monotonic()
+        self.done = _finished(self.shards)
+        self.failures = Journal(self.out / "failed.jsonl")
+        failed_before = _failed_before(self.failures, self.done)
+        self.skip = self.done if retry_failed else self.done | failed_before
+        self.seen = self.resumed = self.generated = self.input_tokens = self.output_tokens = 0
+        self.failed: list[str] = []
+        self.written: set[str] = set()
+        self.stopped: str | None = None
+        self._journals: dict[int, Journal] = {}
+        initial = len(self.skip) if total is None else min(total, len(self.skip))
+        self._bar = _progress_bar(total, initial, progress)
+
+    def pending(self, prompts: Iterable[Prompt]) -> Iterator[Prompt]:
+        """The prompts still to do, read lazily (finished ones, and failed ones unless retried, skipped)."""
+        for prompt in prompts:
+            self.seen += 1
+            if prompt.id in self.skip:
+                self.resumed += prompt.id in self.done
+                continue
+            yield prompt
+
+    def accept(self, prompt: Prompt, result: Work) -> bool:
+        """Write one prompt's outcome; ``False`` when it asks the run to stop (a hard quota)."""
+        if result.stop is not None:
+            if self.stopped is None:
+                self.stopped = result.stop
+                _logger.error("stopping: %s; the prompts in flight are finished, run again to resume", result.stop)
+            return False
+        if result.record is not None:
+            record = result.record
+            shard = record["index"] // self.shard_size
+            if shard not in self._journals:
+                self._journals[shard] = Journal(self.shards / f"shard-{shard:05d}.jsonl")
+            self._journals[shard].append(record)
+            self.generated += 1
+            self.input_tokens += record["input_tokens"]
+            self.output_tokens += record["output_tokens"]
+            self.written.add(record["id"])
+        else:
+            failure = result.failure or failure_row(prompt, self.digest, 0, RuntimeError("no result"))
+            self.failures.append(failure)
+            self.failed.append(failure["id"])
+            _logger.warning("prompt %s failed %d time(s), written to failed.jsonl: %s", failure["id"],
+                            failure["attempts"], failure["error"].splitlines()[0] if failure["error"] else "")
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(failed=len(self.failed), tokens=self.input_tokens + self.output_tokens,
+                                  refresh=False)
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def finish(self, *, export: bool, output_format: str, limits: dict[str, dict[str, Any]]) -> SynthResult:
+        """Export when every prompt is done, and summarise the call."""
+        self.close()
+        failed_total = len(_failed_before(self.failures, self.done | self.written))
+        complete = self.stopped is None  # else every prompt was read and has a record or a failed row
+        if complete and export:
+            if self.resumed + self.generated:
+                export_dataset(self.out, output_format=output_format)
+            if failed_total:
+                _logger.warning("%d prompt(s) failed and are left out (see %s/failed.jsonl); run again with "
+                                "retry_failed=True (--retry-failed) to try them again", failed_total, self.out)
+        return SynthResult(out_dir=self.out, total=self.seen, generated=self.generated, resumed=self.resumed,
+                           failed=self.failed, complete=complete, config_hash=self.digest,
+                           failed_total=failed_total, stopped=self.stopped, input_tokens=self.input_tokens,
+                           output_tokens=self.output_tokens, elapsed_s=time.monotonic() - self.started,
+                           limits=limits)
 
 
 def synthesize(
@@ -188,103 +285,30 @@ def synthesize(
     """
     from fusion_dspy.selectors import get_selector
 
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}.")
-    if output_format not in ("records", "chat"):
-        raise ValueError(f"output_format must be 'records' or 'chat', got {output_format!r}.")
-    check_concurrency(concurrency)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ValueError(f"max_attempts must be an int >= 1 (tries per prompt before a failed row), got {max_attempts!r}.")
+    check_options(shard_size=shard_size, output_format=output_format, concurrency=concurrency,
+                  max_attempts=max_attempts)
     selector = get_selector(also_select) if isinstance(also_select, str) else also_select
-    out = Path(out_dir)
-    shards = out / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    configuration = _configuration(fuse, selector)
-    digest = config_hash(configuration)
-    _check_manifest(out, configuration, digest)
-    if fuse.store is None:
-        fuse.store = JsonlStore(out / "draws.jsonl")
     if total is None and hasattr(prompts, "__len__"):
         total = len(prompts)  # type: ignore[arg-type]
-
-    started = time.monotonic()
-    done = _finished(shards)
-    failures = Journal(out / "failed.jsonl")
-    failed_before = _failed_before(failures, done)
-    skip = done if retry_failed else done | failed_before
-    counts = {"seen": 0, "resumed": 0}
-
-    def pending() -> Iterable[Prompt]:
-        for prompt in prompts:
-            counts["seen"] += 1
-            if prompt.id in skip:
-                counts["resumed"] += prompt.id in done
-                continue
-            yield prompt
-
-    select_fuse = fuse_variant(fuse, mode="select", selector=selector) if selector is not None else None
-    output_fields = tuple(fuse.signature.output_fields)
-
-    def work(prompt: Prompt) -> _Work:
-        return _attempt(fuse, select_fuse, prompt, output_fields, digest, max_attempts)
-
-    journals: dict[int, Journal] = {}
-    failed: list[str] = []
-    written: set[str] = set()
-    generated = input_tokens = output_tokens = 0
-    stopped: str | None = None
-    initial = len(skip) if total is None else min(total, len(skip))
-    bar = _progress_bar(total, initial, progress)
-    runs = bounded_map(work, pending(), concurrency=concurrency)
+    run = RunDirectory(fuse, selector, out_dir, shard_size=shard_size, retry_failed=retry_failed, total=total,
+                       progress=progress)
+    if fuse.store is None:
+        fuse.store = JsonlStore(run.out / "draws.jsonl")
+    worker = PromptWorker(fuse, selector, digest=run.digest, max_attempts=max_attempts)
+    runs = bounded_map(worker, run.pending(prompts), concurrency=concurrency)
     try:
         for outcome in runs:
-            result: _Work = outcome.value if outcome.error is None else _Work(failure=_failure_row(
-                outcome.item, digest, max_attempts, outcome.error))
-            if result.stop is not None:
-                if stopped is None:
-                    stopped = result.stop
-                    _logger.error("stopping: %s; the prompts in flight are finished, run again to resume",
-                                  result.stop)
-                    runs.stop()
-                continue
-            if result.record is not None:
-                record = result.record
-                shard = record["index"] // shard_size
-                if shard not in journals:
-                    journals[shard] = Journal(shards / f"shard-{shard:05d}.jsonl")
-                journals[shard].append(record)
-                generated += 1
-                input_tokens += record["input_tokens"]
-                output_tokens += record["output_tokens"]
-                written.add(record["id"])
-            else:
-                failures.append(result.failure)
-                failed.append(result.failure["id"])
-                _logger.warning("prompt %s failed %d time(s), written to failed.jsonl: %s", result.failure["id"],
-                                result.failure["attempts"], result.failure["error"].splitlines()[0])
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=len(failed), tokens=input_tokens + output_tokens, refresh=False)
+            result = outcome.value if outcome.error is None else Work(
+                failure=failure_row(outcome.item, run.digest, max_attempts, outcome.error))
+            if not run.accept(outcome.item, result):
+                runs.stop()
     finally:
-        if bar is not None:
-            bar.close()
-    resumed = counts["resumed"]
-    failed_total = len(_failed_before(failures, done | written))
-    seen = counts["seen"]
-    complete = stopped is None  # else every prompt was read and has a record or a failed row
-    if complete and export:
-        if resumed + generated:
-            export_dataset(out, output_format=output_format)
-        if failed_total:
-            _logger.warning("%d prompt(s) failed and are left out (see %s/failed.jsonl); run again with "
-                            "retry_failed=True (--retry-failed) to try them again", failed_total, out)
-    return SynthResult(out_dir=out, total=seen, generated=generated, resumed=resumed, failed=failed,
-                       complete=complete, config_hash=digest, failed_total=failed_total, stopped=stopped,
-                       input_tokens=input_tokens, output_tokens=output_tokens,
-                       elapsed_s=time.monotonic() - started, limits=_limiter_stats(fuse))
+        run.close()
+    return run.finish(export=export, output_format=output_format, limits=limiter_stats(fuse))
 
 
-def _limiter_stats(fuse: Fuse) -> dict[str, dict[str, Any]]:
+def limiter_stats(fuse: Fuse) -> dict[str, dict[str, Any]]:
+    """Calls, retries, rate-limited calls and waiting time of the Fuse's limited LMs, by pool name."""
     lms = {teacher.name: teacher.lm for teacher in fuse.teachers}
     lms[fuse.settings.fusor] = fuse.fusor_lm
     stats = {}
@@ -302,68 +326,3 @@ def _progress_bar(total: int | None, initial: int, progress: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc="synth", unit="row", dynamic_ncols=True, smoothing=0.05)
-
-
-def _attempt(fuse: Fuse, select_fuse: Fuse | None, prompt: Prompt, output_fields: tuple[str, ...], digest: str,
-             max_attempts: int) -> _Work:
-    """Up to ``max_attempts`` tries at one prompt (transient LM faults are retried by DSPy inside each)."""
-    error: BaseException | None = None
-    for attempt in range(1, max_attempts + 1):
-        try:
-            record, reports = _one(fuse, select_fuse, prompt, output_fields, digest)
-        except Exception as exc:  # every failure of one prompt is its own, never the run's
-            cause = stop_cause(exc)
-            if cause is not None:
-                return _Work(stop=f"prompt {prompt.id}: {cause}")
-            error = exc
-            _logger.debug("prompt %s attempt %d failed: %s: %s", prompt.id, attempt, type(exc).__name__, exc)
-            continue
-        cause = stop_cause(None, [pair for report in reports for pair in report_error_types(report)])
-        if cause is not None:  # a draw hit the quota: keep the prompt for the resume, complete
-            return _Work(stop=f"prompt {prompt.id}: {cause}")
-        return _Work(record=record)
-    assert error is not None
-    return _Work(failure=_failure_row(prompt, digest, max_attempts, error))
-
-
-def _failure_row(prompt: Prompt, digest: str, attempts: int, error: BaseException) -> dict[str, Any]:
-    return {
-        "id": prompt.id,
-        "index": prompt.index,
-        "attempts": attempts,
-        "error_type": type(error).__name__,
-        "error": _encodable(str(error)),
-        "config_hash": digest,
-        "time": time.time(),
-    }
-
-
-def _encodable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped, so the row can be written."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _one(fuse: Fuse, select_fuse: Fuse | None, prompt: Prompt, output_fields: tuple[str, ...],
-         digest: str) -> tuple[dict[str, Any], list[Any]]:
-    started = time.perf_counter()
-    fused = fuse(**prompt.inputs)
-    reports = [fused.fusion]
-    selected = selection_report = None
-    if select_fuse is not None:
-        pick = select_fuse(**prompt.inputs)
-        selected = {name: pick[name] for name in output_fields}
-        selection_report = pick.fusion
-        reports.append(selection_report)
-    record = build_record(
-        prompt=prompt,
-        output_fields=output_fields,
-        fused={name: fused[name] for name in output_fields},
-        report=fused.fusion,
-        selected=selected,
-        selection_report=selection_report,
-        config_hash=digest,
-    )
-    # The shard line must be writable: a value UTF-8 cannot encode fails this attempt, not the writer.
-    json.dumps(record, ensure_ascii=False, default=str).encode("utf-8")
-    _logger.debug("prompt %s done in %.2fs (path %s)", prompt.id, time.perf_counter() - started, fused.fusion.path)
-    return record, reports
