@@ -8,7 +8,10 @@ once every prompt is done.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
+from pathlib import Path
+from typing import Any
 
 __all__ = ["add_arguments", "run"]
 
@@ -37,32 +40,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attempts", type=int, default=3,
                         help="tries per prompt before it is written to failed.jsonl (default 3)")
     parser.add_argument("--retry-failed", action="store_true", help="try the prompts in failed.jsonl again")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run on Ray Data (pip install 'fusion-dspy[ray]'): 'local' starts a local runtime, "
+                             "'auto' joins this node's cluster, ray://host:10001 a remote one")
+    parser.add_argument("--actors", type=int, default=2,
+                        help="with --ray: actors in the pool, each with --concurrency prompts in flight")
 
 
-def run(args: argparse.Namespace) -> int:
+def build_fuse(config_path: str, pool: str | None, fusor: str | None, signature: str, n: int | None, mode: str,
+               seed: int) -> Any:
+    """The Fuse of a ``synth`` command line (module-level, so Ray actors can build it too)."""
     from fusion_dspy import Fuse
     from fusion_dspy.pool_config import load_pool_config
     from fusion_dspy.pool_config import pick_fusor
+
+    config = load_pool_config(config_path)
+    teachers = config.build_teachers(pool)
+    fusors = config.build_fusors()
+    fusor_name = pick_fusor(fusors, fusor, source=config_path)
+    if fusor_name is None:
+        raise ValueError(f"{config_path} has no [[fusors]] entry; add one to fuse the candidates.")
+    n = n or sum(t.samples for t in teachers)
+    return Fuse(signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=mode, seed=seed)
+
+
+def run(args: argparse.Namespace) -> int:
     from fusion_dspy.synth import iter_prompts
     from fusion_dspy.synth import synthesize
 
-    config = load_pool_config(args.config)
-    teachers = config.build_teachers(args.pool)
-    fusors = config.build_fusors()
-    fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
-    if fusor_name is None:
-        raise ValueError(f"{args.config} has no [[fusors]] entry; add one to fuse the candidates.")
-    n = args.n or sum(t.samples for t in teachers)
-    fuse = Fuse(args.signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=args.mode, seed=args.seed)
+    make = functools.partial(build_fuse, str(Path(args.config).resolve()), args.pool, args.fusor, args.signature,
+                             args.n, args.mode, args.seed)
+    fuse = make()
     fields = list(fuse.signature.input_fields)
     # One pass checks the whole file (bad lines, duplicate ids) and counts it; the run then streams it.
     total = sum(1 for _ in itertools.islice(iter_prompts(args.prompts, fields), args.limit))
     prompts = itertools.islice(iter_prompts(args.prompts, fields), args.limit)
-    result = synthesize(
-        fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
-        progress=not args.no_progress, concurrency=args.concurrency, max_attempts=args.max_attempts,
-        retry_failed=args.retry_failed, total=total,
-    )
+    options = dict(also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
+                   progress=not args.no_progress, concurrency=args.concurrency, max_attempts=args.max_attempts,
+                   retry_failed=args.retry_failed, total=total)
+    if args.ray is not None:
+        from fusion_dspy.synth.ray import synthesize_ray
+
+        address = None if args.ray == "local" else args.ray
+        result = synthesize_ray(make, prompts, args.out, address=address, actors=args.actors, **options)
+    else:
+        result = synthesize(fuse, prompts, args.out, **options)
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
           f"of {result.total} prompts (config {result.config_hash}; {result.rows_per_s:.2f} rows/s, "
           f"{result.input_tokens + result.output_tokens} tokens)")
