@@ -6,9 +6,15 @@ framework adds: a prompt's critical path is one teacher call plus the fusor call
 real run directory (draw store, fsync'ed shards); the export is skipped (it is the same at any K).
 
     python benchmarks/synth_throughput.py [--teachers 5] [--ks 1,4,16,32,64] [--rpm 0]
+    python benchmarks/synth_throughput.py --ray [--actors 2] [--ray-k 8]     # needs fusion-dspy[ray]
 
 Goal (issue #12): rows/s at K >= 0.8 x K x the sequential rows/s, up to K = 32 (bounded by the LM
 limits you set: ``--rpm`` and ``--max-concurrent`` put a client-side limit on every LM).
+
+``--ray`` measures the Ray Data path on a local runtime (``ray.init(num_cpus=2)``) against the
+in-process run at the same total concurrency (actors x K): the time per prompt after start-up is
+the slope between a short and a long run (start-up, actor creation and the export cancel out).
+Goal: overhead < 20 ms per prompt.
 """
 
 from __future__ import annotations
@@ -52,6 +58,42 @@ def measure(k: int, prompts: int, args: argparse.Namespace, limits: LMLimits | N
     return prompts / elapsed
 
 
+def ray_overhead(args: argparse.Namespace, root: str) -> None:
+    import functools
+
+    import ray
+
+    from fusion_dspy.synth.ray import synthesize_ray
+
+    make = functools.partial(build, args.teachers, args.teacher_delay, args.fusor_delay, None)
+    started = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(f"ray.init: {time.perf_counter() - started:.1f} s")
+    total_k = args.actors * args.ray_k
+    timings: dict[str, dict[int, float]] = {"local": {}, "ray": {}}
+    for count in (args.short, args.long):
+        work = make_prompts([{"prompt": f"n{count} prompt {i}"} for i in range(count)], ["prompt"])
+        start = time.perf_counter()
+        synthesize(make(), work, tempfile.mkdtemp(dir=root), concurrency=total_k, progress=False, export=False)
+        timings["local"][count] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = synthesize_ray(make, work, tempfile.mkdtemp(dir=root), actors=args.actors, concurrency=args.ray_k,
+                                progress=False, export=False)
+        timings["ray"][count] = time.perf_counter() - start
+        assert result.generated == count, result
+    span = args.long - args.short
+    slope = {path: (t[args.long] - t[args.short]) / span for path, t in timings.items()}
+    print(f"{args.actors} actors x K={args.ray_k} vs in-process K={total_k}; {args.short} and {args.long} prompts")
+    print("| path | s (short) | s (long) | s/prompt after start-up |")
+    print("|---|---|---|---|")
+    for path, t in timings.items():
+        print(f"| {path} | {t[args.short]:.2f} | {t[args.long]:.2f} | {slope[path] * 1000:.1f} ms |")
+    overhead = (slope["ray"] - slope["local"]) * 1000
+    print(f"Ray overhead per prompt after start-up: {overhead:.1f} ms (goal < 20 ms); "
+          f"start-up (short run, Ray minus local): {timings['ray'][args.short] - timings['local'][args.short]:.1f} s")
+    ray.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teachers", type=int, default=5, help="teachers per prompt (one draw each)")
@@ -61,12 +103,21 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=4, help="prompts per K = waves x K (at least 8)")
     parser.add_argument("--rpm", type=float, default=0, help="requests per minute per LM (0: no limit)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="calls in flight per LM (0: no limit)")
+    parser.add_argument("--ray", action="store_true", help="measure the Ray path's overhead instead")
+    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--ray-k", type=int, default=8, help="prompts in flight per actor")
+    parser.add_argument("--short", type=int, default=48)
+    parser.add_argument("--long", type=int, default=240)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     limits = LMLimits(requests_per_minute=args.rpm or None, max_concurrent=args.max_concurrent or None)
     ks = [int(k) for k in args.ks.split(",")]
 
+    if args.ray:
+        with tempfile.TemporaryDirectory() as root:
+            ray_overhead(args, root)
+        return
     with tempfile.TemporaryDirectory() as root:
         sequential = measure(1, 8, args, limits, root)
         path = args.teacher_delay + args.fusor_delay

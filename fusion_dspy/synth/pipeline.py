@@ -213,8 +213,9 @@ class RunDirectory:
             failure = result.failure or failure_row(prompt, self.digest, 0, RuntimeError("no result"))
             self.failures.append(failure)
             self.failed.append(failure["id"])
+            cause = " ".join(f"{failure['error_type']}: {failure['error']}".split())  # every line, on one
             _logger.warning("prompt %s failed %d time(s), written to failed.jsonl: %s", failure["id"],
-                            failure["attempts"], failure["error"].splitlines()[0] if failure["error"] else "")
+                            failure["attempts"], cause if len(cause) <= 500 else cause[:497] + "...")
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(failed=len(self.failed), tokens=self.input_tokens + self.output_tokens,
