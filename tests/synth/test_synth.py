@@ -247,3 +247,14 @@ def test_cli_synth_with_limits_and_concurrency(tmp_path, capsys):
     assert "7 generated, 0 resumed, 0 failed of 7 prompts" in out
     assert "limits a: calls 7, retries 0" in out and "limits local/f: calls 7" in out
     assert len(read_records(tmp_path / "ds")) == 7
+
+
+def test_progress_shows_rate_eta_failures_and_tokens(tmp_path, capsys):
+    fuse, _ = make_fuse()
+    fuse.configure(min_candidates=3)
+    fuse.teachers[0].lm.engine.fail = lambda r: r.inputs["prompt"] == "p1"
+    synthesize(fuse, prompts(4), tmp_path, concurrency=2, max_attempts=1, export=False)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    final = [line for line in bar if "4/4" in line][-1]
+    assert "row/s" in final and "<00:00" in final  # rate and ETA
+    assert "failed=1" in final and "tokens=" in final and "tokens=0" not in final
