@@ -164,7 +164,7 @@ def make_concurrent(tmp_path, concurrency):
 
     def responder(name):
         def respond(request):
-            time.sleep(0.002 * ((int(request.inputs["tag"]) * 7) % 5))
+            time.sleep(0.01 * ((int(request.inputs["tag"]) * 7) % 5))
             position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
             return {"answer": ANSWERS[request.inputs["question"]][position]}
         return respond
@@ -233,3 +233,12 @@ def test_a_hard_quota_stops_the_harness_cleanly_and_it_resumes(tmp_path):
     again, _ = make_concurrent(tmp_path, 3)
     expected, _ = make_concurrent(tmp_path / "clean", 1)
     assert _stats(again.run()) == _stats(expected.run())  # no zero scores kept from the quota failures
+
+
+def test_time_budget_stops_a_concurrent_run_and_the_next_run_continues(tmp_path):
+    harness, _ = make_concurrent(tmp_path, 3)
+    partial = harness.run(time_budget_s=0.0)
+    assert 1 <= partial.examples <= 3 + 1  # the first finished example, plus those already in flight
+    again, (a, b, _) = make_concurrent(tmp_path, 3)
+    assert again.run().examples == 12
+    assert a.calls + b.calls == 4 * (12 - partial.examples)  # finished examples were not redone
