@@ -139,6 +139,7 @@ class Harness:
         self.plots = plots
         self.include_fusion = include_fusion
         self._variants: dict[tuple[int, str, str | None], Fuse] = {}
+        self._sink: Callable[[dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         self._tokens = 0
         self._errors = 0
@@ -386,12 +387,16 @@ class Harness:
 
     # -- journal -----------------------------------------------------------------------------------
 
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Journal one entry, or hand it to ``_sink`` (a Ray actor ships entries to the driver's journal)."""
+        (self._sink or self.journal.append)(entry)
+
     def _write_candidates(self, eid: str, n: int, candidates: list[dict[str, Any]]) -> None:
-        self.journal.append({"kind": "candidates", "example": eid, "n": n, "candidates": candidates})
+        self._append({"kind": "candidates", "example": eid, "n": n, "candidates": candidates})
 
     def _write_result(self, result: MethodResult) -> None:
         self._count(errors=int(result.error is not None))
-        self.journal.append({"kind": "result", "result": result.model_dump(mode="json")})
+        self._append({"kind": "result", "result": result.model_dump(mode="json")})
 
     def _done(self) -> dict[str, dict[tuple[str, int], Any]]:
         done: dict[str, dict[tuple[str, int], Any]] = {}

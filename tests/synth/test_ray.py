@@ -38,9 +38,9 @@ def prompts(count):
 
 @pytest.fixture(scope="module")
 def runtime():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # one local runtime for the session (ray.init takes ~7 s)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
 
 
 KEEP = ("id", "index", "prompt", "fused_output", "selected_output", "calls")
