@@ -61,14 +61,13 @@ _logger = logging.getLogger(__name__)
 HARD_QUOTA_ERRORS = frozenset({"LMBillingError", "LMAuthError", "BillingError", "AuthError"})
 
 _WINDOW_S = 60.0
+_ASYNC_POLL_S = 0.01
+#: Engine attempts of the limited call running in this context (DSPy's retries happen inside it).
+_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fusion_dspy_attempts", default=None)
 
 
 class QuotaExhaustedError(FusionError):
     """A run stopped on a hard quota or auth error; what finished before is kept, run again to resume."""
-
-_ASYNC_POLL_S = 0.01
-#: Engine attempts of the limited call running in this context (DSPy's retries happen inside it).
-_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fusion_dspy_attempts", default=None)
 
 
 class LMLimits(BaseModel):
@@ -97,13 +96,14 @@ class LMLimits(BaseModel):
 
 
 class Limiter:
-    """Admission control for one LM: thread-safe, and usable from asyncio (waits off the loop).
+    """Admission control for one LM: thread-safe, and usable from asyncio (:meth:`aacquire`).
 
     Attributes:
         calls: Calls admitted. ``waited_s``: total time calls spent waiting for admission.
         rate_limited: Calls that ended in a rate-limit error after DSPy's retries.
         attempts: Engine attempts of those calls, counted on custom engines (``local/``, ``fake/``,
-            any ``engine=``); :attr:`retries` is attempts minus calls.
+            any ``engine=``); :attr:`retries` counts the attempts beyond the first of each call (cache
+            hits make none).
     """
 
     def __init__(self, limits: LMLimits, *, window_s: float = _WINDOW_S, clock: Any = time.monotonic) -> None:

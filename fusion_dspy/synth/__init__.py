@@ -1,7 +1,8 @@
 """Fused synthetic data (the paper's setting ii): sample a teacher pool per prompt, fuse, keep provenance.
 
 Runs are sharded, checkpointed per prompt and resumable after ``kill -9`` (nothing lost, nothing
-duplicated); see :mod:`fusion_dspy.synth.pipeline` for the on-disk layout.
+duplicated); see :mod:`fusion_dspy.synth.pipeline` for the on-disk layout. ``concurrency=K`` keeps K
+prompts in flight (threads); :mod:`fusion_dspy.synth.ray` runs the same work on a Ray cluster.
 
 Example:
     >>> from fusion_dspy.synth import load_prompts, synthesize
