@@ -67,6 +67,8 @@ from fusion_dspy.credentials import check_env_name
 from fusion_dspy.credentials import credential_locations
 from fusion_dspy.credentials import read_secret
 from fusion_dspy.credentials import resolve_env
+from fusion_dspy.limits import LMLimits
+from fusion_dspy.limits import applies_limits
 from fusion_dspy.teacher import DEFAULT_TEMPERATURE
 from fusion_dspy.teacher import Teacher
 
@@ -107,6 +109,7 @@ class LMSpec(BaseModel):
     temperature: float | None = Field(default=None, ge=0)
     cache: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
+    limits: LMLimits | None = None  # client-side provider limits (fusion_dspy.limits)
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +132,7 @@ class LMSpec(BaseModel):
             raise ValueError(f"LM {self.name!r}: give api_base or api_base_env, not both.")
         return self
 
+    @applies_limits
     def build(self) -> Any:
         """Create the ``dspy.LM``. Credentials are read from the environment here and nowhere else."""
         import dspy

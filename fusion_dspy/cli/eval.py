@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<task>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="K",
+                        help="examples evaluated at once (default 1); bound providers with [limits] in --config")
 
 
 def _build_lm(spec: str, fusors: dict[str, Any]) -> Any:
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     harness = Harness(
         fuse=fuse, metric=metric, examples=examples, ns=args.n, selectors=selectors, out_dir=out,
         corpus_metric=task.corpus_metric, metric_name=task.metric_name, task=task.name,
-        progress=not args.no_progress,
+        progress=not args.no_progress, concurrency=args.concurrency,
     )
     report = harness.run()
     print(report.to_markdown())

@@ -8,6 +8,10 @@ once every prompt is done.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
+from pathlib import Path
+from typing import Any
 
 __all__ = ["add_arguments", "run"]
 
@@ -31,34 +35,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first LIMIT prompts")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="K",
+                        help="prompts in flight at once (default 1); bound providers with [limits] in --config")
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="tries per prompt before it is written to failed.jsonl (default 3)")
+    parser.add_argument("--retry-failed", action="store_true", help="try the prompts in failed.jsonl again")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run on Ray Data (pip install 'fusion-dspy[ray]'): 'local' starts a local runtime, "
+                             "'auto' joins this node's cluster, ray://host:10001 a remote one")
+    parser.add_argument("--actors", type=int, default=2,
+                        help="with --ray: actors in the pool, each with --concurrency prompts in flight")
 
 
-def run(args: argparse.Namespace) -> int:
+def build_fuse(config_path: str, pool: str | None, fusor: str | None, signature: str, n: int | None, mode: str,
+               seed: int) -> Any:
+    """The Fuse of a ``synth`` command line (module-level, so Ray actors can build it too)."""
     from fusion_dspy import Fuse
     from fusion_dspy.pool_config import load_pool_config
     from fusion_dspy.pool_config import pick_fusor
-    from fusion_dspy.synth import load_prompts
+
+    config = load_pool_config(config_path)
+    teachers = config.build_teachers(pool)
+    fusors = config.build_fusors()
+    fusor_name = pick_fusor(fusors, fusor, source=config_path)
+    if fusor_name is None:
+        raise ValueError(f"{config_path} has no [[fusors]] entry; add one to fuse the candidates.")
+    n = n or sum(t.samples for t in teachers)
+    return Fuse(signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=mode, seed=seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fusion_dspy.synth import iter_prompts
     from fusion_dspy.synth import synthesize
 
-    config = load_pool_config(args.config)
-    teachers = config.build_teachers(args.pool)
-    fusors = config.build_fusors()
-    fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
-    if fusor_name is None:
-        raise ValueError(f"{args.config} has no [[fusors]] entry; add one to fuse the candidates.")
-    n = args.n or sum(t.samples for t in teachers)
-    fuse = Fuse(args.signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=args.mode, seed=args.seed)
-    prompts = load_prompts(args.prompts, list(fuse.signature.input_fields))
-    if args.limit is not None:
-        prompts = prompts[: args.limit]
-    result = synthesize(
-        fuse, prompts, args.out, also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
-        progress=not args.no_progress,
-    )
+    make = functools.partial(build_fuse, str(Path(args.config).resolve()), args.pool, args.fusor, args.signature,
+                             args.n, args.mode, args.seed)
+    fuse = make()
+    fields = list(fuse.signature.input_fields)
+    # One pass checks the whole file (bad lines, duplicate ids) and counts it; the run then streams it.
+    total = sum(1 for _ in itertools.islice(iter_prompts(args.prompts, fields), args.limit))
+    prompts = itertools.islice(iter_prompts(args.prompts, fields), args.limit)
+    options = dict(also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
+                   progress=not args.no_progress, concurrency=args.concurrency, max_attempts=args.max_attempts,
+                   retry_failed=args.retry_failed, total=total)
+    if args.ray is not None:
+        from fusion_dspy.synth.ray import synthesize_ray
+
+        address = None if args.ray == "local" else args.ray
+        result = synthesize_ray(make, prompts, args.out, address=address, actors=args.actors, **options)
+    else:
+        result = synthesize(fuse, prompts, args.out, **options)
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
-          f"of {result.total} prompts (config {result.config_hash})")
-    if not result.complete:
-        print("not complete: run the same command again to retry the failed prompts")
+          f"of {result.total} prompts (config {result.config_hash}; {result.rows_per_s:.2f} rows/s, "
+          f"{result.input_tokens + result.output_tokens} tokens)")
+    for name, stats in result.limits.items():
+        print(f"limits {name}: " + ", ".join(f"{key} {value}" for key, value in stats.items()))
+    if result.stopped:
+        print(f"stopped: {result.stopped}. Run the same command again once the quota is back.")
+        return 1
+    if result.failed_total:
+        print(f"{result.failed_total} prompt(s) failed (causes in {result.out_dir}/failed.jsonl); "
+              "add --retry-failed to try them again")
+    if result.generated + result.resumed == 0:
+        print("no prompt succeeded: nothing to export")
         return 1
     print(f"dataset: {result.out_dir}/dataset (Arrow), data.parquet, data.jsonl"
           + (", sft.jsonl" if args.format == "chat" else ""))

@@ -7,6 +7,10 @@ samples, random pick and the oracle are scored straight from the recorded candid
 method sees exactly the same candidates, differences are paired, and the teachers are paid once.
 
 Every result is appended to a journal as soon as it exists; a killed run resumes where it stopped.
+With ``concurrency=K`` up to K examples run at once (threads; each method/N combination calls its
+own variant of the Fuse, so no call re-configures a Fuse another one is using). Results reach the
+journal in completion order; the report is keyed by example id and ordered by the example list, so
+its statistics do not depend on that order.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -25,12 +30,18 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.concurrency import bounded_map
+from fusion_dspy.concurrency import check_concurrency
+from fusion_dspy.concurrency import fuse_variant
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
 from fusion_dspy.evaluate.report import summarize
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.limits import QuotaExhaustedError
+from fusion_dspy.limits import report_error_types
+from fusion_dspy.limits import stop_cause
 from fusion_dspy.report import FusionReport
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.selectors.base import Selector
@@ -78,6 +89,8 @@ class Harness:
         plots: Write the PNG plots (needs matplotlib).
         include_fusion: Run the ``fusion`` method. ``False`` compares selection methods only (no fusor
             call at all), e.g. a cheap large-sample run next to a smaller one with fusion.
+        concurrency: Examples evaluated at once (threads). Bound the providers with the LMs'
+            ``limits`` (:mod:`fusion_dspy.limits`).
 
     Methods (``MethodResult.method``): ``fusion``, ``bon-<selector>``, ``random`` (a seeded uniformly random
     surviving candidate), ``oracle`` (best candidate by the reference metric: the
@@ -100,6 +113,7 @@ class Harness:
         resamples: int = 2000,
         plots: bool = True,
         include_fusion: bool = True,
+        concurrency: int = 1,
     ) -> None:
         from fusion_dspy.selectors import get_selector
 
@@ -107,6 +121,7 @@ class Harness:
             raise ValueError(f"ns must be positive integers, e.g. [1, 2, 4, 8]; got {list(ns)!r}.")
         if not examples:
             raise ValueError("examples is empty: nothing to evaluate. Check the data path and --limit.")
+        self.concurrency = check_concurrency(concurrency)
         self.fuse = fuse
         self.metric = metric
         self.examples = list(examples)
@@ -123,6 +138,11 @@ class Harness:
         self.resamples = resamples
         self.plots = plots
         self.include_fusion = include_fusion
+        self._variants: dict[tuple[int, str, str | None], Fuse] = {}
+        self._sink: Callable[[dict[str, Any]], None] | None = None
+        self._lock = threading.Lock()
+        self._tokens = 0
+        self._errors = 0
         if self.fuse.store is None:
             self.fuse.store = JsonlStore(self.out_dir / "draws.jsonl")
         self.fingerprint = self._fingerprint()
@@ -141,24 +161,44 @@ class Harness:
         Args:
             time_budget_s: Start no new example after this many seconds; the report then covers the
                 examples finished so far, and a later ``run`` continues with the rest.
+
+        Raises:
+            QuotaExhaustedError: An LM hit a hard quota (billing, auth). The examples in flight are
+                finished, the report of what was measured is written, and a later ``run`` resumes.
         """
         done = self._done()
         ids = [example_id(e) for e in self.examples]
         bar = self._bar(len(self.examples))
-        settings, selector = self.fuse.settings, self.fuse.selector
         started = time.monotonic()
+
+        def work(item: tuple[dspy.Example, str]) -> None:
+            example, eid = item
+            self._run_example(example, eid, done.get(eid, {}))
+
+        runs = bounded_map(work, zip(self.examples, ids, strict=True), concurrency=self.concurrency)
+        stopped: QuotaExhaustedError | None = None
         try:
-            for example, eid in zip(self.examples, ids, strict=True):
-                if time_budget_s is not None and time.monotonic() - started > time_budget_s:
-                    _logger.warning("time budget of %.0f s spent; stopping (run again to continue)", time_budget_s)
-                    break
-                self._run_example(example, eid, done.get(eid, {}))
+            for outcome in runs:
+                if isinstance(outcome.error, QuotaExhaustedError):
+                    if stopped is None:
+                        _logger.error("stopping: %s; finishing the examples in flight", outcome.error)
+                        stopped = outcome.error
+                        runs.stop()
+                    continue
+                if outcome.error is not None:
+                    raise outcome.error
                 if bar is not None:
                     bar.update(1)
+                    bar.set_postfix(errors=self._errors, tokens=self._tokens, refresh=False)
+                if time_budget_s is not None and not runs.stopped and time.monotonic() - started > time_budget_s:
+                    _logger.warning("time budget of %.0f s spent; stopping (run again to continue)", time_budget_s)
+                    runs.stop()
         finally:
             if bar is not None:
                 bar.close()
-            self.fuse.configure(n=settings.n, mode=settings.mode, selector=selector)
+        if stopped is not None:
+            self.report()  # what was measured so far; the journal keeps it for the resume
+            raise stopped
         return self.report()
 
     def report(self) -> EvalReport:
@@ -192,34 +232,61 @@ class Harness:
         candidates = done.get(("candidates", largest))
         if candidates is None or (self.include_fusion and ("fusion", largest) not in done):
             # The first call draws the largest N's candidates; with fusion it is also the fusion at that N.
-            self.fuse.configure(n=largest, mode="fuse" if self.include_fusion else "select")
-            prediction, report, _ = self._call(inputs)
+            first = self._variant(largest, "fuse" if self.include_fusion else "select")
+            prediction, report, _ = self._call(first, inputs)
             candidates = self._candidates_entry(report)
             self._write_candidates(eid, largest, candidates)
+            self._count(sum(c["usage"]["input_tokens"] + c["usage"]["output_tokens"] for c in candidates
+                            if c.get("usage")))
             if self.include_fusion:
                 self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates))
                 done[("fusion", largest)] = True
         for n in self.ns:
             if self.include_fusion and ("fusion", n) not in done and n != largest:
-                self.fuse.configure(n=n, mode="fuse")
-                prediction, report, _ = self._call(inputs)
+                prediction, report, _ = self._call(self._variant(n, "fuse"), inputs)
                 self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates))
             for selector in self.selectors:
                 method = f"bon-{selector.name}"
                 if (method, n) in done:
                     continue
-                self.fuse.configure(n=n, mode="select", selector=selector)
-                prediction, report, _ = self._call(inputs)
+                prediction, report, _ = self._call(self._variant(n, "select", selector), inputs)
                 self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
 
-    def _call(self, inputs: dict[str, Any]) -> tuple[Any, FusionReport, float]:
+    def _variant(self, n: int, mode: str, selector: Selector | None = None) -> Fuse:
+        """The Fuse for one (N, mode, selector), made once and shared by every example's calls."""
+        key = (n, mode, None if selector is None else f"{id(selector)}")
+        with self._lock:
+            if key not in self._variants:
+                changes: dict[str, Any] = {"n": n, "mode": mode}
+                if selector is not None:
+                    changes["selector"] = selector
+                self._variants[key] = fuse_variant(self.fuse, **changes)
+            return self._variants[key]
+
+    def _count(self, tokens: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self._tokens += tokens
+            self._errors += errors
+
+    def _call(self, fuse: Fuse, inputs: dict[str, Any]) -> tuple[Any, FusionReport, float]:
         start = time.perf_counter()
         try:
-            prediction = self.fuse(**inputs)
-            return prediction, prediction.fusion, time.perf_counter() - start
+            prediction = fuse(**inputs)
+            report = prediction.fusion
+            cause = stop_cause(None, report_error_types(report))
+            if cause is not None:  # a draw hit a hard quota: journal nothing of this call
+                raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume")
+            # Tokens paid by this call beyond the candidates (counted once, when drawn): fusor, judge.
+            paid = [report.fusor.usage if report.fusor else {}, report.selection.usage if report.selection else {}]
+            used = _usage_sum(paid)
+            self._count(used.input_tokens + used.output_tokens)
+            return prediction, report, time.perf_counter() - start
         except CandidatesExhaustedError as error:
+            cause = stop_cause(error)
+            if cause is not None:
+                raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume") from error
             _logger.warning("every candidate failed for one example: %s", str(error).splitlines()[0])
             return None, error.report, time.perf_counter() - start
 
@@ -320,11 +387,16 @@ class Harness:
 
     # -- journal -----------------------------------------------------------------------------------
 
+    def _append(self, entry: dict[str, Any]) -> None:
+        """Journal one entry, or hand it to ``_sink`` (a Ray actor ships entries to the driver's journal)."""
+        (self._sink or self.journal.append)(entry)
+
     def _write_candidates(self, eid: str, n: int, candidates: list[dict[str, Any]]) -> None:
-        self.journal.append({"kind": "candidates", "example": eid, "n": n, "candidates": candidates})
+        self._append({"kind": "candidates", "example": eid, "n": n, "candidates": candidates})
 
     def _write_result(self, result: MethodResult) -> None:
-        self.journal.append({"kind": "result", "result": result.model_dump(mode="json")})
+        self._count(errors=int(result.error is not None))
+        self._append({"kind": "result", "result": result.model_dump(mode="json")})
 
     def _done(self) -> dict[str, dict[tuple[str, int], Any]]:
         done: dict[str, dict[tuple[str, int], Any]] = {}

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fusion_dspy.evaluate.journal import Journal
+from fusion_dspy.journal import Journal
 from fusion_dspy.synth.record import to_chat
 
 __all__ = ["export_dataset", "read_records"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
+from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Prompt", "load_prompts", "make_prompts"]
+from fusion_dspy.hashing import stable_hash
+
+__all__ = ["Prompt", "iter_prompts", "load_prompts", "make_prompts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,16 +25,20 @@ class Prompt:
     inputs: dict[str, Any]
 
 
-def make_prompts(rows: Sequence[dict[str, Any]], input_fields: Sequence[str]) -> list[Prompt]:
+def make_prompts(rows: Iterable[dict[str, Any]], input_fields: Sequence[str]) -> list[Prompt]:
     """Map rows to the task's input fields and give each a stable id.
 
     A row provides the input fields by name; a row with only ``prompt`` (or ``instruction``) fills
     a single-input task. The id is the row's ``id`` when present, else a hash of its inputs (plus an
     occurrence number for repeated prompts), so ids survive re-ordering and appending to the file.
     """
-    prompts: list[Prompt] = []
+    return list(_prompts(enumerate(rows), input_fields))
+
+
+def _prompts(rows: Iterable[tuple[int, dict[str, Any]]], input_fields: Sequence[str]) -> Iterator[Prompt]:
+    """:func:`make_prompts` one row at a time (only the ids seen so far are held)."""
     seen: dict[str, int] = {}
-    for index, row in enumerate(rows):
+    for index, row in rows:
         if all(name in row for name in input_fields):
             inputs = {name: row[name] for name in input_fields}
         elif len(input_fields) == 1 and ("prompt" in row or "instruction" in row):
@@ -46,22 +53,30 @@ def make_prompts(rows: Sequence[dict[str, Any]], input_fields: Sequence[str]) ->
             if pid in seen:
                 raise ValueError(f"Duplicate prompt id {pid!r} (rows {seen[pid]} and {index}); ids must be unique.")
         else:
-            digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            digest = stable_hash(inputs, length=16)
             pid, occurrence = digest, 1
             while pid in seen:
                 occurrence += 1
                 pid = f"{digest}-{occurrence}"
         seen[pid] = index
-        prompts.append(Prompt(id=pid, index=index, inputs=inputs))
-    return prompts
+        yield Prompt(id=pid, index=index, inputs=inputs)
 
 
-def load_prompts(path: str | os.PathLike[str], input_fields: Sequence[str]) -> list[Prompt]:
-    """Read a JSON Lines prompt file (one object per line) into :class:`Prompt` objects."""
+def iter_prompts(path: str | os.PathLike[str], input_fields: Sequence[str]) -> Iterator[Prompt]:
+    """Stream a JSON Lines prompt file (one object or string per line) as :class:`Prompt` objects.
+
+    Only the ids seen so far stay in memory, so a million-prompt file streams into
+    :func:`~fusion_dspy.synth.pipeline.synthesize`. Errors (bad JSON, missing fields, duplicate
+    ids) are raised when the offending line is reached; :func:`load_prompts` checks the whole file first.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Prompt file {path} does not exist.")
-    rows = []
+    yield from _prompts(enumerate(_rows(path)), input_fields)
+
+
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    empty = True
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -74,7 +89,12 @@ def load_prompts(path: str | os.PathLike[str], input_fields: Sequence[str]) -> l
                 row = {"prompt": row}
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object or string, got {type(row).__name__}.")
-            rows.append(row)
-    if not rows:
+            empty = False
+            yield row
+    if empty:
         raise ValueError(f"{path} holds no prompts.")
-    return make_prompts(rows, input_fields)
+
+
+def load_prompts(path: str | os.PathLike[str], input_fields: Sequence[str]) -> list[Prompt]:
+    """Read a JSON Lines prompt file (one object per line) into :class:`Prompt` objects."""
+    return list(iter_prompts(path, input_fields))

@@ -96,7 +96,7 @@ def test_synth_warning_keeps_the_cause(tmp_path, capfd, caplog, failing_teachers
     with caplog.at_level(logging.WARNING):
         code = main(_argv("synth", config, tmp_path))
     assert code == 1
-    warnings = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "written to failed.jsonl" in r.getMessage()]
     assert warnings and all("\n" not in w for w in warnings)
     assert any("Failures:" in w and "a: connection refused" in w for w in warnings)
 

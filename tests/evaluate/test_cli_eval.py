@@ -67,3 +67,20 @@ def test_eval_with_a_named_pool(tmp_path, capsys):
     assert main(argv) == 0
     report = EvalReport.model_validate_json((out / "report.json").read_text())
     assert {m.method for m in report.methods if m.method.startswith("single:")} == {"single:b"}
+
+
+def test_eval_concurrency_flag_gives_the_same_report(tmp_path, capsys):
+    (tmp_path / "pool.json").write_text(json.dumps(POOL))
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": f"x\n#### {i + 1}"}) + "\n"
+                            for i in range(8)))
+    reports = []
+    for k in ("1", "4"):
+        out = tmp_path / f"out-{k}"
+        argv = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "1,3",
+                "--out", str(out), "--no-progress", "--concurrency", k]
+        assert main(argv) == 0
+        reports.append(EvalReport.model_validate_json((out / "report.json").read_text()))
+    capsys.readouterr()
+    strip = [[(m.method, m.n, m.count, m.mean, m.ci_low, m.ci_high, m.vs_baseline) for m in r.methods] for r in reports]
+    assert strip[0] == strip[1] and reports[1].examples == 8

@@ -145,3 +145,100 @@ def test_selection_only_run_never_calls_the_fusor(tmp_path):
     assert fusor.calls == 0 and a.calls + b.calls == 12
     assert {m.method for m in report.methods} == {"bon-majority", "random", "oracle", "single:a", "single:b"}
     assert report.get("bon-majority", 4).mean == pytest.approx(2 / 3)
+
+
+def _stats(report):
+    return [(m.method, m.n, m.count, m.mean, m.ci_low, m.ci_high, m.vs_baseline, m.input_tokens, m.errors)
+            for m in report.methods]
+
+
+def more_examples(count=12):
+    return [dspy.Example(question=f"q{i % 3}", answer=GOLD[f"q{i % 3}"], tag=i).with_inputs("question", "tag")
+            for i in range(count)]
+
+
+def make_concurrent(tmp_path, concurrency):
+    """Teachers answer from the table above, each example after a different delay (so results of a
+    concurrent run reach the journal out of order)."""
+    import time
+
+    def responder(name):
+        def respond(request):
+            time.sleep(0.01 * ((int(request.inputs["tag"]) * 7) % 5))
+            position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
+            return {"answer": ANSWERS[request.inputs["question"]][position]}
+        return respond
+
+    a, b = FakeEngine(name="a", responder=responder("a")), FakeEngine(name="b", responder=responder("b"))
+    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "answer": "6"})
+    fuse = Fuse("question, tag -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
+                                                         Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())
+    harness = Harness(fuse=fuse, metric=metric, examples=more_examples(), ns=[2, 4],
+                      selectors=[MajorityVote(), "mbr"], out_dir=tmp_path, metric_name="EM", task="toy",
+                      progress=False, resamples=300, plots=False, concurrency=concurrency)
+    return harness, (a, b, fusor)
+
+
+def test_concurrent_harness_reports_the_same_paired_statistics(tmp_path):
+    sequential, _ = make_concurrent(tmp_path / "seq", 1)
+    expected = sequential.run()
+    concurrent, (a, b, fusor) = make_concurrent(tmp_path / "conc", 6)
+    got = concurrent.run()
+    assert a.calls + b.calls == 4 * 12 and fusor.calls == 2 * 12  # every candidate drawn once, as sequentially
+    order = [json.loads(line).get("example") for line in (tmp_path / "conc" / "results.jsonl").read_text().splitlines()]
+    first_seen = list(dict.fromkeys(e for e in order if e))
+    assert first_seen != [example_id(e) for e in more_examples()]  # results did arrive out of order
+    assert _stats(got) == _stats(expected)
+    assert concurrent.fuse.n == 4 and concurrent.fuse.mode == "fuse"  # the caller's Fuse is never re-configured
+
+
+def test_report_statistics_do_not_depend_on_journal_order(tmp_path):
+    import random
+
+    harness, _ = make_concurrent(tmp_path, 1)
+    expected = harness.run()
+    path = tmp_path / "results.jsonl"
+    header, *entries = path.read_text().splitlines()
+    for seed in range(3):
+        random.Random(seed).shuffle(entries)
+        path.write_text("\n".join([header, *entries]) + "\n")
+        again, _ = make_concurrent(tmp_path, 1)
+        assert _stats(again.report()) == _stats(expected)
+
+
+def test_bad_concurrency():
+    with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
+        Harness(fuse=Fuse("question -> answer", 1), metric=metric, examples=examples(), ns=[1], out_dir="unused",
+                progress=False, concurrency=0)
+
+
+def test_a_hard_quota_stops_the_harness_cleanly_and_it_resumes(tmp_path):
+    from dspy import lm15
+
+    from fusion_dspy.limits import QuotaExhaustedError
+
+    quota = {"out": True}
+    harness, (a, b, fusor) = make_concurrent(tmp_path, 3)
+    base = b.responder
+
+    def respond(request):
+        if quota["out"] and int(request.inputs["tag"]) >= 5:
+            raise lm15.BillingError("You exceeded your current quota")
+        return base(request)
+
+    b.responder = respond
+    with pytest.raises(QuotaExhaustedError, match="LMBillingError"):
+        harness.run()
+    quota["out"] = False
+    again, _ = make_concurrent(tmp_path, 3)
+    expected, _ = make_concurrent(tmp_path / "clean", 1)
+    assert _stats(again.run()) == _stats(expected.run())  # no zero scores kept from the quota failures
+
+
+def test_time_budget_stops_a_concurrent_run_and_the_next_run_continues(tmp_path):
+    harness, _ = make_concurrent(tmp_path, 3)
+    partial = harness.run(time_budget_s=0.0)
+    assert 1 <= partial.examples <= 3 + 1  # the first finished example, plus those already in flight
+    again, (a, b, _) = make_concurrent(tmp_path, 3)
+    assert again.run().examples == 12
+    assert a.calls + b.calls == 4 * (12 - partial.examples)  # finished examples were not redone

@@ -62,16 +62,119 @@ def test_rerun_skips_finished_prompts_and_reuses_draws(tmp_path):
     assert [r["prompt"] for r in read_records(tmp_path)] == [f"p{i}" for i in range(5)]
 
 
-def test_failed_prompts_are_retried_and_block_the_export(tmp_path):
-    fuse, _ = make_fuse()
+def test_a_failing_prompt_becomes_a_failed_row_after_bounded_attempts_and_the_run_completes(tmp_path):
+    fuse, (a, _, _) = make_fuse()
     fuse.configure(min_candidates=3)
     fuse.teachers[0].lm.engine.fail = lambda r: r.inputs["prompt"] == "p1"
+    result = synthesize(fuse, prompts(3), tmp_path, progress=False, max_attempts=2)
+    bad = prompts(3)[1].id
+    assert result.failed == [bad] and result.failed_total == 1 and result.complete and result.generated == 2
+    assert sum(r.inputs["prompt"] == "p1" for r in a.requests) == 2  # bounded: one teacher call per attempt
+    [row] = [json.loads(line) for line in (tmp_path / "failed.jsonl").read_text().splitlines()]
+    assert row["id"] == bad and row["attempts"] == 2 and row["error_type"] == "CandidatesExhaustedError"
+    assert "told to fail" in row["error"]  # the cause, not just its first line
+    assert datasets.load_from_disk(str(tmp_path / "dataset"))["prompt"] == ["p0", "p2"]
+    # A resume completes without touching the failed prompt...
+    fuse, (a, b, fusor) = make_fuse()
+    fuse.configure(min_candidates=3)
     result = synthesize(fuse, prompts(3), tmp_path, progress=False)
-    assert result.failed == [prompts(3)[1].id] and not result.complete
-    assert not (tmp_path / "dataset").exists()
-    fuse.teachers[0].lm.engine.fail = False
-    result = synthesize(fuse, prompts(3), tmp_path, progress=False)
-    assert (result.generated, result.resumed, result.complete) == (1, 2, True)
+    assert (result.generated, result.resumed, result.failed_total, result.complete) == (0, 2, 1, True)
+    assert a.calls + b.calls + fusor.calls == 0
+    # ...and retry_failed tries it again.
+    result = synthesize(fuse, prompts(3), tmp_path, progress=False, retry_failed=True)
+    assert (result.generated, result.resumed, result.failed_total, result.failed) == (1, 2, 0, [])
+    assert datasets.load_from_disk(str(tmp_path / "dataset"))["prompt"] == ["p0", "p1", "p2"]
+
+
+def test_a_lone_surrogate_does_not_put_synth_into_a_crash_loop(tmp_path):
+    """Issue 10's repro: an answer holding "\\ud800" (what json.loads makes of an API reply) made every
+    run stop at that prompt. Now the prompt ends as a record or as a failed row, and the run completes."""
+    def make():
+        fuse, engines = make_fuse()
+        engines[0].responder = lambda r: {"response": "bad \ud800" if r.inputs["prompt"] == "p1" else "ok"}
+        return fuse, engines
+    fuse, _ = make()
+    first = synthesize(fuse, prompts(3), tmp_path, progress=False)
+    assert first.complete and first.generated + first.failed_total == 3
+    fuse, engines = make()
+    again = synthesize(fuse, prompts(3), tmp_path, progress=False)
+    assert again.complete and again.generated == 0 and sum(e.calls for e in engines) == 0
+    # With text safety at the boundary the answer is cleaned (U+FFFD) and the prompt becomes a record.
+    assert first.generated == 3 and first.failed_total == 0
+    assert not (tmp_path / "failed.jsonl").exists() or not (tmp_path / "failed.jsonl").read_text().strip()
+
+
+def test_concurrent_run_writes_the_same_records_as_a_sequential_one(tmp_path):
+    import threading
+    import time
+
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def slow_fusor(request):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.03)
+        with lock:
+            state["now"] -= 1
+        return {"comparison": "c", "response": "fused " + request.inputs["prompt"]}
+
+    def run(out, concurrency):
+        fuse, (_, _, fusor) = make_fuse()
+        fusor.responder = slow_fusor
+        result = synthesize(fuse, prompts(24), out, also_select="mbr", shard_size=5, progress=False,
+                            concurrency=concurrency)
+        return result, read_records(out)
+
+    sequential, expected = run(tmp_path / "seq", 1)
+    assert state["max"] == 1
+    concurrent, got = run(tmp_path / "conc", 8)
+    assert state["max"] > 1  # prompts really overlapped
+    assert (concurrent.generated, concurrent.complete) == (24, True)
+    keep = ("id", "index", "prompt", "fused_output", "selected_output", "input_tokens", "output_tokens", "calls")
+    assert [{k: r[k] for k in keep} for r in got] == [{k: r[k] for k in keep} for r in expected]
+    assert concurrent.input_tokens == sequential.input_tokens > 0
+
+
+def test_a_hard_quota_stops_the_run_cleanly_and_it_resumes(tmp_path):
+    from dspy import lm15
+
+    quota = {"out": True}
+
+    def make():
+        fuse, engines = make_fuse()
+        base = engines[1].responder
+
+        def respond(request):
+            if quota["out"] and int(request.inputs["prompt"][1:]) >= 4:
+                raise lm15.BillingError("You exceeded your current quota")
+            return base(request)
+
+        engines[1].responder = respond
+        return fuse, engines
+
+    fuse, _ = make()
+    result = synthesize(fuse, prompts(12), tmp_path, progress=False, concurrency=2)
+    assert result.stopped and "LMBillingError" in result.stopped and not result.complete
+    assert result.failed == [] and not (tmp_path / "dataset").exists()
+    assert 4 <= result.generated < 12
+    quota["out"] = False
+    fuse, _ = make()
+    result = synthesize(fuse, prompts(12), tmp_path, progress=False, concurrency=2)
+    assert result.complete and result.stopped is None
+    ids = [r["id"] for r in read_records(tmp_path)]
+    assert len(ids) == 12 and sum(1 for p in (tmp_path / "shards").glob("*.jsonl")
+                                  for _ in p.read_text().splitlines()) == 12
+
+
+def test_bad_synth_arguments(tmp_path):
+    fuse, _ = make_fuse()
+    for kwargs, message in (({"concurrency": 0}, "concurrency must be an int >= 1"),
+                            ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
+                            ({"shard_size": 0}, "shard_size must be an int >= 1")):
+        with pytest.raises(ValueError, match=message):
+            synthesize(fuse, prompts(1), tmp_path, progress=False, **kwargs)
 
 
 def test_a_failed_fusor_still_yields_a_record_with_its_fallback(tmp_path):
@@ -130,3 +233,29 @@ def test_cli_synth_with_a_named_pool(tmp_path, capsys):
     assert main(argv) == 0
     (row,) = [json.loads(line) for line in (tmp_path / "ds" / "data.jsonl").read_text().splitlines()]
     assert {c["teacher"] for c in row["candidates"]} == {"a"}
+
+
+def test_cli_synth_with_limits_and_concurrency(tmp_path, capsys):
+    pool = {"teachers": [{"name": "a", "model": "fake/a", "limits": {"max_concurrent": 2}},
+                         {"name": "b", "model": "fake/b", "samples": 2}],
+            "fusors": [{"name": "f", "model": "fake/f", "limits": {"requests_per_minute": 6000}}]}
+    (tmp_path / "pool.json").write_text(json.dumps(pool))
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"Say {i}"}) + "\n" for i in range(9)))
+    argv = ["synth", "--prompts", str(tmp_path / "prompts.jsonl"), "--config", str(tmp_path / "pool.json"),
+            "--out", str(tmp_path / "ds"), "--no-progress", "--concurrency", "4", "--limit", "7"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "7 generated, 0 resumed, 0 failed of 7 prompts" in out
+    assert "limits a: calls 7, retries 0" in out and "limits local/f: calls 7" in out
+    assert len(read_records(tmp_path / "ds")) == 7
+
+
+def test_progress_shows_rate_eta_failures_and_tokens(tmp_path, capsys):
+    fuse, _ = make_fuse()
+    fuse.configure(min_candidates=3)
+    fuse.teachers[0].lm.engine.fail = lambda r: r.inputs["prompt"] == "p1"
+    synthesize(fuse, prompts(4), tmp_path, concurrency=2, max_attempts=1, export=False)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    final = [line for line in bar if "4/4" in line][-1]
+    assert "row/s" in final and "<00:00" in final  # rate and ETA
+    assert "failed=1" in final and "tokens=" in final and "tokens=0" not in final
