@@ -33,6 +33,8 @@ class FuseSettings(BaseModel):
         seed: Base seed of the draws and of the candidate-order shuffle.
         shuffle: Shuffle the candidates before the fusor sees them (position bias).
         prompt: The fusor prompt configuration.
+        guard: Rank the fused answer against the candidates with the selector; keep it only if no
+            candidate outranks it (see :mod:`fusion_dspy.guard`).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -47,6 +49,7 @@ class FuseSettings(BaseModel):
     seed: int = 0
     shuffle: bool = True
     prompt: FusorPrompt = Field(default_factory=FusorPrompt)
+    guard: bool = False
 
 
 class FuseConfig(Parameter):

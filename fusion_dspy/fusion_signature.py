@@ -9,12 +9,21 @@ N: a program saved at N=3 loads at N=5 (``Signature.load_state`` matches fields 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
 
 import dspy
 
+from fusion_dspy.candidate import Candidate
+from fusion_dspy.candidate import render_candidates
 from fusion_dspy.prompt import FusorPrompt
 
-__all__ = ["FusionFields", "fusion_signature", "resolve_signature", "task_instructions"]
+if TYPE_CHECKING:
+    from fusion_dspy.config import FuseSettings
+
+__all__ = ["FusionFields", "fusion_signature", "render_fusor_inputs", "resolve_signature", "task_instructions"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,3 +102,21 @@ def fusion_signature(
         type_=str,
     )
     return fused.with_instructions(prompt.render(task_instructions(signature))), fields
+
+
+def render_fusor_inputs(
+    inputs: Mapping[str, Any],
+    shown: Sequence[Candidate],
+    *,
+    settings: FuseSettings,
+    fields: FusionFields,
+    output_fields: tuple[str, ...],
+) -> dict[str, Any]:
+    """The fusor's inputs: the task inputs plus the candidates, in the order shown, fenced as data.
+
+    The one place the fusor's view of a call is rendered (fusor strategies add to it from
+    ``settings``); the fusor reads exactly what this returns.
+    """
+    rendered = dict(inputs)
+    rendered[fields.candidates] = render_candidates(shown, output_fields)
+    return rendered
