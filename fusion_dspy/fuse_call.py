@@ -59,6 +59,7 @@ from fusion_dspy.sampling import Batch
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import LMCall
 from fusion_dspy.sampling import Request
+from fusion_dspy.sampling import Stepper
 from fusion_dspy.sampling import Steps
 from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
@@ -324,14 +325,12 @@ def check_selection(selection: Any, count: int, selector: str) -> None:
 
 def _forward(steps: Steps[Any], replies: list[Any]) -> Steps[Any]:
     """Pass a nested engine's requests through, keeping the replies (for its usage)."""
-    reply: Any = None
-    while True:
-        try:
-            request = steps.send(reply)
-        except StopIteration as stop:
-            return stop.value
-        reply = yield request
-        replies.append(reply)
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        replies.append((yield request))
+        request = stepper.send(replies[-1])
+    return stepper.value
 
 
 def _usage_of(replies: Sequence[Any]) -> dict[str, TokenUsage]:

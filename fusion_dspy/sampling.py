@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -42,6 +43,7 @@ import time
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Generator
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -64,10 +66,13 @@ __all__ = [
     "Invoke",
     "LMCall",
     "Request",
+    "Stepper",
     "TeacherTimeoutError",
     "Tracked",
     "adrive",
+    "apply_context",
     "bind_context",
+    "capture_context",
     "drive",
     "lm_concurrency",
     "merge_into_parent_tracker",
@@ -205,26 +210,39 @@ Request = Union[Batch, Invoke]
 Steps = Generator[Request, Any, T]
 
 
+class Stepper:
+    """Steps a call engine: ``send(reply)`` returns its next request, or ``None`` once it is ``done``
+    (its return value is then in ``value``)."""
+
+    def __init__(self, steps: Steps[Any]) -> None:
+        self._steps = steps
+        self.done = False
+        self.value: Any = None
+
+    def send(self, reply: Any) -> Request | None:
+        try:
+            return self._steps.send(reply)
+        except StopIteration as stop:
+            self.done, self.value = True, stop.value
+            return None
+
+
 def drive(steps: Steps[T]) -> T:
     """Run a call engine to completion, serving its requests with threads."""
-    reply: Any = None
-    while True:
-        try:
-            request = steps.send(reply)
-        except StopIteration as stop:
-            return stop.value
-        reply = _run_batch(request) if isinstance(request, Batch) else _invoke(request)
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        request = stepper.send(_run_batch(request) if isinstance(request, Batch) else _invoke(request))
+    return stepper.value
 
 
 async def adrive(steps: Steps[T]) -> T:
     """Run a call engine to completion, serving its requests with asyncio tasks."""
-    reply: Any = None
-    while True:
-        try:
-            request = steps.send(reply)
-        except StopIteration as stop:
-            return stop.value
-        reply = await (_arun_batch(request) if isinstance(request, Batch) else _ainvoke(request))
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        request = stepper.send(await (_arun_batch(request) if isinstance(request, Batch) else _ainvoke(request)))
+    return stepper.value
 
 
 def _invoke(request: Invoke) -> Tracked:
@@ -364,16 +382,29 @@ class _ElasticPool:
 _POOL = _ElasticPool()
 
 
+def capture_context() -> dict[str, Any]:
+    """The ``dspy.context`` overrides active in this thread now (to re-apply in another thread)."""
+    return thread_local_overrides.get().copy()
+
+
+@contextlib.contextmanager
+def apply_context(overrides: Mapping[str, Any]) -> Iterator[None]:
+    """Re-apply captured ``dspy.context`` overrides in the current thread for the block."""
+    token = thread_local_overrides.set({**thread_local_overrides.get(), **overrides}) if overrides else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            thread_local_overrides.reset(token)
+
+
 def bind_context(fn: Callable[..., T]) -> Callable[..., T]:
     """``fn`` wrapped to run, in whatever thread, with the ``dspy.context`` overrides active now."""
-    overrides = thread_local_overrides.get().copy()
+    overrides = capture_context()
 
     def bound(*args: Any, **kwargs: Any) -> T:
-        token = thread_local_overrides.set({**thread_local_overrides.get(), **overrides})
-        try:
+        with apply_context(overrides):
             return fn(*args, **kwargs)
-        finally:
-            thread_local_overrides.reset(token)
 
     return bound
 
@@ -420,7 +451,7 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         with changed:
             job.started = time.perf_counter()
             changed.notify_all()
-        result = tracked(lambda: job.call.predict(**job.call.kwargs))
+        result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
         with changed:
             job.result = result
             late = job.abandoned
@@ -452,8 +483,23 @@ def _run_batch(batch: Batch) -> list[Tracked]:
                 break
             changed.wait(min(deadlines) - now if deadlines else None)
     results = [job.result if not job.abandoned else _timed_out(timeout) for job in jobs]
-    merge_into_parent_tracker([r for r in results if r is not None], parent)
-    return results  # type: ignore[return-value]
+    _reraise_interrupts(results)
+    merge_into_parent_tracker(results, parent)
+    return results  # type: ignore[arg-type, return-value]
+
+
+def _tracked_in_thread(call: Callable[[], Any]) -> Tracked:
+    """:func:`tracked` for a worker thread: an interrupt is carried back to the caller too."""
+    try:
+        return tracked(call)
+    except BaseException as interrupt:  # KeyboardInterrupt, SystemExit: re-raised by the caller
+        return Tracked(error=interrupt)
+
+
+def _reraise_interrupts(results: Sequence[Tracked | None]) -> None:
+    for result in results:
+        if result is not None and result.error is not None and not isinstance(result.error, Exception):
+            raise result.error
 
 
 def _timed_out(timeout: float | None) -> Tracked:
@@ -518,7 +564,7 @@ def run_threads(
     def work(position: int) -> None:
         slots.acquire()
         try:
-            results[position] = tracked(lambda: fn(items[position]))
+            results[position] = _tracked_in_thread(lambda: fn(items[position]))
         finally:
             slots.release()
             done.release()
@@ -528,5 +574,6 @@ def run_threads(
     for _ in items:
         done.acquire()
     outcomes = [r for r in results if r is not None]
+    _reraise_interrupts(outcomes)
     merge_into_parent_tracker(outcomes, parent)
     return [r.error if r.error is not None else r.value for r in outcomes]  # type: ignore[misc]

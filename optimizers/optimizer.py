@@ -12,7 +12,6 @@ from typing import Any
 
 import dspy
 import optuna
-from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.teleprompt.teleprompt import Teleprompter
 from fusion_dspy.optimizers.bank import CandidateBank
 from fusion_dspy.optimizers.cost import CostModel
@@ -34,6 +33,7 @@ from fusion_dspy.optimizers.worker import TrialLoop
 from fusion_dspy.optimizers.worker import enqueue_budget
 
 from fusion_dspy import FuseSettings
+from fusion_dspy.sampling import capture_context
 from fusion_dspy import Teacher
 
 __all__ = ["FusionOptimizer"]
@@ -208,7 +208,7 @@ class FusionOptimizer(Teleprompter):
             valset: Validation examples.
         """
         del teacher  # Fusion has no separate teacher program: the teachers are the Fuse's pool.
-        context = thread_local_overrides.get().copy()
+        context = capture_context()
         session = self._open(student, trainset, valset, context, coordinator=True)
         if self.baselines and not session.study.get_trials(deepcopy=False):
             baselines = session.baselines(_student_settings(student), singletons=True)
@@ -235,7 +235,7 @@ class FusionOptimizer(Teleprompter):
         ``--worker``) creates the study and queues its trials; workers wait up to
         ``wait_timeout`` seconds for that. Use a database storage for workers on several machines.
         """
-        context = thread_local_overrides.get().copy()
+        context = capture_context()
         session = self._open(student, trainset, valset, context, coordinator=False, wait_timeout=wait_timeout)
         ran: list[int] = []  # Callbacks fire only for trials this process ran.
         self._loop(session, context, wait_for_others=True,
