@@ -43,6 +43,7 @@ from fusion_dspy.errors import StoredFailure
 from fusion_dspy.errors import error_text
 from fusion_dspy.fusion_signature import FusionFields
 from fusion_dspy.fusion_signature import render_fusor_inputs
+from fusion_dspy.fusion_signature import with_candidate_fence
 from fusion_dspy.guard import decide
 from fusion_dspy.guard import guard_pool
 from fusion_dspy.normalize import answer_key
@@ -149,7 +150,9 @@ class FuseCall:
         fusor_inputs = render_fusor_inputs(
             self.inputs, shown, settings=self.settings, fields=self.fields, output_fields=self.output_fields
         )
-        kwargs = {**fusor_inputs, **({} if self.fusor_lm is None else {"lm": self.fusor_lm})}
+        kwargs = {**fusor_inputs, "signature": with_candidate_fence(self.fusor.signature, self.fields)}
+        if self.fusor_lm is not None:
+            kwargs["lm"] = self.fusor_lm
         (result,) = yield Batch((LMCall(self.fusor, kwargs),))
         record = FusorRecord(lm=self.settings.fusor, order=[c.index for c in shown], usage=result.usage,
                              latency_s=result.latency_s)
