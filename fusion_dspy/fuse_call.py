@@ -14,8 +14,8 @@ What the call contributes to a DSPy trace (``trace_entries``, recorded by the dr
 recording, as in BootstrapFewShot, MIPROv2's bootstrapping and GEPA): only steps consistent with the
 returned answer. A selected, consensus or single answer contributes that candidate's ``generate``
 step. A fused answer contributes the fusor's step plus the ``generate`` steps of candidates whose
-normalised answer equals the fused answer (so a wrong candidate the fusor repaired never becomes a
-demo). A guarded call that returned a candidate contributes that candidate's step only.
+normalised answer equals the fused answer, once per distinct text (so a wrong candidate the fusor
+repaired never becomes a demo). A guarded call that returned a candidate contributes that candidate's step only.
 """
 
 from __future__ import annotations
@@ -164,7 +164,11 @@ class FuseCall:
         record.comparison = result.value.get(self.fields.comparison)
         self.outputs = self.enter_outputs(result.value)
         self.trace_entries.append((self.fusor, fusor_inputs, result.value))
-        self.trace_entries += [self._generate_entry(c) for c in self.candidates if self._agrees(c)]
+        agreeing: dict[tuple[str, ...], Candidate] = {}
+        for candidate in self.candidates:  # one entry per distinct agreeing answer
+            if self._agrees(candidate):
+                agreeing.setdefault(answer_key(candidate.outputs, self.output_fields) + (candidate.text(),), candidate)
+        self.trace_entries += [self._generate_entry(c) for c in agreeing.values()]
         if not self.settings.guard:
             return "fuse"
         pool = guard_pool(self.candidates, self.outputs)
