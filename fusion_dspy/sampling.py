@@ -7,8 +7,10 @@ sent back the outcomes as :class:`Tracked` values. :func:`drive` serves those re
 
 The model, for sync and async alike:
 
-* **What a timeout means.** ``timeout`` is how long one LM call may take *once it has started*.
-  Waiting for a slot (below) never counts. A call still running at its deadline is reported as
+* **What a timeout means.** ``timeout`` is how long one LM call may take *once it has started*:
+  the clock runs while an LM request is in flight (seen through DSPy's ``on_lm_start`` /
+  ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
+  parsing counts (an LM that reports no requests is timed from the moment the call got its slots). A call still running at its deadline is reported as
   :class:`TeacherTimeoutError` and abandoned: its slots are freed at once, but the call itself is not
   killed (a thread cannot be; an asyncio task is left running so that a paid-for answer is not thrown
   away). When it answers, the batch's ``on_late`` hook receives it: the Fuse stores it in its
@@ -52,6 +54,7 @@ from typing import Union
 
 import dspy
 from dspy.dsp.utils.settings import thread_local_overrides
+from dspy.utils.callback import BaseCallback
 
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.report import usage_from_tracker
@@ -280,6 +283,10 @@ class _Slots:
         granted.wait()  # release() hands its slot over directly
 
     async def aacquire(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
 
@@ -409,23 +416,69 @@ def bind_context(fn: Callable[..., T]) -> Callable[..., T]:
     return bound
 
 
+class _LMClock(BaseCallback):
+    """Watches one call's LM requests (DSPy callbacks): the clock of its timeout.
+
+    ``deadline`` counts from the start of the LM request in flight, so neither a wait for a slot nor
+    the adapter's formatting and parsing around it (CPU work that a busy process may delay) counts.
+    Between requests (the answer arrived and is being parsed) there is no deadline. An LM that
+    reports no requests (not a ``dspy.BaseLM``) is timed from the moment the call got its slots.
+    """
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.on_change = on_change
+        self.slotted: float | None = None
+        self.request_started: float | None = None
+        self.in_flight = 0
+        self.requests = 0
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        self.in_flight += 1
+        self.requests += 1
+        self.request_started = time.perf_counter()
+        self.on_change()
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        self.in_flight -= 1
+        self.on_change()
+
+    def deadline(self, timeout: float) -> float | None:
+        if self.requests == 0:
+            return None if self.slotted is None else self.slotted + timeout
+        if self.in_flight > 0 and self.request_started is not None:
+            return self.request_started + timeout
+        return None
+
+    def watching(self) -> Any:
+        """The ``dspy.context`` under which the call reports its LM requests to this clock."""
+        return dspy.context(callbacks=[*(dspy.settings.get("callbacks") or []), self])
+
+
 class _Job:
-    """One call of a sync batch: queued (no ``started``), running, finished (``result``) or abandoned."""
+    """One call of a sync batch: queued, running (``clock``), finished (``result``) or abandoned."""
 
-    __slots__ = ("call", "position", "lm_slots", "started", "result", "abandoned")
+    __slots__ = ("call", "position", "lm_slots", "clock", "result", "abandoned")
 
-    def __init__(self, call: LMCall, position: int, lm_slots: _Slots) -> None:
+    def __init__(self, call: LMCall, position: int, lm_slots: _Slots, clock: _LMClock) -> None:
         self.call = call
         self.position = position
         self.lm_slots = lm_slots
-        self.started: float | None = None
+        self.clock = clock
         self.result: Tracked | None = None
         self.abandoned = False
 
 
 def _run_batch(batch: Batch) -> list[Tracked]:
     parent = dspy.settings.usage_tracker
-    jobs = [_Job(call, position, _slots_for(_lm_of(call))) for position, call in enumerate(batch.calls)]
+    changed = threading.Condition()
+
+    def notify() -> None:
+        with changed:
+            changed.notify_all()
+
+    jobs = [
+        _Job(call, position, _slots_for(_lm_of(call)), _LMClock(notify)) for position, call in enumerate(batch.calls)
+    ]
     if len(jobs) == 1 and batch.timeout is None:
         # Nothing to overlap and nothing to time: no thread hop.
         jobs[0].lm_slots.acquire()
@@ -436,7 +489,6 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         merge_into_parent_tracker(results, parent)
         return results
 
-    changed = threading.Condition()
     batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
 
     def free(job: _Job) -> None:
@@ -448,10 +500,13 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         if batch_slots is not None:
             batch_slots.acquire()
         job.lm_slots.acquire()
-        with changed:
-            job.started = time.perf_counter()
-            changed.notify_all()
-        result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+        if timeout is None:
+            result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+        else:
+            job.clock.slotted = time.perf_counter()
+            notify()
+            with job.clock.watching():
+                result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
         with changed:
             job.result = result
             late = job.abandoned
@@ -461,9 +516,14 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         elif batch.on_late is not None:
             batch.on_late(job.position, result)
 
-    for job in jobs:
-        _POOL.submit(bind_context(lambda job=job: work(job)))
     timeout = batch.timeout
+    # Without a timeout the caller would only wait: it makes the first call itself (one thread hop less).
+    inline = jobs[0] if timeout is None else None
+    for job in jobs:
+        if job is not inline:
+            _POOL.submit(bind_context(lambda job=job: work(job)))
+    if inline is not None:
+        work(inline)
     with changed:
         while True:
             now = time.perf_counter()
@@ -472,12 +532,13 @@ def _run_batch(batch: Batch) -> list[Tracked]:
             for job in jobs:
                 if job.result is not None or job.abandoned:
                     continue
-                if timeout is not None and job.started is not None:
-                    if job.started + timeout <= now:
+                deadline = None if timeout is None else job.clock.deadline(timeout)
+                if deadline is not None:
+                    if deadline <= now:
                         job.abandoned = True
                         free(job)  # the slot goes to the next caller; the call runs on unobserved
                         continue
-                    deadlines.append(job.started + timeout)
+                    deadlines.append(deadline)
                 waiting = True
             if not waiting:
                 break
@@ -520,28 +581,51 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
             if batch_slots is not None:
                 batch_slots.release()
             raise
-        task = asyncio.ensure_future(_atracked(lambda: call.predict.acall(**call.kwargs)))
         try:
-            done, _ = await asyncio.wait({task}, timeout=batch.timeout)
-        except BaseException:
-            task.cancel()
-            raise
-        finally:
+            if batch.timeout is None:  # nothing to time: no extra task
+                return await _atracked(lambda: call.predict.acall(**call.kwargs))
+            loop = asyncio.get_running_loop()
+            wake = asyncio.Event()
+            clock = _LMClock(lambda: loop.call_soon_threadsafe(wake.set))
+            clock.slotted = time.perf_counter()
+            with clock.watching():  # the task copies this context when it is created
+                task = asyncio.ensure_future(_atracked(lambda: call.predict.acall(**call.kwargs)))
+            try:
+                done = await _watch(task, clock, wake, batch.timeout)
+            except BaseException:
+                task.cancel()
+                raise
+        finally:  # the slots go to the next caller, also when the call is abandoned below
             lm_slots.release()
             if batch_slots is not None:
                 batch_slots.release()
-        if task in done:
+        if done:
             return task.result()
         if batch.on_late is not None:
             on_late = batch.on_late
             task.add_done_callback(lambda t: None if t.cancelled() else on_late(position, t.result()))
         return _timed_out(batch.timeout)
 
-    results = list(
-        await asyncio.gather(*(one(i, call, _slots_for(_lm_of(call))) for i, call in enumerate(batch.calls)))
-    )
+    runs = [one(i, call, _slots_for(_lm_of(call))) for i, call in enumerate(batch.calls)]
+    results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
     merge_into_parent_tracker([r for r in results if not isinstance(r.error, TeacherTimeoutError)], parent)
     return results
+
+
+async def _watch(task: asyncio.Future[Tracked], clock: _LMClock, wake: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``task`` until its clock's deadline passes; ``True`` if it finished in time."""
+    while not task.done():
+        deadline = clock.deadline(timeout)
+        left = None if deadline is None else deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            return False
+        wake.clear()
+        waiter = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({task, waiter}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+    return True
 
 
 # -- plain functions -----------------------------------------------------------------------------------
