@@ -75,6 +75,19 @@ def cpu_per_call(fn: Callable[[int], object], repeats: int, *, use_async: bool =
     return (time.process_time() - start) / repeats
 
 
+def cpu_overhead(fuse: Fuse, generate: dspy.Predict, teacher: dspy.LM, fusor: dspy.LM, rendered: str,
+                 calls: int, *, use_async: bool) -> float:
+    """CPU seconds a Fuse(n=5) call costs beyond its five teacher calls and one fusor call."""
+    name = "acall" if use_async else "__call__"
+    tag = "ca" if use_async else "cs"
+    total = cpu_per_call(lambda i: getattr(fuse, name)(question=f"{tag}{i}"), calls, use_async=use_async)
+    draw = cpu_per_call(lambda i: getattr(generate, name)(question=f"{tag}{i}", lm=teacher), calls,
+                        use_async=use_async)
+    fused = cpu_per_call(lambda i: getattr(fuse.fusor, name)(question=f"{tag}{i}", candidates=rendered, lm=fusor),
+                         calls, use_async=use_async)
+    return total - 5 * draw - fused
+
+
 def under_load(fuse: Fuse, calls: int, *, use_async: bool, tag: str) -> tuple[float, int, int]:
     """``calls`` concurrent Fuse calls: wall time, spurious timeouts, draws made."""
     questions = [f"{tag}{i}" for i in range(calls)]
@@ -151,15 +164,8 @@ def main() -> None:
     # CPU time (all threads) of the same, which a busy machine's scheduling delays do not inflate.
     cpu = {}
     for flavour in ("sync", "async"):
-        use_async = flavour == "async"
-        call = "acall" if use_async else "__call__"
-        cpu[flavour] = (
-            cpu_per_call(lambda i: getattr(zero_fuse, call)(question=f"c{flavour}{i}"), calls, use_async=use_async)
-            - 5 * cpu_per_call(lambda i: getattr(generate, call)(question=f"c{flavour}{i}", lm=zero_teachers[0].lm),
-                               calls, use_async=use_async)
-            - cpu_per_call(lambda i: getattr(zero_fuse.fusor, call)(question=f"c{flavour}{i}", candidates=rendered,
-                                                                    lm=zero_fusor), calls, use_async=use_async)
-        ) * 1000
+        cpu[flavour] = cpu_overhead(zero_fuse, generate, zero_teachers[0].lm, zero_fusor, rendered, calls,
+                                    use_async=flavour == "async") * 1000
 
     # Load: many concurrent calls, a timeout with head room over the teachers' latency.
     load_timeout = 1.6 * args.delay

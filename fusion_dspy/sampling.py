@@ -10,11 +10,12 @@ The model, for sync and async alike:
 * **What a timeout means.** ``timeout`` is how long one LM call may take *once it has started*:
   the clock runs while an LM request is in flight (seen through DSPy's ``on_lm_start`` /
   ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
-  parsing counts (an LM that reports no requests is timed from the moment the call got its slots). A call still running at its deadline is reported as
-  :class:`TeacherTimeoutError` and abandoned: its slots are freed at once, but the call itself is not
-  killed (a thread cannot be; an asyncio task is left running so that a paid-for answer is not thrown
-  away). When it answers, the batch's ``on_late`` hook receives it: the Fuse stores it in its
-  candidate store and adds its usage to the report (``CandidateRecord.late_usage``).
+  parsing counts (an LM that reports no requests is timed from the moment the call got its slots).
+  A call still running at its deadline is reported as :class:`TeacherTimeoutError` and abandoned:
+  its slots are freed at once, but the call itself is not killed (a thread cannot be; an asyncio
+  task is left running so that a paid-for answer is not thrown away). When it answers, the batch's
+  ``on_late`` hook receives it: the Fuse stores it in its candidate store and adds its usage to the
+  report (``CandidateRecord.late_usage``).
 * **Which bounds apply.** (1) Per LM, process-wide and shared by threads and event loops: at most
   :func:`lm_concurrency` calls (default :data:`DEFAULT_LM_CONCURRENCY`, change it with
   :func:`set_lm_concurrency`) that are running and within their timeout. A slow or hung LM fills

@@ -33,8 +33,8 @@ from fusion_dspy.optimizers.worker import TrialLoop
 from fusion_dspy.optimizers.worker import enqueue_budget
 
 from fusion_dspy import FuseSettings
-from fusion_dspy.sampling import capture_context
 from fusion_dspy import Teacher
+from fusion_dspy.sampling import capture_context
 
 __all__ = ["FusionOptimizer"]
 

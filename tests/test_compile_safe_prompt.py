@@ -5,7 +5,6 @@ from __future__ import annotations
 import dspy
 
 from fusion_dspy import Fuse
-
 from fusion_dspy.testing import FakeEngine
 from tests.helpers import fusor_engine
 from tests.helpers import make_fuse

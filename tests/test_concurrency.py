@@ -16,7 +16,6 @@ import pytest
 
 from fusion_dspy import Teacher
 from fusion_dspy import TeacherTimeoutError
-
 from fusion_dspy.store import MemoryStore
 from fusion_dspy.testing import FakeEngine
 from tests.helpers import fusor_engine

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ class Selection:
     rationale: str | None = None
 
 
-class Selector(abc.ABC):
+class Selector:
     """Picks the best of several candidates for one input.
 
     A subclass implements either :meth:`select` (plain code, possibly blocking) or :meth:`steps`

@@ -118,7 +118,8 @@ class LLMJudge(Selector):
         if len(candidates) == 1:
             return Selection(position=0, rationale="judge: only one candidate, no judge call made")
         lm = {"lm": self.lm} if self.lm is not None else {}
-        calls = tuple(LMCall(self.predict, {**request, **lm}) for request in self._requests(signature, inputs, candidates))
+        requests = self._requests(signature, inputs, candidates)
+        calls = tuple(LMCall(self.predict, {**request, **lm}) for request in requests)
         results = yield Batch(calls, max_concurrency=self.num_threads)
         return self._decide(candidates, [r.error if r.error is not None else r.value for r in results])
 
