@@ -17,6 +17,7 @@ A draw that times out and answers later is stored then (it was paid for).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
 
 __all__ = ["draw_steps"]
+
+_logger = logging.getLogger(__name__)
 
 #: ``on_late(draw, tracked)``: a timed-out draw answered after all.
 LateHook = Callable[[Draw, Tracked], None]
@@ -87,9 +90,13 @@ def _generate(
         return []
 
     def late(position: int, result: Tracked) -> None:
-        book.remember([DrawOutcome(draws[position], result)])
-        if on_late is not None:
-            on_late(draws[position], result)
+        # Runs in the late call's thread (or as a loop callback), after this call has moved on.
+        try:
+            if on_late is not None:
+                on_late(draws[position], result)
+            book.remember([DrawOutcome(draws[position], result)])
+        except Exception as error:  # nobody is left to raise to: say so, once
+            _logger.warning("Fuse: could not keep the late answer of draw #%d: %r", draws[position].index, error)
 
     calls = tuple(LMCall(generate, _call_kwargs(draw, inputs)) for draw in draws)
     results = yield Batch(calls, timeout=timeout, max_concurrency=max_threads, on_late=late)
