@@ -312,7 +312,8 @@ def _example_result(score: float, reports: Sequence[tuple[str, FusionReport]],
             if not record.cached:
                 _add(fuse_spent, record.usage)
                 draws += sum(u.calls for u in record.usage.values())
-        for step in (report.fusor, report.selection):  # A judge or USC selector's calls are in the report.
+        # A judge or USC selector's calls (also the guard's) are in the report.
+        for step in (report.fusor, report.selection, report.guard):
             if step is not None:
                 _add(fuse_spent, step.usage)
         if report.fusor is not None:
