@@ -10,7 +10,8 @@ The model, for sync and async alike:
 * **What a timeout means.** ``timeout`` is how long one LM call may take *once it has started*:
   the clock runs while an LM request is in flight (seen through DSPy's ``on_lm_start`` /
   ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
-  parsing counts (an LM that reports no requests is timed from the moment the call got its slots).
+  parsing counts; each request of a call (DSPy may retry with another adapter) gets the full timeout
+  (an LM that reports no requests is timed from the moment the call got its slots).
   A call still running at its deadline is reported as :class:`TeacherTimeoutError` and abandoned:
   its slots are freed at once, but the call itself is not killed (a thread cannot be; an asyncio
   task is left running so that a paid-for answer is not thrown away). When it answers, the batch's
@@ -422,12 +423,15 @@ class _LMClock(BaseCallback):
 
     ``deadline`` counts from the start of the LM request in flight, so neither a wait for a slot nor
     the adapter's formatting and parsing around it (CPU work that a busy process may delay) counts.
-    Between requests (the answer arrived and is being parsed) there is no deadline. An LM that
-    reports no requests (not a ``dspy.BaseLM``) is timed from the moment the call got its slots.
+    Between requests (the answer arrived and is being parsed) there is no deadline; a second request
+    of the same call (DSPy's fallback to another adapter) gets the full timeout again. An LM that
+    reports no requests (``reports=False``: not a ``dspy.BaseLM``) is timed from the moment the call
+    got its slots.
     """
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], *, reports: bool = True) -> None:
         self.on_change = on_change
+        self.reports = reports
         self.slotted: float | None = None
         self.request_started: float | None = None
         self.in_flight = 0
@@ -445,7 +449,7 @@ class _LMClock(BaseCallback):
 
     def deadline(self, timeout: float) -> float | None:
         if self.requests == 0:
-            return None if self.slotted is None else self.slotted + timeout
+            return None if self.reports or self.slotted is None else self.slotted + timeout
         if self.in_flight > 0 and self.request_started is not None:
             return self.request_started + timeout
         return None
@@ -477,9 +481,10 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         with changed:
             changed.notify_all()
 
-    jobs = [
-        _Job(call, position, _slots_for(_lm_of(call)), _LMClock(notify)) for position, call in enumerate(batch.calls)
-    ]
+    jobs = []
+    for position, call in enumerate(batch.calls):
+        lm = _lm_of(call)
+        jobs.append(_Job(call, position, _slots_for(lm), _LMClock(notify, reports=isinstance(lm, dspy.BaseLM))))
     if len(jobs) == 1 and batch.timeout is None:
         # Nothing to overlap and nothing to time: no thread hop.
         jobs[0].lm_slots.acquire()
@@ -573,7 +578,8 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
     parent = dspy.settings.usage_tracker
     batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
 
-    async def one(position: int, call: LMCall, lm_slots: _Slots) -> Tracked:
+    async def one(position: int, call: LMCall, lm: Any) -> Tracked:
+        lm_slots = _slots_for(lm)
         if batch_slots is not None:
             await batch_slots.aacquire()
         try:
@@ -587,7 +593,7 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
                 return await _atracked(lambda: call.predict.acall(**call.kwargs))
             loop = asyncio.get_running_loop()
             wake = asyncio.Event()
-            clock = _LMClock(lambda: loop.call_soon_threadsafe(wake.set))
+            clock = _LMClock(lambda: loop.call_soon_threadsafe(wake.set), reports=isinstance(lm, dspy.BaseLM))
             clock.slotted = time.perf_counter()
             with clock.watching():  # the task copies this context when it is created
                 task = asyncio.ensure_future(_atracked(lambda: call.predict.acall(**call.kwargs)))
@@ -607,7 +613,7 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
             task.add_done_callback(lambda t: None if t.cancelled() else on_late(position, t.result()))
         return _timed_out(batch.timeout)
 
-    runs = [one(i, call, _slots_for(_lm_of(call))) for i, call in enumerate(batch.calls)]
+    runs = [one(i, call, _lm_of(call)) for i, call in enumerate(batch.calls)]
     results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
     merge_into_parent_tracker([r for r in results if not isinstance(r.error, TeacherTimeoutError)], parent)
     return results
