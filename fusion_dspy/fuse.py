@@ -302,7 +302,7 @@ class Fuse(dspy.Module):
         s = self.settings
         return (
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
-            f"fusor={s.fusor!r}, selector={s.selector!r})"
+            f"fusor={s.fusor!r}, selector={s.selector!r}{', guard=True' if s.guard else ''})"
         )
 
 

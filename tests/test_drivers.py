@@ -125,3 +125,22 @@ def test_usc_selects_the_same_in_both(select):
     engine = FakeEngine(name="usc", responder=lambda request: {"index": 2})
     selection = select(UniversalSelfConsistency(lm=engine.lm()), QA, {"question": "q"}, answers("a", "b", "c"))
     assert selection.position == 1 and engine.calls == 1
+
+
+def test_a_selectors_own_aselect_is_used_by_the_async_driver():
+    from fusion_dspy.selectors.base import Selection
+    from fusion_dspy.selectors.base import Selector
+
+    class TwoFaced(Selector):
+        name = "two-faced"
+
+        def select(self, signature, inputs, candidates):
+            return Selection(position=0, rationale="sync")
+
+        async def aselect(self, signature, inputs, candidates):
+            await asyncio.sleep(0)
+            return Selection(position=1, rationale="async")
+
+    fuse = make_fuse(2, mode="select", selector=TwoFaced())
+    assert fuse(question="q").fusion.selection.rationale == "sync"
+    assert asyncio.run(fuse.acall(question="q")).fusion.selection.rationale == "async"
