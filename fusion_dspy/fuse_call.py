@@ -4,7 +4,9 @@
 (:class:`~fusion_dspy.sampling.Batch` of LM calls, :class:`~fusion_dspy.sampling.Invoke` of a
 blocking step) and is sent their outcomes; it returns the :class:`FusedPrediction`. ``Fuse.forward``
 serves it with :func:`~fusion_dspy.sampling.drive` (threads) and ``Fuse.aforward`` with
-:func:`~fusion_dspy.sampling.adrive` (asyncio), so every option behaves the same in both.
+:func:`~fusion_dspy.sampling.adrive` (asyncio), so every option behaves the same in both. The
+candidate store is read and written in place (local and fast); only its blocking wait for a draw
+another call is making is a request (:mod:`fusion_dspy.draw_source`).
 
 LM outputs (candidates' and the fusor's) enter the call state in one place,
 :meth:`FuseCall.enter_outputs`; the fusor's inputs are rendered in one place,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Generator
@@ -71,6 +74,8 @@ from fusion_dspy.teacher import Teacher
 from fusion_dspy.teacher import plan_draws
 
 __all__ = ["FuseCall", "TraceEntry", "check_selection", "error_text"]
+
+_logger = logging.getLogger(__name__)
 
 #: ``(predictor, inputs, prediction)``, the shape DSPy records in ``dspy.settings.trace``.
 TraceEntry = tuple[Any, dict[str, Any], dspy.Prediction]
@@ -160,6 +165,7 @@ class FuseCall:
         if result.error is not None:
             record.error, record.error_type = error_text(result.error), type(result.error).__name__
             self.fallback = f"fusor failed ({record.error_type}); used select instead"
+            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", record.error_type)
             return "select"
         record.comparison = result.value.get(self.fields.comparison)
         self.outputs = self.enter_outputs(result.value)
