@@ -11,7 +11,9 @@ The model, for sync and async alike:
   the clock runs while an LM request is in flight (seen through DSPy's ``on_lm_start`` /
   ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
   parsing counts; each request of a call (DSPy may retry with another adapter) gets the full timeout
-  (an LM that reports no requests is timed from the moment the call got its slots).
+  (an LM that reports no requests is timed from the moment the call got its slots). In async, time
+  the event loop is too busy to run a call's last steps (many calls answering at once) is queue
+  time too: it extends that call's deadline, by at most ``timeout``.
   A call still running at its deadline is reported as :class:`TeacherTimeoutError` and abandoned:
   its slots are freed at once, but the call itself is not killed (a thread cannot be; an asyncio
   task is left running so that a paid-for answer is not thrown away). When it answers, the batch's
@@ -94,6 +96,8 @@ T = TypeVar("T")
 DEFAULT_LM_CONCURRENCY = 64
 #: Seconds an idle pool thread waits for work before it exits.
 IDLE_THREAD_S = 30.0
+#: An event loop that takes longer than this to come back to a call's watcher is congested.
+_LOOP_LAG_S = 0.005
 
 
 class TeacherTimeoutError(TimeoutError):
@@ -620,12 +624,26 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
 
 
 async def _watch(task: asyncio.Future[Tracked], clock: _LMClock, wake: asyncio.Event, timeout: float) -> bool:
-    """Wait for ``task`` until its clock's deadline passes; ``True`` if it finished in time."""
+    """Wait for ``task`` until its clock's deadline passes; ``True`` if it finished in time.
+
+    At the deadline the loop may be too busy to have run the call's last steps (many calls finishing
+    at once share one thread): the time the loop takes to come back to this watcher is queue time,
+    so it extends the deadline, by at most ``timeout`` in all.
+    """
+    grace = 0.0
     while not task.done():
         deadline = clock.deadline(timeout)
-        left = None if deadline is None else deadline - time.perf_counter()
+        left = None if deadline is None else deadline + grace - time.perf_counter()
         if left is not None and left <= 0:
-            return False
+            before = time.perf_counter()
+            await asyncio.sleep(0)  # behind every callback that is ready now
+            lag = time.perf_counter() - before
+            if task.done():
+                break
+            if lag < _LOOP_LAG_S or grace >= timeout:
+                return False
+            grace = min(timeout, grace + lag)
+            continue
         wake.clear()
         waiter = asyncio.ensure_future(wake.wait())
         try:
