@@ -10,6 +10,7 @@ from fusion_dspy.candidate import Candidate
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import FusionError
+from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.fuse import Fuse
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import DEFAULT_FUSOR_INSTRUCTION
@@ -37,6 +38,7 @@ __all__ = [
     "FusorPrompt",
     "FusorRecord",
     "SelectionRecord",
+    "SelectorFailedError",
     "Teacher",
     "TeacherTimeoutError",
     "TokenUsage",

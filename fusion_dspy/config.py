@@ -62,6 +62,8 @@ class FuseSettings(BaseModel):
         seed: Base seed of the draws and of the candidate-order shuffle.
         shuffle: Shuffle the candidates before the fusor sees them (position bias).
         prompt: The fusor prompt configuration.
+        guard: Rank the fused answer against the candidates with the selector; keep it only if no
+            candidate outranks it (see :mod:`fusion_dspy.guard`).
 
     The field descriptions are the "what to pass" half of every error message. Settings are
     immutable values: change them with :meth:`replaced` (or ``Fuse.configure``), which validates
@@ -91,6 +93,8 @@ class FuseSettings(BaseModel):
     shuffle: bool = Field(default=True, strict=True, description="shuffle must be True or False.")
     prompt: FusorPrompt = Field(default_factory=FusorPrompt,
                                 description="prompt must be a FusorPrompt, e.g. prompt=FusorPrompt(language='German').")
+    guard: bool = Field(default=False, strict=True,
+                        description="guard must be True or False (rank the fused answer against the candidates).")
 
     @model_validator(mode="after")
     def _check_min_candidates(self) -> FuseSettings:
@@ -186,7 +190,7 @@ def check_setting(name: str, value: Any, *, owner: str = "Fuse") -> Any:
     """
     try:
         return _field_adapter(name).validate_python(value)
-    except ValidationError as error:
+    except ValidationError:
         field = FuseSettings.model_fields[name]
         raise SettingsError(f"{owner}({name}={_shown(value)}) is invalid: {field.description}") from None
 

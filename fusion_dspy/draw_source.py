@@ -10,12 +10,17 @@ For each planned draw, in this order:
 3. otherwise the teacher is called, and the result is stored (answers and parse failures; transient
    faults are not, so the next call retries them).
 
-Without a store every draw goes straight to its teacher.
+Without a store every draw goes straight to its teacher. :func:`draw_steps` is a sans-I/O step of
+the call engine: it yields the requests of :mod:`fusion_dspy.sampling` and returns the outcomes.
+A draw that times out and answers later is stored then (it was paid for).
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,22 +28,28 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 
 from fusion_dspy.errors import StoredFailure
-from fusion_dspy.fuse_call import error_text
+from fusion_dspy.errors import error_text
+from fusion_dspy.sampling import Batch
 from fusion_dspy.sampling import DrawOutcome
+from fusion_dspy.sampling import Invoke
+from fusion_dspy.sampling import LMCall
+from fusion_dspy.sampling import Steps
 from fusion_dspy.sampling import Tracked
-from fusion_dspy.sampling import arun_draws
-from fusion_dspy.sampling import merge_into_parent_tracker
-from fusion_dspy.sampling import run_draws
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import StoredDraw
 from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
 
-__all__ = ["acollect_draws", "collect_draws"]
+__all__ = ["draw_steps"]
+
+_logger = logging.getLogger(__name__)
+
+#: ``on_late(draw, tracked)``: a timed-out draw answered after all.
+LateHook = Callable[[Draw, Tracked], None]
 
 
-def collect_draws(
+def draw_steps(
     generate: dspy.Predict,
     draws: Sequence[Draw],
     inputs: dict[str, Any],
@@ -47,49 +58,59 @@ def collect_draws(
     store: CandidateStore | None,
     timeout: float | None,
     max_threads: int | None,
-) -> list[DrawOutcome]:
+    on_late: LateHook | None = None,
+) -> Steps[list[DrawOutcome]]:
     """Every planned draw's outcome, in plan order (see the module docs for the sources)."""
     book = _StoreBook(store, signature, generate, draws, inputs)
     found, missing = book.lookup()
     mine, theirs = book.claim(missing)
     try:
-        fresh = run_draws(generate, mine, inputs, timeout=timeout, max_threads=max_threads)
-        book.remember(fresh)
+        fresh = yield from _generate(book, generate, mine, inputs, timeout, max_threads, on_late)
     finally:
         book.release(mine)
     if theirs:
-        waited, leftover = book.replay(theirs, [book.wait(draw, timeout) for draw in theirs])
-        more = run_draws(generate, leftover, inputs, timeout=timeout, max_threads=max_threads)
-        book.remember(more)
-        found, fresh = found + waited, fresh + more
+        waited = yield Invoke(lambda: book.wait_all(theirs, timeout))
+        entries = waited.value if waited.error is None else [None] * len(theirs)
+        replayed, leftover = book.replay(theirs, entries)
+        more = yield from _generate(book, generate, leftover, inputs, timeout, max_threads, on_late)
+        found, fresh = found + replayed, fresh + more
     return sorted([*found, *fresh], key=lambda o: o.draw.index)
 
 
-async def acollect_draws(
+def _generate(
+    book: _StoreBook,
     generate: dspy.Predict,
-    draws: Sequence[Draw],
-    inputs: dict[str, Any],
-    *,
-    signature: type[dspy.Signature],
-    store: CandidateStore | None,
+    draws: list[Draw],
+    inputs: Mapping[str, Any],
     timeout: float | None,
-) -> list[DrawOutcome]:
-    """The asyncio counterpart of :func:`collect_draws`; waiting for other calls happens off the loop."""
-    book = _StoreBook(store, signature, generate, draws, inputs)
-    found, missing = book.lookup()
-    mine, theirs = book.claim(missing)
-    try:
-        fresh = await arun_draws(generate, mine, inputs, timeout=timeout)
-        book.remember(fresh)
-    finally:
-        book.release(mine)
-    if theirs:
-        entries = await asyncio.gather(*(asyncio.to_thread(book.wait, draw, timeout) for draw in theirs))
-        waited, leftover = book.replay(theirs, list(entries))
-        more = await arun_draws(generate, leftover, inputs, timeout=timeout)
-        book.remember(more)
-        found, fresh = found + waited, fresh + more
-    return sorted([*found, *fresh], key=lambda o: o.draw.index)
+    max_threads: int | None,
+    on_late: LateHook | None,
+) -> Steps[list[DrawOutcome]]:
+    if not draws:
+        return []
+
+    def late(position: int, result: Tracked) -> None:
+        # Runs in the late call's thread (or as a loop callback), after this call has moved on.
+        try:
+            if on_late is not None:
+                on_late(draws[position], result)
+            book.remember([DrawOutcome(draws[position], result)])
+        except Exception as error:  # nobody is left to raise to: say so, once
+            _logger.warning("Fuse: could not keep the late answer of draw #%d: %r", draws[position].index, error)
+
+    calls = tuple(LMCall(generate, _call_kwargs(draw, inputs)) for draw in draws)
+    results = yield Batch(calls, timeout=timeout, max_concurrency=max_threads, on_late=late)
+    outcomes = [DrawOutcome(draw, result) for draw, result in zip(draws, results, strict=True)]
+    book.remember(outcomes)
+    return outcomes
+
+
+def _call_kwargs(draw: Draw, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs = dict(inputs)
+    kwargs["config"] = draw.config
+    if draw.teacher.lm is not None:
+        kwargs["lm"] = draw.teacher.lm
+    return kwargs
 
 
 class _StoreBook:
@@ -157,12 +178,17 @@ class _StoreBook:
             for draw in claimed:
                 self.store.release(self.keys[draw.index])
 
-    def wait(self, draw: Draw, timeout: float | None) -> StoredDraw | None:
-        return self.store.wait(self.keys[draw.index], timeout)
+    def wait_all(self, draws: list[Draw], timeout: float | None) -> list[StoredDraw | None]:
+        """Wait for other calls' results, all within one ``timeout`` (``None``: as long as it takes)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        entries = []
+        for draw in draws:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            entries.append(self.store.wait(self.keys[draw.index], left))
+        return entries
 
     def remember(self, fresh: list[DrawOutcome]) -> None:
-        """Account for fresh draws in the caller's tracker and store them (answers and parse failures)."""
-        merge_into_parent_tracker([o.result for o in fresh])
+        """Store fresh draws: answers and parse failures (transient faults are asked again next time)."""
         if self.store is None:
             return
         for outcome in fresh:

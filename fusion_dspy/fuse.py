@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -16,26 +15,19 @@ from fusion_dspy.config import CallOptions
 from fusion_dspy.config import FuseConfig
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.config import SettingsError
-from fusion_dspy.draw_source import acollect_draws
-from fusion_dspy.draw_source import collect_draws
 from fusion_dspy.fuse_call import FuseCall
 from fusion_dspy.fusion_signature import fusion_signature
 from fusion_dspy.fusion_signature import resolve_signature
 from fusion_dspy.pool import Pool
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import FusorPrompt
-from fusion_dspy.sampling import DrawOutcome
-from fusion_dspy.sampling import Tracked
-from fusion_dspy.sampling import atracked
-from fusion_dspy.sampling import merge_into_parent_tracker
-from fusion_dspy.sampling import tracked
+from fusion_dspy.sampling import adrive
+from fusion_dspy.sampling import drive
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.selectors.registry import build_selector
 from fusion_dspy.selectors.registry import selector_spec
 from fusion_dspy.store import CandidateStore
-from fusion_dspy.teacher import Draw
 from fusion_dspy.teacher import Teacher
-from fusion_dspy.teacher import plan_draws
 
 __all__ = ["Fuse"]
 
@@ -71,13 +63,20 @@ class Fuse(dspy.Module):
         agree: Share of candidates that must agree for ``auto`` to skip the fusor.
         min_candidates: Fewest successful candidates to continue with; fewer raises
             :class:`~fusion_dspy.errors.CandidatesExhaustedError` naming every failure.
-        timeout: Seconds to wait for the teachers; late teachers are dropped and reported.
+        timeout: Seconds one teacher call may take once it has started (time queued for a slot of its
+            LM never counts); a call still running then is dropped and reported as
+            :class:`~fusion_dspy.TeacherTimeoutError`, and its late answer is stored and its usage
+            added to the report when it arrives (see :mod:`fusion_dspy.sampling`).
         seed: Base seed of the draws (seed + sample index) and of the candidate shuffle.
         shuffle: Shuffle candidates before the fusor reads them (the paper saw a position bias).
-        max_threads: Cap on concurrent teacher calls (default: ``n``).
+        max_threads: Cap on this call's concurrent teacher calls (default: no cap beyond the per-LM
+            bound, :func:`fusion_dspy.sampling.set_lm_concurrency`); the same in sync and async.
         store: A :class:`~fusion_dspy.store.CandidateStore`: draws found there are not generated
             again, and new draws are added: answers, and malformed answers as failures; transient
             faults are retried on the next call (see :mod:`fusion_dspy.store`).
+        guard: After fusing, rank the fused answer with the N candidates using ``selector`` and
+            return a candidate that strictly outranks it (see :mod:`fusion_dspy.guard`); the decision
+            is in ``pred.fusion.guard``. No extra LM call for mbr, majority or reward selectors.
 
     Example:
         >>> fuse = Fuse("question -> answer", n=4,
@@ -104,6 +103,7 @@ class Fuse(dspy.Module):
         shuffle: bool = True,
         max_threads: int | None = None,
         store: CandidateStore | None = None,
+        guard: bool = False,
     ) -> None:
         super().__init__()
         self.signature = resolve_signature(signature)
@@ -125,6 +125,7 @@ class Fuse(dspy.Module):
                 "min_candidates": min_candidates,
                 "seed": seed,
                 "shuffle": shuffle,
+                "guard": guard,
                 **({} if prompt is None else {"prompt": prompt}),
             },
             pool=self.pool,  # Fail now, not at call time, on an unknown name or an impossible plan.
@@ -231,6 +232,7 @@ class Fuse(dspy.Module):
         min_candidates: int | None = None,
         seed: int | None = None,
         shuffle: bool | None = None,
+        guard: bool | None = None,
     ) -> Fuse:
         """Change the configuration in place, validated as a whole; unset arguments keep their value.
 
@@ -242,7 +244,8 @@ class Fuse(dspy.Module):
         changes: dict[str, Any] = {
             key: value
             for key, value in (("n", n), ("mode", mode), ("prompt", prompt), ("agree", agree),
-                               ("min_candidates", min_candidates), ("seed", seed), ("shuffle", shuffle))
+                               ("min_candidates", min_candidates), ("seed", seed), ("shuffle", shuffle),
+                               ("guard", guard))
             if value is not None
         }
         if teachers is not None:
@@ -285,85 +288,35 @@ class Fuse(dspy.Module):
         return self
 
     # -- calls ---------------------------------------------------------------------------------------
+    # Both are thin drivers of one FuseCall engine (fusion_dspy.fuse_call): they only do the I/O.
 
     def forward(self, **kwargs: Any) -> FusedPrediction:
-        inputs, draws, started = self._begin(kwargs)
-        outcomes = collect_draws(self.generate, draws, inputs, signature=self.signature, store=self.store,
-                                 timeout=self.timeout, max_threads=self.max_threads)
-        call = self._call(inputs, outcomes, started)
-        path = call.initial_path()
-        if path == "fuse":
-            fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
-            result = tracked(lambda: self.fusor(**fusor_inputs, **self._fusor_lm_kwargs()))
-            if self._accept_fusion(call, result, order):
-                return call.finish("fuse")
-            path = "select"
-        if path == "select":
-            selector = self.selector
-            result = tracked(lambda: selector.select(self.signature, inputs, call.candidates))
-            self._accept_selection(call, result, selector.name)
-        return self._finish(call, path)
+        call = self._start(kwargs)
+        return self._traced(call, drive(call.steps()))
 
     async def aforward(self, **kwargs: Any) -> FusedPrediction:
-        inputs, draws, started = self._begin(kwargs)
-        outcomes = await acollect_draws(self.generate, draws, inputs, signature=self.signature, store=self.store,
-                                        timeout=self.timeout)
-        call = self._call(inputs, outcomes, started)
-        path = call.initial_path()
-        if path == "fuse":
-            fusor_inputs, order = call.fusor_inputs(self.fusion_fields)
-            result = await atracked(lambda: self.fusor.acall(**fusor_inputs, **self._fusor_lm_kwargs()))
-            if self._accept_fusion(call, result, order):
-                return call.finish("fuse")
-            path = "select"
-        if path == "select":
-            selector = self.selector
-            result = await atracked(lambda: selector.aselect(self.signature, inputs, call.candidates))
-            self._accept_selection(call, result, selector.name)
-        return self._finish(call, path)
+        call = self._start(kwargs)
+        return self._traced(call, await adrive(call.steps()))
 
-    # -- the steps forward and aforward share ----------------------------------------------------------
-
-    def _begin(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Draw], float]:
-        inputs = self._inputs(kwargs)
-        started = time.perf_counter()
-        return inputs, plan_draws(self.teachers, self.settings.n, seed=self.settings.seed), started
-
-    def _call(self, inputs: dict[str, Any], outcomes: list[DrawOutcome], started: float) -> FuseCall:
-        call = FuseCall(
-            signature=self.signature, settings=self.settings, inputs=inputs, outcomes=outcomes, started=started
+    def _start(self, kwargs: dict[str, Any]) -> FuseCall:
+        return FuseCall(
+            signature=self.signature, settings=self.settings, inputs=self._inputs(kwargs), teachers=self.teachers,
+            generate=self.generate, fusor=self.fusor, fusor_lm=self.fusor_lm, fields=self.fusion_fields,
+            selector=self.selector, store=self.store, timeout=self.timeout, max_threads=self.max_threads,
         )
-        call.check_enough()
-        return call
-
-    def _accept_fusion(self, call: FuseCall, result: Tracked, order: list[int]) -> bool:
-        merge_into_parent_tracker([result])
-        if call.accept_fusion(result, lm_name=self.settings.fusor, order=order, fields=self.fusion_fields):
-            return True
-        _logger.warning("Fuse: the fusor failed (%s); falling back to select.", call.fusor_record.error_type)
-        return False
 
     @staticmethod
-    def _accept_selection(call: FuseCall, result: Tracked, selector_name: str) -> None:
-        # A selector that calls LMs (judge, usc, reward) costs tokens: they belong to this call's report.
-        merge_into_parent_tracker([result])
-        if result.error is not None:
-            raise result.error
-        call.accept_selection(result.value, selector_name, usage=result.usage, latency_s=result.latency_s)
-
-    @staticmethod
-    def _finish(call: FuseCall, path: str) -> FusedPrediction:
-        if path == "consensus":
-            call.take_consensus()
-        elif path == "single":
-            call.take_candidate(0)
-        return call.finish(path)
+    def _traced(call: FuseCall, prediction: FusedPrediction) -> FusedPrediction:
+        """Record the steps the engine accepted in DSPy's trace, when DSPy is recording one."""
+        trace = dspy.settings.trace
+        if trace is not None and dspy.settings.max_trace_size > 0:
+            for entry in call.trace_entries:
+                if len(trace) >= dspy.settings.max_trace_size:
+                    trace.pop(0)
+                trace.append(entry)
+        return prediction
 
     # -- helpers -------------------------------------------------------------------------------------
-
-    def _fusor_lm_kwargs(self) -> dict[str, Any]:
-        lm = self.fusor_lm
-        return {} if lm is None else {"lm": lm}
 
     def _inputs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         expected = list(self.signature.input_fields)
@@ -385,7 +338,7 @@ class Fuse(dspy.Module):
         s = self.settings
         return (
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
-            f"fusor={s.fusor!r}, selector={s.selector!r})"
+            f"fusor={s.fusor!r}, selector={s.selector!r}{', guard=True' if s.guard else ''})"
         )
 
 

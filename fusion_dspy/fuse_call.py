@@ -1,16 +1,31 @@
-"""The bookkeeping of one Fuse call, shared by ``forward`` and ``aforward``.
+"""One Fuse call as a sans-I/O state machine: plan, draws, path, fusor or selector, guard, report.
 
-``Fuse`` does the I/O (teacher draws, fusor, selector) in a sync or async flavour; this class
-turns outcomes into candidates and records, picks the path, and assembles the prediction and its
-report, so both flavours behave identically.
+:meth:`FuseCall.steps` is a generator. It yields the requests of :mod:`fusion_dspy.sampling`
+(:class:`~fusion_dspy.sampling.Batch` of LM calls, :class:`~fusion_dspy.sampling.Invoke` of a
+blocking step) and is sent their outcomes; it returns the :class:`FusedPrediction`. ``Fuse.forward``
+serves it with :func:`~fusion_dspy.sampling.drive` (threads) and ``Fuse.aforward`` with
+:func:`~fusion_dspy.sampling.adrive` (asyncio), so every option behaves the same in both. The
+candidate store is read and written in place (local and fast); only its blocking wait for a draw
+another call is making is a request (:mod:`fusion_dspy.draw_source`).
+
+LM outputs (candidates' and the fusor's) enter the call state in one place,
+:meth:`FuseCall.enter_outputs`; the fusor's inputs are rendered in one place,
+:func:`~fusion_dspy.fusion_signature.render_fusor_inputs`.
+
+What the call contributes to a DSPy trace (``trace_entries``, recorded by the driver when DSPy is
+recording, as in BootstrapFewShot, MIPROv2's bootstrapping and GEPA): only steps consistent with the
+returned answer. A selected, consensus or single answer contributes that candidate's ``generate``
+step. A fused answer contributes the fusor's step plus the ``generate`` steps of candidates whose
+normalised answer equals the fused answer, once per distinct text (so a wrong candidate the fusor
+repaired never becomes a demo). A guarded call that returned a candidate contributes that candidate's step only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import random
 import time
+from collections.abc import Generator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -19,40 +34,55 @@ import dspy
 
 from fusion_dspy.attribution import copy_ratio
 from fusion_dspy.candidate import Candidate
-from fusion_dspy.candidate import render_candidates
 from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
-from fusion_dspy.credentials import redact
+from fusion_dspy.draw_source import draw_steps
 from fusion_dspy.errors import CandidatesExhaustedError
+from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.errors import StoredFailure
+from fusion_dspy.errors import error_text
 from fusion_dspy.fusion_signature import FusionFields
+from fusion_dspy.fusion_signature import render_fusor_inputs
+from fusion_dspy.fusion_signature import with_candidate_fence
+from fusion_dspy.guard import decide
+from fusion_dspy.guard import guard_pool
+from fusion_dspy.hashing import stable_hash
+from fusion_dspy.normalize import answer_key
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.report import CandidateRecord
 from fusion_dspy.report import FusionReport
 from fusion_dspy.report import FusorRecord
+from fusion_dspy.report import GuardRecord
 from fusion_dspy.report import Path
 from fusion_dspy.report import SelectionRecord
+from fusion_dspy.report import SelectorFailure
 from fusion_dspy.report import TokenUsage
+from fusion_dspy.sampling import Batch
 from fusion_dspy.sampling import DrawOutcome
+from fusion_dspy.sampling import LMCall
+from fusion_dspy.sampling import Request
+from fusion_dspy.sampling import Stepper
+from fusion_dspy.sampling import Steps
 from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
-from fusion_dspy.text_safety import clean_text
+from fusion_dspy.selectors.base import Selector
+from fusion_dspy.store import CandidateStore
+from fusion_dspy.teacher import Draw
+from fusion_dspy.teacher import Teacher
+from fusion_dspy.teacher import plan_draws
 from fusion_dspy.text_safety import clean_value
 
-__all__ = ["FuseCall", "error_text"]
+__all__ = ["FuseCall", "TraceEntry", "check_selection", "error_text"]
 
-_MAX_ERROR_CHARS = 2000
+_logger = logging.getLogger(__name__)
 
-
-def error_text(error: BaseException) -> str:
-    """The error's message, capped so a huge LM answer quoted in it cannot bloat the report."""
-    text = redact(clean_text(str(error) or repr(error))[0])  # it may quote an unencodable answer, or a key
-    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
+#: ``(predictor, inputs, prediction)``, the shape DSPy records in ``dspy.settings.trace``.
+TraceEntry = tuple[Any, dict[str, Any], dspy.Prediction]
 
 
 class FuseCall:
-    """State of one call: inputs, surviving candidates, records, and the chosen path."""
+    """The state of one call. Build it, run :meth:`steps` under a driver, read the prediction."""
 
     def __init__(
         self,
@@ -60,59 +90,171 @@ class FuseCall:
         signature: type[dspy.Signature],
         settings: FuseSettings,
         inputs: Mapping[str, Any],
-        outcomes: Sequence[DrawOutcome],
-        started: float,
+        teachers: Sequence[Teacher],
+        generate: dspy.Predict,
+        fusor: dspy.Predict,
+        fusor_lm: dspy.BaseLM | None,
+        fields: FusionFields,
+        selector: Selector,
+        store: CandidateStore | None = None,
+        timeout: float | None = None,
+        max_threads: int | None = None,
     ) -> None:
         self.signature = signature
         self.settings = settings
         self.inputs = dict(inputs)
-        self.started = started
+        self.teachers = list(teachers)
+        self.generate = generate
+        self.fusor = fusor
+        self.fusor_lm = fusor_lm
+        self.fields = fields
+        self.selector = selector
+        self.store = store
+        self.timeout = timeout
+        self.max_threads = max_threads
         self.output_fields = tuple(signature.output_fields)
+        self.started = time.perf_counter()
         self.records: list[CandidateRecord] = []
         self.candidates: list[Candidate] = []
-        for outcome in outcomes:
-            self._record_draw(outcome)
         self.fallback: str | None = None
         self.fusor_record: FusorRecord | None = None
         self.selection_record: SelectionRecord | None = None
+        self.guard_record: GuardRecord | None = None
+        self.selector_failure: SelectorFailure | None = None
         self.agreement: float | None = None
         self.outputs: dict[str, Any] | None = None
-        self._consensus_position = 0
+        self.trace_entries: list[TraceEntry] = []
+        self._records_by_index: dict[int, CandidateRecord] = {}
 
-    def _record_draw(self, outcome: DrawOutcome) -> None:
-        draw, result = outcome.draw, outcome.result
-        record = CandidateRecord(
-            index=draw.index,
-            teacher=draw.teacher.name,
-            sample=draw.sample,
-            temperature=draw.teacher.temperature,
-            seed=draw.seed,
-            usage=outcome.stored.usage if outcome.stored is not None else result.usage,
-            latency_s=outcome.stored.latency_s if outcome.stored is not None else result.latency_s,
+    # -- the machine -------------------------------------------------------------------------------
+
+    def steps(self) -> Steps[FusedPrediction]:
+        """The whole call; yields requests, returns the prediction (raises a ``FusionError`` on failure)."""
+        draws = plan_draws(self.teachers, self.settings.n, seed=self.settings.seed)
+        for draw in draws:
+            self._open_record(draw)
+        outcomes = yield from draw_steps(
+            self.generate, draws, self.inputs, signature=self.signature, store=self.store,
+            timeout=self.timeout, max_threads=self.max_threads, on_late=self._late,
         )
-        # Replayed from a store, or answered by DSPy's cache (which reports no usage): no model call now.
-        record.cached = outcome.stored is not None or (result.error is None and not result.raw_usage)
+        for outcome in outcomes:
+            self._enter_draw(outcome)
+        if len(self.candidates) < self.settings.min_candidates or not self.candidates:
+            raise CandidatesExhaustedError(self._report("single"), self.settings.min_candidates)
+        path = self._initial_path()
+        if path == "fuse":
+            path = yield from self._fuse()
+        if path == "select":
+            selection, usage, latency = yield from self._run_selector(self.candidates, "select")
+            self._accept_selection(selection, usage, latency)
+        return self._finish(path)
+
+    def _fuse(self) -> Generator[Request, Any, Path]:
+        order = self._shown_order()
+        shown = [self.candidates[i] for i in order]
+        fusor_inputs = render_fusor_inputs(
+            self.inputs, shown, settings=self.settings, fields=self.fields, output_fields=self.output_fields
+        )
+        kwargs = {**fusor_inputs, "signature": with_candidate_fence(self.fusor.signature, self.fields)}
+        if self.fusor_lm is not None:
+            kwargs["lm"] = self.fusor_lm
+        (result,) = yield Batch((LMCall(self.fusor, kwargs),))
+        record = FusorRecord(lm=self.settings.fusor, order=[c.index for c in shown], usage=result.usage,
+                             latency_s=result.latency_s)
+        self.fusor_record = record
         if result.error is not None:
-            record.error = error_text(result.error)
-            # A replayed failure keeps the original exception's type name.
-            error = result.error
-            record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
-        else:
-            outputs = {name: result.value[name] for name in self.output_fields}
-            outputs, record.sanitized = clean_value(outputs)  # text safety: where LM output enters
-            record.outputs = outputs
-            self.candidates.append(Candidate(draw.index, draw.teacher.name, draw.sample, outputs))
+            record.error, record.error_type = error_text(result.error), type(result.error).__name__
+            self.fallback = f"fusor failed ({record.error_type}); used select instead"
+            _logger.warning("Fuse: the fusor failed (%s); falling back to select.", record.error_type)
+            return "select"
+        comparison = result.value.get(self.fields.comparison)
+        (record.comparison, self.outputs), record.sanitized = self.enter_outputs(result.value, comparison)
+        self.trace_entries.append((self.fusor, fusor_inputs, result.value))
+        agreeing: dict[tuple[str, ...], Candidate] = {}
+        for candidate in self.candidates:  # one entry per distinct agreeing answer
+            if self._agrees(candidate):
+                agreeing.setdefault(answer_key(candidate.outputs, self.output_fields) + (candidate.text(),), candidate)
+        self.trace_entries += [self._generate_entry(c) for c in agreeing.values()]
+        if not self.settings.guard:
+            return "fuse"
+        pool = guard_pool(self.candidates, self.outputs)
+        selection, usage, latency = yield from self._run_selector(pool, "guard")
+        decision = decide(selection, pool)
+        self.guard_record = GuardRecord(
+            selector=self.selector.name, kept_fused=decision.kept_fused, index=decision.index,
+            scores=decision.scores, margin=decision.margin, rationale=clean_value(selection.rationale)[0],
+            usage=usage, latency_s=latency,
+        )
+        if decision.kept_fused:
+            return "fuse"
+        chosen = next(c for c in self.candidates if c.index == decision.index)
+        self.outputs = dict(chosen.outputs)
+        self.trace_entries = [self._generate_entry(chosen)]
+        return "guarded"
+
+    def _run_selector(
+        self, pool: Sequence[Candidate], role: str
+    ) -> Generator[Request, Any, tuple[Selection, dict[str, TokenUsage], float]]:
+        """Run the selector's own steps inside this call; its failure becomes a SelectorFailedError."""
+        start = time.perf_counter()
+        replies: list[Any] = []
+        try:
+            selection = yield from _forward(self.selector.steps(self.signature, self.inputs, pool), replies)
+            check_selection(selection, len(pool), self.selector.name)
+        except Exception as error:
+            self.selector_failure = SelectorFailure(
+                selector=self.selector.name, role=role, error=error_text(error), error_type=type(error).__name__,
+                usage=_usage_of(replies), latency_s=time.perf_counter() - start,
+            )
+            raise SelectorFailedError(self._report("select" if role == "select" else "fuse"), error) from error
+        return selection, _usage_of(replies), time.perf_counter() - start
+
+    # -- where LM outputs enter --------------------------------------------------------------------
+
+    def enter_outputs(
+        self, prediction: Mapping[str, Any] | dspy.Prediction, *extra: Any
+    ) -> tuple[Any, int]:
+        """The one place LM outputs (a candidate's or the fusor's) enter the call.
+
+        Returns the task's output fields (with ``extra`` values, as a tuple, when given) made safe to
+        write anywhere (:func:`~fusion_dspy.text_safety.clean_value`), and how many characters that
+        replaced (recorded as ``sanitized`` in the report).
+        """
+        outputs = {name: prediction[name] for name in self.output_fields}
+        return clean_value((*extra, outputs) if extra else outputs)
+
+    def _open_record(self, draw: Draw) -> None:
+        record = CandidateRecord(index=draw.index, teacher=draw.teacher.name, sample=draw.sample,
+                                 temperature=draw.teacher.temperature, seed=draw.seed)
         self.records.append(record)
+        self._records_by_index[draw.index] = record
+
+    def _enter_draw(self, outcome: DrawOutcome) -> None:
+        draw, result, stored = outcome.draw, outcome.result, outcome.stored
+        record = self._records_by_index[draw.index]
+        record.usage = stored.usage if stored is not None else result.usage
+        record.latency_s = stored.latency_s if stored is not None else result.latency_s
+        # Replayed from a store, or answered by DSPy's cache (which reports no usage): no model call now.
+        record.cached = stored is not None or (result.error is None and not result.raw_usage)
+        if result.error is not None:
+            error = result.error
+            record.error = error_text(error)
+            # A replayed failure keeps the original exception's type name.
+            record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
+            return
+        outputs, record.sanitized = self.enter_outputs(result.value)
+        record.outputs = outputs
+        self.candidates.append(Candidate(draw.index, draw.teacher.name, draw.sample, outputs))
+
+    def _late(self, draw: Draw, result: Tracked) -> None:
+        """A draw that timed out answered after all: it was paid for, so its usage joins the report."""
+        self._records_by_index[draw.index].late_usage = result.usage
 
     # -- decisions ---------------------------------------------------------------------------------
 
-    def check_enough(self) -> None:
-        if len(self.candidates) < self.settings.min_candidates or not self.candidates:
-            raise CandidatesExhaustedError(self._report("single"), self.settings.min_candidates)
-
-    def initial_path(self) -> Path:
-        """The path before any fallback: single, consensus (auto), select, or fuse."""
+    def _initial_path(self) -> Path:
         if len(self.candidates) == 1:
+            self._take(self.candidates[0])
             return "single"
         if self.settings.mode == "select":
             return "select"
@@ -120,75 +262,43 @@ class FuseCall:
             consensus = find_consensus(self.candidates, self.output_fields)
             self.agreement = consensus.share
             if consensus.share >= self.settings.agree:
-                self._consensus_position = consensus.position
+                self._take(self.candidates[consensus.position])
                 return "consensus"
         return "fuse"
 
-    # -- the fusor -----------------------------------------------------------------------------------
-
-    def fusor_inputs(self, fields: FusionFields) -> tuple[dict[str, Any], list[int]]:
-        """The fusor's inputs (task inputs + rendered candidates) and the shown order (candidate indices)."""
+    def _shown_order(self) -> list[int]:
         order = list(range(len(self.candidates)))
         if self.settings.shuffle:
             # Seeded by the inputs too: each input gets its own order (no systematic position bias),
             # yet the same call renders the same prompt (reproducible, cache-friendly).
-            digest = hashlib.sha256(json.dumps(self.inputs, sort_keys=True, default=str).encode()).hexdigest()
+            digest = stable_hash(self.inputs)
             random.Random(f"{self.settings.seed}:{digest}").shuffle(order)
-        shown = [self.candidates[i] for i in order]
-        inputs = dict(self.inputs)
-        inputs[fields.candidates] = render_candidates(shown, self.output_fields)
-        return inputs, [c.index for c in shown]
+        return order
 
-    def accept_fusion(self, result: Tracked, *, lm_name: str, order: list[int], fields: FusionFields) -> bool:
-        """Record the fusor call; ``False`` (and a fallback reason) when it failed."""
-        record = FusorRecord(lm=lm_name, order=order, usage=result.usage, latency_s=result.latency_s)
-        self.fusor_record = record
-        if result.error is not None:
-            record.error, record.error_type = error_text(result.error), type(result.error).__name__
-            self.fallback = f"fusor failed ({record.error_type}); used select instead"
-            return False
-        prediction = result.value
-        record.comparison = prediction.get(fields.comparison)
-        self.outputs = {name: prediction[name] for name in self.output_fields}
-        (record.comparison, self.outputs), record.sanitized = clean_value((record.comparison, self.outputs))
-        return True
-
-    # -- selection -----------------------------------------------------------------------------------
-
-    def accept_selection(
-        self,
-        selection: Selection,
-        selector_name: str,
-        *,
-        usage: Mapping[str, TokenUsage] | None = None,
-        latency_s: float = 0.0,
-    ) -> None:
-        if not 0 <= selection.position < len(self.candidates):
-            raise IndexError(
-                f"Selector {selector_name!r} returned position {selection.position} for "
-                f"{len(self.candidates)} candidates."
-            )
+    def _accept_selection(self, selection: Selection, usage: dict[str, TokenUsage], latency_s: float) -> None:
         chosen = self.candidates[selection.position]
         scores = None
         if selection.scores is not None:
             scores = {c.index: float(s) for c, s in zip(self.candidates, selection.scores, strict=True)}
         self.selection_record = SelectionRecord(
-            selector=selector_name,
-            index=chosen.index,
-            scores=scores,
-            rationale=clean_value(selection.rationale)[0],  # text safety: a judge's words are LM output
-            usage=dict(usage or {}),
-            latency_s=latency_s,
+            selector=self.selector.name, index=chosen.index, scores=scores,
+            rationale=clean_value(selection.rationale)[0],  # a judge's words are LM output too
+            usage=usage, latency_s=latency_s,
         )
-        self.outputs = dict(chosen.outputs)
+        self._take(chosen)
 
-    def take_candidate(self, position: int) -> None:
-        self.outputs = dict(self.candidates[position].outputs)
+    def _take(self, candidate: Candidate) -> None:
+        self.outputs = dict(candidate.outputs)
+        self.trace_entries = [self._generate_entry(candidate)]
 
-    def take_consensus(self) -> None:
-        self.take_candidate(self._consensus_position)
+    def _agrees(self, candidate: Candidate) -> bool:
+        assert self.outputs is not None
+        return answer_key(candidate.outputs, self.output_fields) == answer_key(self.outputs, self.output_fields)
 
-    # -- result --------------------------------------------------------------------------------------
+    def _generate_entry(self, candidate: Candidate) -> TraceEntry:
+        return (self.generate, dict(self.inputs), dspy.Prediction(**dict(candidate.outputs)))
+
+    # -- result ------------------------------------------------------------------------------------
 
     def _report(self, path: Path) -> FusionReport:
         attribution = None
@@ -204,12 +314,51 @@ class FuseCall:
             selection=self.selection_record,
             agreement=self.agreement,
             attribution=attribution,
+            guard=self.guard_record,
+            selector_failure=self.selector_failure,
             wall_time_s=time.perf_counter() - self.started,
         )
 
-    def finish(self, path: Path) -> FusedPrediction:
-        assert self.outputs is not None, "finish() called before a path produced outputs"
+    def _finish(self, path: Path) -> FusedPrediction:
+        assert self.outputs is not None, "a path produced no outputs"
         prediction = FusedPrediction(**{name: self.outputs[name] for name in self.output_fields})
         prediction.fusion = self._report(path)
         return prediction
 
+
+def check_selection(selection: Any, count: int, selector: str) -> None:
+    """Refuse a selection that does not fit ``count`` candidates, saying what is wrong."""
+    if not isinstance(selection, Selection):
+        raise TypeError(
+            f"Selector {selector!r} returned {type(selection).__name__}, not a Selection; return "
+            "Selection(position=..., scores=...)."
+        )
+    if not 0 <= selection.position < count:
+        raise IndexError(
+            f"Selector {selector!r} returned position {selection.position} for {count} candidates; "
+            f"a position must be in 0..{count - 1}."
+        )
+    if selection.scores is not None and len(selection.scores) != count:
+        raise ValueError(
+            f"Selector {selector!r} returned {len(selection.scores)} scores for {count} candidates; "
+            "return one score per candidate, in the order given, or scores=None."
+        )
+
+
+def _forward(steps: Steps[Any], replies: list[Any]) -> Steps[Any]:
+    """Pass a nested engine's requests through, keeping the replies (for its usage)."""
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        replies.append((yield request))
+        request = stepper.send(replies[-1])
+    return stepper.value
+
+
+def _usage_of(replies: Sequence[Any]) -> dict[str, TokenUsage]:
+    totals: dict[str, TokenUsage] = {}
+    for reply in replies:
+        for result in reply if isinstance(reply, list) else [reply]:
+            for lm_name, usage in result.usage.items():
+                totals[lm_name] = totals.get(lm_name, TokenUsage()) + usage
+    return totals

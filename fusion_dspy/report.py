@@ -15,8 +15,10 @@ __all__ = [
     "CandidateRecord",
     "FusionReport",
     "FusorRecord",
+    "GuardRecord",
     "Path",
     "SelectionRecord",
+    "SelectorFailure",
     "TokenUsage",
     "usage_from_tracker",
 ]
@@ -24,8 +26,10 @@ __all__ = [
 #: How the returned prediction was produced.
 #: ``fuse``: written by the fusor; ``select``: a candidate chosen by the selector;
 #: ``consensus``: ``mode="auto"`` found enough agreeing candidates and skipped the fusor;
-#: ``single``: only one candidate survived (or ``n=1``), returned as is.
-Path = Literal["fuse", "select", "consensus", "single"]
+#: ``single``: only one candidate survived (or ``n=1``), returned as is;
+#: ``guarded``: the fusor wrote an answer, but the guard (``Fuse(guard=True)``) returned a candidate
+#: that its selector ranked above it (see :class:`GuardRecord`).
+Path = Literal["fuse", "select", "consensus", "single", "guarded"]
 
 
 class TokenUsage(BaseModel):
@@ -72,7 +76,9 @@ class CandidateRecord(BaseModel):
     """One teacher draw: its settings, and either its outputs or the error that dropped it.
 
     ``usage`` and ``latency_s`` are what producing the candidate cost (for a stored candidate, the
-    original call's). ``cached`` means no model was called for it in
+    original call's). ``late_usage`` is filled in when a draw that timed out answers after all:
+    the record is updated in place when the answer arrives (possibly after the call returned), and
+    the answer is stored if the Fuse has a store. ``cached`` means no model was called for it in
     this call: it came from a candidate store (whose ``usage`` is the original call's) or from
     DSPy's cache (which reports no usage, so ``usage`` is empty). ``sanitized`` counts characters of
     the outputs that no file could hold (lone surrogates, NUL) and were replaced by U+FFFD
@@ -91,6 +97,7 @@ class CandidateRecord(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     sanitized: int = 0
+    late_usage: dict[str, TokenUsage] = Field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -128,6 +135,36 @@ class SelectionRecord(BaseModel):
     latency_s: float = 0.0
 
 
+class GuardRecord(BaseModel):
+    """What the selection guard decided: the fused answer ranked against the N candidates.
+
+    ``index`` is the returned answer (``-1``: the fused answer, else a candidate's index);
+    ``scores`` maps each answer's index (the fused one under ``-1``) to the selector's score, and
+    ``margin`` is the best candidate's score minus the fused answer's (when the selector scores).
+    ``usage`` and ``latency_s`` are the selector call's (no LM call for mbr, majority, reward).
+    """
+
+    selector: str
+    kept_fused: bool
+    index: int
+    scores: dict[int, float] | None = None
+    margin: float | None = None
+    rationale: str | None = None
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    latency_s: float = 0.0
+
+
+class SelectorFailure(BaseModel):
+    """A selector that raised, or returned a selection that does not fit (``role``: ``select`` or ``guard``)."""
+
+    selector: str
+    role: Literal["select", "guard"] = "select"
+    error: str
+    error_type: str
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    latency_s: float = 0.0
+
+
 class FusionReport(BaseModel):
     """Everything a Fuse call did, attached to the prediction as ``pred.fusion``.
 
@@ -140,6 +177,8 @@ class FusionReport(BaseModel):
         selection: The selector's pick, when the answer came from (or fell back to) selection.
         agreement: Share of candidates agreeing with the most common answer (``mode="auto"``).
         attribution: Share of the fused text's characters copied from the candidates (difflib).
+        guard: The guard's decision, when ``guard=True`` and the fusor answered.
+        selector_failure: The selector's failure, in the report of a :class:`SelectorFailedError`.
         wall_time_s: Wall-clock time of the whole call.
     """
 
@@ -151,6 +190,8 @@ class FusionReport(BaseModel):
     selection: SelectionRecord | None = None
     agreement: float | None = None
     attribution: float | None = None
+    guard: GuardRecord | None = None
+    selector_failure: SelectorFailure | None = None
     wall_time_s: float = 0.0
 
     @property
@@ -162,8 +203,9 @@ class FusionReport(BaseModel):
         return [c for c in self.candidates if not c.ok]
 
     def _model_calls(self) -> list[dict[str, TokenUsage]]:
-        """Usage of the calls made after the candidates: the fusor and the selector."""
-        return [part.usage for part in (self.fusor, self.selection) if part is not None]
+        """Usage of the calls made besides the draws: the fusor, the selector, the guard, late answers."""
+        parts = (self.fusor, self.selection, self.guard, self.selector_failure)
+        return [part.usage for part in parts if part is not None] + [c.late_usage for c in self.candidates]
 
     @property
     def usage(self) -> dict[str, TokenUsage]:
@@ -208,6 +250,17 @@ class FusionReport(BaseModel):
                 f"replayed without a model call: {len(replayed)} (counted at their original cost"
                 + (f"; {unknown} answered by DSPy's cache, whose cost is unknown)" if unknown else ")")
             )
+        if self.guard is not None:
+            guard = self.guard
+            kept = "kept the fused answer" if guard.kept_fused else f"returned candidate #{guard.index} instead"
+            margin = f", margin {guard.margin:+.3g}" if guard.margin is not None else ""
+            lines.append(f"guard ({guard.selector}): {kept}{margin}")
+        if self.selector_failure is not None:
+            failure = self.selector_failure
+            lines.append(f"selector {failure.selector} ({failure.role}) failed: {failure.error_type}: {failure.error}")
+        late = [c for c in self.candidates if c.late_usage]
+        if late:
+            lines.append(f"late answers after timeout: {len(late)} (usage counted)")
         total = self.total_usage
         lines.append(
             f"tokens: {total.input_tokens} in / {total.output_tokens} out over {total.calls} calls; "

@@ -8,7 +8,6 @@ caller's ``dspy.context``, every Fuse report captured through a DSPy callback, t
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import random
@@ -20,7 +19,6 @@ from typing import Any
 
 import dspy
 import optuna
-from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.utils.callback import BaseCallback
 from fusion_dspy.credentials import redact
 from fusion_dspy.optimizers.cost import CostModel
@@ -37,6 +35,8 @@ from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
+from fusion_dspy.sampling import apply_context
+from fusion_dspy.sampling import run_threads
 from fusion_dspy.teacher import plan_draws
 
 __all__ = ["Evaluation", "Evaluator", "FusionObjective", "Metric"]
@@ -184,11 +184,14 @@ class Evaluator:
             return result
 
         if self.num_threads == 1 or len(batch) == 1:
-            with _Overrides(self.context):
+            with apply_context(self.context):
                 return [one(index) for index in batch]
-        with concurrent.futures.ThreadPoolExecutor(min(self.num_threads, len(batch)),
-                                                   thread_name_prefix="fusion-eval") as pool:
-            return list(pool.map(lambda index: _with_context(self.context, one, index), batch))
+        with apply_context(self.context):
+            results = run_threads(one, batch, max_concurrency=self.num_threads)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def _run_example(self, program: dspy.Module, paths: Mapping[int, str], example: dspy.Example) -> ExampleResult:
         collector = _FuseReports(paths)
@@ -322,7 +325,8 @@ def _example_result(score: float, reports: Sequence[tuple[str, FusionReport]],
             if not record.cached:
                 _add(fuse_spent, record.usage)
                 draws += sum(u.calls for u in record.usage.values())
-        for step in (report.fusor, report.selection):  # A judge or USC selector's calls are in the report.
+        # A judge or USC selector's calls (also the guard's) are in the report.
+        for step in (report.fusor, report.selection, report.guard):
             if step is not None:
                 _add(fuse_spent, step.usage)
         if report.fusor is not None:
@@ -357,23 +361,3 @@ def _as_score(value: Any) -> float:
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
-
-class _Overrides:
-    """Re-apply captured ``dspy.context`` overrides in the current thread."""
-
-    def __init__(self, overrides: Mapping[str, Any]) -> None:
-        self.overrides = overrides
-        self.token: Any = None
-
-    def __enter__(self) -> None:
-        if self.overrides:
-            self.token = thread_local_overrides.set({**thread_local_overrides.get(), **self.overrides})
-
-    def __exit__(self, *exc: object) -> None:
-        if self.token is not None:
-            thread_local_overrides.reset(self.token)
-
-
-def _with_context(overrides: Mapping[str, Any], fn: Callable[[int], ExampleResult], index: int) -> ExampleResult:
-    with _Overrides(overrides):
-        return fn(index)

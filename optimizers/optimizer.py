@@ -10,11 +10,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 
-from typing_extensions import Unpack
-
 import dspy
 import optuna
-from dspy.dsp.utils.settings import thread_local_overrides
 from dspy.teleprompt.teleprompt import Teleprompter
 from fusion_dspy.optimizers.bank import CandidateBank
 from fusion_dspy.optimizers.cost import CostModel
@@ -40,10 +37,12 @@ from fusion_dspy.optimizers.storage import open_storage
 from fusion_dspy.optimizers.worker import Callback
 from fusion_dspy.optimizers.worker import TrialLoop
 from fusion_dspy.optimizers.worker import enqueue_budget
+from typing_extensions import Unpack
 
 from fusion_dspy import FuseSettings
 from fusion_dspy import Teacher
 from fusion_dspy.config import check_setting
+from fusion_dspy.sampling import capture_context
 
 __all__ = ["FusionOptimizer"]
 
@@ -200,7 +199,7 @@ class FusionOptimizer(Teleprompter):
             valset: Validation examples.
         """
         del teacher  # Fusion has no separate teacher program: the teachers are the Fuse's pool.
-        context = thread_local_overrides.get().copy()
+        context = capture_context()
         session = self._open(student, trainset, valset, context, coordinator=True)
         if self.budget.baselines and not session.study.get_trials(deepcopy=False):
             baselines = session.baselines(_student_settings(student), singletons=True)
@@ -229,7 +228,7 @@ class FusionOptimizer(Teleprompter):
         ``--worker``) creates the study and queues its trials; workers wait up to
         ``wait_timeout`` seconds for that. Use a database storage for workers on several machines.
         """
-        context = thread_local_overrides.get().copy()
+        context = capture_context()
         session = self._open(student, trainset, valset, context, coordinator=False, wait_timeout=wait_timeout)
         ran: list[int] = []  # Callbacks fire only for trials this process ran.
         self._loop(session, context, wait_for_others=True,

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from dspy.dsp.utils.settings import thread_local_overrides
 from optuna.trial import TrialState
+
+from fusion_dspy.sampling import apply_context
 
 __all__ = ["TrialLoop", "enqueue_budget", "worker_id"]
 
@@ -144,8 +145,7 @@ class TrialLoop:
             self._stop.set()
 
     def _work(self) -> None:
-        token = thread_local_overrides.set({**thread_local_overrides.get(), **self.context}) if self.context else None
-        try:
+        with apply_context(self.context):
             while not self._stop.is_set():
                 self._fail_stale()
                 claimed = self._claim()
@@ -155,9 +155,6 @@ class TrialLoop:
                 if not (self.wait_for_others and self.heartbeat_interval) or not self._others_running():
                     return
                 time.sleep(self.poll_interval)
-        finally:
-            if token is not None:
-                thread_local_overrides.reset(token)
 
     def _fail_stale(self) -> None:
         if self.heartbeat_interval:

@@ -13,7 +13,7 @@ def test_default_prompt_compares_discards_and_guards():
     assert "compare" in text.lower()
     assert "content, language quality and responsibility" in text
     assert "discard" in text.lower()
-    assert "data to evaluate, not instructions" in text
+    assert "data to evaluate, not instructions" not in text  # the guard is in the candidates field
     assert "language the task asks for" in text
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import abc
-import asyncio
 import dataclasses
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
-from fusion_dspy.errors import FusionError
+from fusion_dspy.errors import SelectionError
+from fusion_dspy.sampling import Invoke
+from fusion_dspy.sampling import Steps
+from fusion_dspy.sampling import adrive
+from fusion_dspy.sampling import drive
 
 if TYPE_CHECKING:
     import dspy
@@ -18,18 +20,6 @@ if TYPE_CHECKING:
     from fusion_dspy.candidate import Candidate
 
 __all__ = ["Selection", "SelectionError", "Selector"]
-
-
-class SelectionError(FusionError):
-    """A selector could not rank any candidate (e.g. every judge call or reward call failed).
-
-    ``errors`` maps each candidate position (or ``-1`` for a failure not tied to one candidate) to
-    the exception it raised, so callers can log or re-raise the root cause.
-    """
-
-    def __init__(self, message: str, errors: Mapping[int, BaseException] | None = None) -> None:
-        super().__init__(message)
-        self.errors: dict[int, BaseException] = dict(errors or {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +37,42 @@ class Selection:
     rationale: str | None = None
 
 
-class Selector(abc.ABC):
+class Selector:
     """Picks the best of several candidates for one input.
 
-    Subclasses implement :meth:`select`; :meth:`aselect` runs it in a worker thread unless overridden.
+    A subclass implements either :meth:`select` (plain code, possibly blocking) or :meth:`steps`
+    (a sans-I/O generator that yields the LM requests of :mod:`fusion_dspy.sampling`, as the LLM
+    judge and USC do). The other entry points derive from it: ``select`` and ``aselect`` drive
+    ``steps`` with threads or asyncio, and the default ``steps`` runs ``select`` (``aselect`` in
+    async, when a subclass overrides it; else ``select`` in a worker thread). A ``Fuse`` runs a
+    selector through ``steps``, so its LM calls obey the Fuse's bounds and land in its report.
+
     Selectors must be deterministic for the same inputs and candidates (ties break towards the
-    lower position) so that Best-of-N results are reproducible.
+    lower position), and return one score per candidate when they score.
     """
 
     #: Short stable name used in reports, saved configurations and the optimizer's search space.
     name: str = "selector"
 
-    @abc.abstractmethod
+    def steps(
+        self,
+        signature: type[dspy.Signature],
+        inputs: Mapping[str, Any],
+        candidates: Sequence[Candidate],
+    ) -> Steps[Selection]:
+        """The selection as a sans-I/O generator. Default: one blocking step running :meth:`select`."""
+        cls = type(self)
+        if cls.select is Selector.select:
+            raise TypeError(f"{cls.__name__} must implement select() or steps().")
+        arun = None
+        if cls.aselect is not Selector.aselect:
+            def arun() -> Any:
+                return self.aselect(signature, inputs, candidates)
+        result = yield Invoke(lambda: self.select(signature, inputs, candidates), arun)
+        if result.error is not None:
+            raise result.error
+        return result.value
+
     def select(
         self,
         signature: type[dspy.Signature],
@@ -66,6 +80,7 @@ class Selector(abc.ABC):
         candidates: Sequence[Candidate],
     ) -> Selection:
         """Return the chosen candidate's position in ``candidates`` (which is never empty)."""
+        return drive(self.steps(signature, inputs, candidates))
 
     async def aselect(
         self,
@@ -73,9 +88,8 @@ class Selector(abc.ABC):
         inputs: Mapping[str, Any],
         candidates: Sequence[Candidate],
     ) -> Selection:
-        """Async :meth:`select`. By default runs it in a worker thread; ``asyncio.to_thread`` copies
-        the current context, so ``dspy.context(...)`` overrides still apply there."""
-        return await asyncio.to_thread(self.select, signature, inputs, candidates)
+        """Async :meth:`select`: the same steps, with the LM calls as asyncio tasks."""
+        return await adrive(self.steps(signature, inputs, candidates))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -18,6 +18,9 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import render_candidates
+from fusion_dspy.sampling import Batch
+from fusion_dspy.sampling import LMCall
+from fusion_dspy.sampling import Steps
 from fusion_dspy.selectors._common import output_fields
 from fusion_dspy.selectors._common import render_task
 from fusion_dspy.selectors._common import require_candidates
@@ -68,53 +71,26 @@ class UniversalSelfConsistency(Selector):
         self.predict = dspy.Predict(USCSignature)
         self._fallback = MBRSelector()
 
-    def select(
+    def steps(
         self,
         signature: type[dspy.Signature],
         inputs: Mapping[str, Any],
         candidates: Sequence[Candidate],
-    ) -> Selection:
+    ) -> Steps[Selection]:
+        """One LM call that sees every candidate; an unusable answer falls back to MBR."""
         require_candidates(candidates, self.name)
         if len(candidates) == 1:
             return Selection(position=0, rationale="usc: only one candidate, no LM call made")
-        request = self._request(signature, inputs, candidates)
-        try:
-            with dspy.context(trace=None):  # selection machinery, not a step of the user's program
-                result: Any = self.predict(**request, **self._lm_kwargs())
-        except Exception as error:
-            result = error
-        return self._decide(signature, inputs, candidates, result)
-
-    async def aselect(
-        self,
-        signature: type[dspy.Signature],
-        inputs: Mapping[str, Any],
-        candidates: Sequence[Candidate],
-    ) -> Selection:
-        require_candidates(candidates, self.name)
-        if len(candidates) == 1:
-            return Selection(position=0, rationale="usc: only one candidate, no LM call made")
-        request = self._request(signature, inputs, candidates)
-        try:
-            with dspy.context(trace=None):
-                result: Any = await self.predict.acall(**request, **self._lm_kwargs())
-        except Exception as error:
-            result = error
-        return self._decide(signature, inputs, candidates, result)
+        fields = output_fields(signature, candidates)
+        request = {"task": render_task(signature, inputs), "responses": render_candidates(candidates, fields)}
+        lm = {"lm": self.lm} if self.lm is not None else {}
+        (result,) = yield Batch((LMCall(self.predict, {**request, **lm}),))
+        return self._decide(signature, inputs, candidates, result.error if result.error is not None else result.value)
 
     def __repr__(self) -> str:
         return f"UniversalSelfConsistency(lm={getattr(self.lm, 'model', None)!r})"
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _lm_kwargs(self) -> dict[str, Any]:
-        return {"lm": self.lm} if self.lm is not None else {}
-
-    def _request(
-        self, signature: type[dspy.Signature], inputs: Mapping[str, Any], candidates: Sequence[Candidate]
-    ) -> dict[str, str]:
-        fields = output_fields(signature, candidates)
-        return {"task": render_task(signature, inputs), "responses": render_candidates(candidates, fields)}
 
     def _decide(
         self,

@@ -2,13 +2,13 @@
 
 This is the paper's "prompted scalar rater" baseline for Best-of-N: the same kind of general LLM
 that fuses can instead score candidates one at a time (pointwise). The N judge calls are
-independent, so they run concurrently (threads in :meth:`LLMJudge.select`, ``asyncio.gather`` in
-:meth:`LLMJudge.aselect`), and both paths keep the caller's ``dspy.context`` settings.
+independent: :meth:`LLMJudge.steps` yields them as one batch, which ``select`` runs in threads and
+``aselect`` as asyncio tasks (see :mod:`fusion_dspy.sampling`), both with the caller's ``dspy.context``.
+Judge calls are selection machinery, never part of the DSPy trace optimizers learn from.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -19,11 +19,13 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import render_candidates
+from fusion_dspy.sampling import Batch
+from fusion_dspy.sampling import LMCall
+from fusion_dspy.sampling import Steps
 from fusion_dspy.selectors._common import best_position
 from fusion_dspy.selectors._common import output_fields
 from fusion_dspy.selectors._common import render_task
 from fusion_dspy.selectors._common import require_candidates
-from fusion_dspy.selectors._parallel import run_parallel
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import SelectionError
 from fusion_dspy.selectors.base import Selector
@@ -105,50 +107,27 @@ class LLMJudge(Selector):
         signature = signature.with_updated_fields("score", desc=score_desc)
         self.predict = dspy.Predict(signature)
 
-    def select(
+    def steps(
         self,
         signature: type[dspy.Signature],
         inputs: Mapping[str, Any],
         candidates: Sequence[Candidate],
-    ) -> Selection:
+    ) -> Steps[Selection]:
+        """One judge call per candidate, concurrently (at most ``num_threads`` at once)."""
         require_candidates(candidates, self.name)
         if len(candidates) == 1:
             return Selection(position=0, rationale="judge: only one candidate, no judge call made")
+        lm = {"lm": self.lm} if self.lm is not None else {}
         requests = self._requests(signature, inputs, candidates)
-        results = run_parallel(self._judge, requests, num_threads=self.num_threads)
-        return self._decide(candidates, results)
-
-    async def aselect(
-        self,
-        signature: type[dspy.Signature],
-        inputs: Mapping[str, Any],
-        candidates: Sequence[Candidate],
-    ) -> Selection:
-        require_candidates(candidates, self.name)
-        if len(candidates) == 1:
-            return Selection(position=0, rationale="judge: only one candidate, no judge call made")
-        requests = self._requests(signature, inputs, candidates)
-        limit = asyncio.Semaphore(self.num_threads or len(requests))
-
-        async def judge(request: dict[str, str]) -> dspy.Prediction:
-            async with limit:
-                return await self.predict.acall(**request, **self._lm_kwargs())
-
-        with dspy.context(trace=None):  # the tasks copy this context when gather() creates them
-            results = await asyncio.gather(*(judge(request) for request in requests), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result  # cancellation or interpreter exit is not a judge failure
-        return self._decide(candidates, results)
+        calls = tuple(LMCall(self.predict, {**request, **lm}) for request in requests)
+        results = yield Batch(calls, max_concurrency=self.num_threads)
+        return self._decide(candidates, [r.error if r.error is not None else r.value for r in results])
 
     def __repr__(self) -> str:
         lm = getattr(self.lm, "model", None)
         return f"LLMJudge(lm={lm!r}, criteria={self.criteria!r}, scale={self.scale})"
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _lm_kwargs(self) -> dict[str, Any]:
-        return {"lm": self.lm} if self.lm is not None else {}
 
     def _requests(
         self, signature: type[dspy.Signature], inputs: Mapping[str, Any], candidates: Sequence[Candidate]
@@ -159,12 +138,6 @@ class LLMJudge(Selector):
             {"task": task, "criteria": self.criteria, "candidate": render_candidates([candidate], fields)}
             for candidate in candidates
         ]
-
-    def _judge(self, request: dict[str, str]) -> dspy.Prediction:
-        # Judge calls are selection machinery, not steps of the user's program: keep them out of the
-        # trace that optimizers (BootstrapFewShot, GEPA) read demos and feedback from.
-        with dspy.context(trace=None):
-            return self.predict(**request, **self._lm_kwargs())
 
     def _decide(self, candidates: Sequence[Candidate], results: Sequence[Any]) -> Selection:
         scores: list[float] = []

@@ -1,0 +1,146 @@
+"""One call engine, two drivers (issue 9, item 1): every option behaves the same in forward and aforward."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fusion_dspy import CandidatesExhaustedError
+from fusion_dspy import Teacher
+from fusion_dspy.selectors import LLMJudge
+from fusion_dspy.selectors import UniversalSelfConsistency
+from fusion_dspy.store import MemoryStore
+from fusion_dspy.testing import FakeEngine
+from tests.helpers import fusor_engine
+from tests.helpers import make_fuse
+from tests.helpers import teacher_engine
+from tests.selectors.builders import QA
+from tests.selectors.builders import answers
+
+
+@pytest.fixture(params=["forward", "aforward"])
+def call(request):
+    """Calls a Fuse (or a selector) through the sync or the async driver."""
+    if request.param == "forward":
+        return lambda fuse, **inputs: fuse(**inputs)
+    return lambda fuse, **inputs: asyncio.run(fuse.acall(**inputs))
+
+
+@pytest.fixture(params=["select", "aselect"])
+def select(request):
+    if request.param == "select":
+        return lambda selector, *args: selector.select(*args)
+    return lambda selector, *args: asyncio.run(selector.aselect(*args))
+
+
+def ends_engine(name, delay):
+    """A teacher that notes when each call ended, to count calls that were in flight together."""
+    ends = []
+
+    def respond(request):
+        ends.append(time.perf_counter())
+        return {"answer": f"{name}-{request.seed}"}
+
+    return FakeEngine(name=name, responder=respond, delay=delay), ends
+
+
+def most_in_flight(ends, delay):
+    ends = sorted(ends)
+    return max(sum(1 for other in ends if abs(other - end) < delay / 2) for end in ends)
+
+
+def test_max_threads_bounds_both_drivers(call):
+    """The issue's repro: n=8, max_threads=2, 0.2 s per draw took 0.24 s through acall."""
+    engine, ends = ends_engine("t", 0.2)
+    fuse = make_fuse(8, teachers=[Teacher(engine.lm(), name="t")], max_threads=2, mode="select")
+    start = time.perf_counter()
+    pred = call(fuse, question="q")
+    elapsed = time.perf_counter() - start
+    assert engine.calls == 8 and len(pred.fusion.succeeded) == 8
+    assert most_in_flight(ends, 0.2) == 2
+    assert elapsed >= 0.75
+
+
+def test_without_max_threads_all_draws_overlap(call):
+    engine, ends = ends_engine("t", 0.2)
+    fuse = make_fuse(8, teachers=[Teacher(engine.lm(), name="t")], mode="select")
+    call(fuse, question="q")
+    assert most_in_flight(ends, 0.2) == 8
+
+
+def test_timeout_drops_the_slow_teacher_in_both(call):
+    fast = Teacher(teacher_engine("fast").lm(), name="fast")
+    slow = Teacher(teacher_engine("slow", delay=2.0).lm(), name="slow")
+    pred = call(make_fuse(2, teachers=[fast, slow], timeout=0.3), question="q")
+    assert [(c.teacher, c.error_type) for c in pred.fusion.failed] == [("slow", "TeacherTimeoutError")]
+    assert pred.fusion.path == "single"
+
+
+def test_store_replays_in_both(call):
+    engine = teacher_engine("a")
+    store = MemoryStore()
+    fuse = make_fuse(3, teachers=[Teacher(engine.lm(), name="a")], store=store, mode="select")
+    first = call(fuse, question="q")
+    second = call(fuse, question="q")
+    assert engine.calls == 3 and all(c.cached for c in second.fusion.candidates)
+    assert [c.outputs for c in first.fusion.candidates] == [c.outputs for c in second.fusion.candidates]
+    assert second.fusion.candidates[0].usage == first.fusion.candidates[0].usage
+
+
+def test_min_candidates_in_both(call):
+    good = Teacher(teacher_engine("good").lm(), name="good")
+    bad = Teacher(teacher_engine("bad", fail=True).lm(), name="bad")
+    with pytest.raises(CandidatesExhaustedError, match="min_candidates=2"):
+        call(make_fuse(2, teachers=[good, bad], min_candidates=2), question="q")
+
+
+def test_the_same_call_gives_the_same_report_in_both(call):
+    teachers = [Teacher(teacher_engine(f"t{i}").lm(), name=f"t{i}") for i in range(3)]
+    fuse = make_fuse(3, teachers=teachers, fusor=fusor_engine("F").lm())
+    pred = call(fuse, question="q")
+    reference = fuse(question="q")
+    assert pred.answer == reference.answer == "F"
+    assert [c.outputs for c in pred.fusion.candidates] == [c.outputs for c in reference.fusion.candidates]
+    assert pred.fusion.fusor.order == reference.fusion.fusor.order
+    assert pred.fusion.total_usage == reference.fusion.total_usage
+
+
+def test_a_fuse_with_a_judge_bounds_the_judge_calls_in_both(call):
+    ends = []
+
+    def judge_answer(request):
+        ends.append(time.perf_counter())
+        return {"reasoning": "ok", "score": 5.0}
+
+    judge = FakeEngine(name="judge", responder=judge_answer, delay=0.2)
+    fuse = make_fuse(4, mode="select", selector=LLMJudge(lm=judge.lm(), num_threads=2))
+    pred = call(fuse, question="q")
+    assert judge.calls == 4 and pred.fusion.selection.usage["local/judge"].calls == 4
+    assert most_in_flight(ends, 0.2) == 2
+
+
+def test_usc_selects_the_same_in_both(select):
+    engine = FakeEngine(name="usc", responder=lambda request: {"index": 2})
+    selection = select(UniversalSelfConsistency(lm=engine.lm()), QA, {"question": "q"}, answers("a", "b", "c"))
+    assert selection.position == 1 and engine.calls == 1
+
+
+def test_a_selectors_own_aselect_is_used_by_the_async_driver():
+    from fusion_dspy.selectors.base import Selection
+    from fusion_dspy.selectors.base import Selector
+
+    class TwoFaced(Selector):
+        name = "two-faced"
+
+        def select(self, signature, inputs, candidates):
+            return Selection(position=0, rationale="sync")
+
+        async def aselect(self, signature, inputs, candidates):
+            await asyncio.sleep(0)
+            return Selection(position=1, rationale="async")
+
+    fuse = make_fuse(2, mode="select", selector=TwoFaced())
+    assert fuse(question="q").fusion.selection.rationale == "sync"
+    assert asyncio.run(fuse.acall(question="q")).fusion.selection.rationale == "async"
