@@ -92,17 +92,9 @@ class bounded_map(Generic[T, R]):  # noqa: N801 - used like a function
             yield self._run(item)
 
     def _threaded(self) -> Iterator[Outcome[T, R]]:
-        from dspy.dsp.utils.settings import thread_local_overrides
+        from fusion_dspy.sampling import bind_context
 
-        parent = thread_local_overrides.get().copy()
-
-        def run(item: T) -> Outcome[T, R]:
-            token = thread_local_overrides.set({**thread_local_overrides.get(), **parent})
-            try:
-                return self._run(item)
-            finally:
-                thread_local_overrides.reset(token)
-
+        run = bind_context(self._run)  # the caller's dspy.context, in every worker thread
         executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="fuse-work")
         in_flight: set[concurrent.futures.Future[Outcome[T, R]]] = set()
         try:
