@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import functools
 import logging
@@ -36,6 +37,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -217,26 +219,22 @@ def _limited_lm_class() -> type:
 
         def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
             self.limiter.acquire()
-            attempts = [0]
-            token = _ATTEMPTS.set(attempts)
-            with _TokenMeter(self.model) as meter:
-                try:
-                    return super().__call__(prompt, messages=messages, **kwargs)
-                except Exception as error:
-                    meter.error = error
-                    raise
-                finally:
-                    _ATTEMPTS.reset(token)
-                    self.limiter.release(tokens=meter.tokens(), rate_limited=meter.rate_limited,
-                                         attempts=attempts[0])
+            with self._slot():
+                return super().__call__(prompt, messages=messages, **kwargs)
 
         async def acall(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
             await self.limiter.aacquire()
+            with self._slot():
+                return await super().acall(prompt, messages=messages, **kwargs)
+
+        @contextlib.contextmanager
+        def _slot(self) -> Iterator[None]:
+            """One acquired call: count its engine attempts and tokens, then give the slot back."""
             attempts = [0]
             token = _ATTEMPTS.set(attempts)
             with _TokenMeter(self.model) as meter:
                 try:
-                    return await super().acall(prompt, messages=messages, **kwargs)
+                    yield
                 except Exception as error:
                     meter.error = error
                     raise
