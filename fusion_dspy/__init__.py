@@ -12,6 +12,7 @@ from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import FusionError
 from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.outcomes import TeacherTimeoutError
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import DEFAULT_FUSOR_INSTRUCTION
 from fusion_dspy.prompt import FusorPrompt
@@ -20,7 +21,6 @@ from fusion_dspy.report import FusionReport
 from fusion_dspy.report import FusorRecord
 from fusion_dspy.report import SelectionRecord
 from fusion_dspy.report import TokenUsage
-from fusion_dspy.sampling import TeacherTimeoutError
 from fusion_dspy.teacher import Teacher
 
 __version__ = "0.1.0"

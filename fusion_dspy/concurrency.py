@@ -92,7 +92,7 @@ class bounded_map(Generic[T, R]):  # noqa: N801 - used like a function
             yield self._run(item)
 
     def _threaded(self) -> Iterator[Outcome[T, R]]:
-        from fusion_dspy.sampling import bind_context
+        from fusion_dspy.threads import bind_context
 
         run = bind_context(self._run)  # the caller's dspy.context, in every worker thread
         executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="fuse-work")

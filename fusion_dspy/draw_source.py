@@ -11,7 +11,7 @@ For each planned draw, in this order:
    faults are not, so the next call retries them).
 
 Without a store every draw goes straight to its teacher. :func:`draw_steps` is a sans-I/O step of
-the call engine: it yields the requests of :mod:`fusion_dspy.sampling` and returns the outcomes.
+the call engine: it yields the requests of :mod:`fusion_dspy.drivers` and returns the outcomes.
 A draw that times out and answers later is stored then (it was paid for).
 """
 
@@ -27,14 +27,14 @@ from typing import Any
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from fusion_dspy.drivers import Batch
+from fusion_dspy.drivers import Invoke
+from fusion_dspy.drivers import LMCall
+from fusion_dspy.drivers import Steps
 from fusion_dspy.errors import StoredFailure
 from fusion_dspy.errors import error_text
-from fusion_dspy.sampling import Batch
-from fusion_dspy.sampling import DrawOutcome
-from fusion_dspy.sampling import Invoke
-from fusion_dspy.sampling import LMCall
-from fusion_dspy.sampling import Steps
-from fusion_dspy.sampling import Tracked
+from fusion_dspy.outcomes import DrawOutcome
+from fusion_dspy.outcomes import Tracked
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import StoredDraw

@@ -15,14 +15,14 @@ from fusion_dspy.config import CallOptions
 from fusion_dspy.config import FuseConfig
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.config import SettingsError
+from fusion_dspy.drivers import adrive
+from fusion_dspy.drivers import drive
 from fusion_dspy.fuse_call import FuseCall
 from fusion_dspy.fusion_signature import fusion_signature
 from fusion_dspy.fusion_signature import resolve_signature
 from fusion_dspy.pool import Pool
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import FusorPrompt
-from fusion_dspy.sampling import adrive
-from fusion_dspy.sampling import drive
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.selectors.registry import build_selector
 from fusion_dspy.selectors.registry import selector_spec
@@ -66,11 +66,11 @@ class Fuse(dspy.Module):
         timeout: Seconds one teacher call may take once it has started (time queued for a slot of its
             LM never counts); a call still running then is dropped and reported as
             :class:`~fusion_dspy.TeacherTimeoutError`, and its late answer is stored and its usage
-            added to the report when it arrives (see :mod:`fusion_dspy.sampling`).
+            added to the report when it arrives (see :mod:`fusion_dspy.drivers`).
         seed: Base seed of the draws (seed + sample index) and of the candidate shuffle.
         shuffle: Shuffle candidates before the fusor reads them (the paper saw a position bias).
         max_threads: Cap on this call's concurrent teacher calls (default: no cap beyond the per-LM
-            bound, :func:`fusion_dspy.sampling.set_lm_concurrency`); the same in sync and async.
+            bound, :func:`fusion_dspy.lm_slots.set_lm_concurrency`); the same in sync and async.
         store: A :class:`~fusion_dspy.store.CandidateStore`: draws found there are not generated
             again, and new draws are added: answers, and malformed answers as failures; transient
             faults are retried on the next call (see :mod:`fusion_dspy.store`).

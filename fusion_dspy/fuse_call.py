@@ -1,10 +1,10 @@
 """One Fuse call as a sans-I/O state machine: plan, draws, path, fusor or selector, guard, report.
 
-:meth:`FuseCall.steps` is a generator. It yields the requests of :mod:`fusion_dspy.sampling`
-(:class:`~fusion_dspy.sampling.Batch` of LM calls, :class:`~fusion_dspy.sampling.Invoke` of a
+:meth:`FuseCall.steps` is a generator. It yields the requests of :mod:`fusion_dspy.drivers`
+(:class:`~fusion_dspy.drivers.Batch` of LM calls, :class:`~fusion_dspy.drivers.Invoke` of a
 blocking step) and is sent their outcomes; it returns the :class:`FusedPrediction`. ``Fuse.forward``
-serves it with :func:`~fusion_dspy.sampling.drive` (threads) and ``Fuse.aforward`` with
-:func:`~fusion_dspy.sampling.adrive` (asyncio), so every option behaves the same in both. The
+serves it with :func:`~fusion_dspy.drivers.drive` (threads) and ``Fuse.aforward`` with
+:func:`~fusion_dspy.drivers.adrive` (asyncio), so every option behaves the same in both. The
 candidate store is read and written in place (local and fast); only its blocking wait for a draw
 another call is making is a request (:mod:`fusion_dspy.draw_source`).
 
@@ -38,6 +38,11 @@ from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
 from fusion_dspy.draw_source import draw_steps
+from fusion_dspy.drivers import Batch
+from fusion_dspy.drivers import LMCall
+from fusion_dspy.drivers import Request
+from fusion_dspy.drivers import Stepper
+from fusion_dspy.drivers import Steps
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.errors import StoredFailure
@@ -49,6 +54,8 @@ from fusion_dspy.guard import decide
 from fusion_dspy.guard import guard_pool
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.normalize import answer_key
+from fusion_dspy.outcomes import DrawOutcome
+from fusion_dspy.outcomes import Tracked
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.report import CandidateRecord
 from fusion_dspy.report import FusionReport
@@ -58,13 +65,6 @@ from fusion_dspy.report import Path
 from fusion_dspy.report import SelectionRecord
 from fusion_dspy.report import SelectorFailure
 from fusion_dspy.report import TokenUsage
-from fusion_dspy.sampling import Batch
-from fusion_dspy.sampling import DrawOutcome
-from fusion_dspy.sampling import LMCall
-from fusion_dspy.sampling import Request
-from fusion_dspy.sampling import Stepper
-from fusion_dspy.sampling import Steps
-from fusion_dspy.sampling import Tracked
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import CandidateStore

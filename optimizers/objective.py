@@ -35,9 +35,9 @@ from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
-from fusion_dspy.sampling import apply_context
-from fusion_dspy.sampling import run_threads
 from fusion_dspy.teacher import plan_draws
+from fusion_dspy.threads import apply_context
+from fusion_dspy.threads import run_threads
 
 __all__ = ["Evaluation", "Evaluator", "FusionObjective", "Metric"]
 

@@ -42,7 +42,7 @@ from typing_extensions import Unpack
 from fusion_dspy import FuseSettings
 from fusion_dspy import Teacher
 from fusion_dspy.config import check_setting
-from fusion_dspy.sampling import capture_context
+from fusion_dspy.threads import capture_context
 
 __all__ = ["FusionOptimizer"]
 

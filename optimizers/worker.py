@@ -26,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from fusion_dspy.sampling import apply_context
+from fusion_dspy.threads import apply_context
 
 __all__ = ["TrialLoop", "enqueue_budget", "worker_id"]
 

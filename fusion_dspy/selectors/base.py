@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
+from fusion_dspy.drivers import Invoke
+from fusion_dspy.drivers import Steps
+from fusion_dspy.drivers import adrive
+from fusion_dspy.drivers import drive
 from fusion_dspy.errors import SelectionError
-from fusion_dspy.sampling import Invoke
-from fusion_dspy.sampling import Steps
-from fusion_dspy.sampling import adrive
-from fusion_dspy.sampling import drive
 
 if TYPE_CHECKING:
     import dspy
@@ -41,7 +41,7 @@ class Selector:
     """Picks the best of several candidates for one input.
 
     A subclass implements either :meth:`select` (plain code, possibly blocking) or :meth:`steps`
-    (a sans-I/O generator that yields the LM requests of :mod:`fusion_dspy.sampling`, as the LLM
+    (a sans-I/O generator that yields the LM requests of :mod:`fusion_dspy.drivers`, as the LLM
     judge and USC do). The other entry points derive from it: ``select`` and ``aselect`` drive
     ``steps`` with threads or asyncio, and the default ``steps`` runs ``select`` (``aselect`` in
     async, when a subclass overrides it; else ``select`` in a worker thread). A ``Fuse`` runs a

@@ -18,9 +18,9 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import render_candidates
-from fusion_dspy.sampling import Batch
-from fusion_dspy.sampling import LMCall
-from fusion_dspy.sampling import Steps
+from fusion_dspy.drivers import Batch
+from fusion_dspy.drivers import LMCall
+from fusion_dspy.drivers import Steps
 from fusion_dspy.selectors._common import output_fields
 from fusion_dspy.selectors._common import render_task
 from fusion_dspy.selectors._common import require_candidates

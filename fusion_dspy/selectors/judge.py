@@ -3,7 +3,7 @@
 This is the paper's "prompted scalar rater" baseline for Best-of-N: the same kind of general LLM
 that fuses can instead score candidates one at a time (pointwise). The N judge calls are
 independent: :meth:`LLMJudge.steps` yields them as one batch, which ``select`` runs in threads and
-``aselect`` as asyncio tasks (see :mod:`fusion_dspy.sampling`), both with the caller's ``dspy.context``.
+``aselect`` as asyncio tasks (see :mod:`fusion_dspy.drivers`), both with the caller's ``dspy.context``.
 Judge calls are selection machinery, never part of the DSPy trace optimizers learn from.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import render_candidates
-from fusion_dspy.sampling import Batch
-from fusion_dspy.sampling import LMCall
-from fusion_dspy.sampling import Steps
+from fusion_dspy.drivers import Batch
+from fusion_dspy.drivers import LMCall
+from fusion_dspy.drivers import Steps
 from fusion_dspy.selectors._common import best_position
 from fusion_dspy.selectors._common import output_fields
 from fusion_dspy.selectors._common import render_task

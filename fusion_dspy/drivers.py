@@ -1,0 +1,338 @@
+"""How fusion-dspy runs LM calls: the requests a call engine yields, and the two drivers that serve them.
+
+A Fuse call (and an LLM selector) is a sans-I/O generator: it yields :class:`Batch` (LM calls to make
+concurrently) and :class:`Invoke` (a blocking step such as a user's selector or a store wait) and is
+sent back the outcomes as :class:`~fusion_dspy.outcomes.Tracked` values. :func:`drive` serves those
+requests with threads, :func:`adrive` with asyncio tasks; nothing else differs between ``forward`` and
+``aforward``.
+
+This is the one statement of the timeout and bounds model, for sync and async alike (the modules that
+implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` and
+:mod:`fusion_dspy.outcomes`, refer here):
+
+* **What a timeout means.** ``timeout`` is how long one LM call may take *once it has started*:
+  the clock runs while an LM request is in flight (seen through DSPy's ``on_lm_start`` /
+  ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
+  parsing counts; each request of a call (DSPy may retry with another adapter) gets the full timeout
+  (an LM that reports no requests is timed from the moment the call got its slots). In async, time
+  the event loop is too busy to run a call's last steps (many calls answering at once) is queue
+  time too: it extends that call's deadline, by at most ``timeout``.
+  A call still running at its deadline is reported as
+  :class:`~fusion_dspy.outcomes.TeacherTimeoutError` and abandoned: its slots are freed at once, but
+  the call itself is not killed (a thread cannot be; an asyncio task is left running so that a
+  paid-for answer is not thrown away). When it answers, the batch's ``on_late`` hook receives it: the
+  Fuse stores it in its candidate store and adds its usage to the report
+  (``CandidateRecord.late_usage``).
+* **Which bounds apply.** (1) Per LM, process-wide and shared by threads and event loops: at most
+  :func:`~fusion_dspy.lm_slots.lm_concurrency` calls (default
+  :data:`~fusion_dspy.lm_slots.DEFAULT_LM_CONCURRENCY`, change it with
+  :func:`~fusion_dspy.lm_slots.set_lm_concurrency`) that are running and within their timeout. A slow
+  or hung LM fills only its own slots, and an abandoned call frees its slot, so queued calls to that
+  LM still get their turn. (2) Per batch: ``max_concurrency`` (a Fuse's ``max_threads``, a judge's
+  ``num_threads``). There is no process-wide pool size: sync calls run on the elastic pool of
+  :mod:`fusion_dspy.threads`, which starts a thread whenever none is idle, so hung calls of one Fuse
+  never delay the calls of another.
+* **Context.** Every call runs with the caller's ``dspy.context`` overrides, under its own usage
+  tracker (so its usage is attributable), with DSPy trace recording off (the engine adds the steps it
+  accepted to the trace itself). Usage of calls that return in time is merged into the caller's
+  ``dspy.track_usage()`` tracker; a late answer's usage is not (that tracker's block may have ended).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Generator
+from collections.abc import Mapping
+from typing import Any
+from typing import TypeVar
+from typing import Union
+
+import dspy
+
+from fusion_dspy.lm_slots import _LMClock
+from fusion_dspy.lm_slots import _Slots
+from fusion_dspy.lm_slots import _slots_for
+from fusion_dspy.outcomes import TeacherTimeoutError
+from fusion_dspy.outcomes import Tracked
+from fusion_dspy.outcomes import _atracked
+from fusion_dspy.outcomes import _reraise_interrupts
+from fusion_dspy.outcomes import _tracked_in_thread
+from fusion_dspy.outcomes import merge_into_parent_tracker
+from fusion_dspy.outcomes import tracked
+from fusion_dspy.threads import _POOL
+from fusion_dspy.threads import bind_context
+
+__all__ = ["Batch", "Invoke", "LMCall", "Request", "Stepper", "adrive", "drive"]
+
+T = TypeVar("T")
+
+#: An event loop that takes longer than this to come back to a call's watcher is congested.
+_LOOP_LAG_S = 0.005
+
+
+@dataclasses.dataclass(frozen=True)
+class LMCall:
+    """One predictor call: ``predict(**kwargs)`` (``kwargs`` may hold ``lm`` and ``config``)."""
+
+    predict: Any
+    kwargs: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """LM calls to run concurrently; the engine is sent back one :class:`Tracked` per call, in order.
+
+    ``on_late(position, tracked)`` receives the answer of a call that timed out, when it arrives
+    (from another thread, or as a callback on the event loop).
+    """
+
+    calls: tuple[LMCall, ...]
+    timeout: float | None = None
+    max_concurrency: int | None = None
+    on_late: Callable[[int, Tracked], None] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Invoke:
+    """A blocking step; the engine is sent back its :class:`Tracked`. ``arun`` is its async form
+    (``None``: the async driver runs ``run`` in a worker thread)."""
+
+    run: Callable[[], Any]
+    arun: Callable[[], Awaitable[Any]] | None = None
+
+
+Request = Union[Batch, Invoke]
+Steps = Generator[Request, Any, T]
+
+
+class Stepper:
+    """Steps a call engine: ``send(reply)`` returns its next request, or ``None`` once it is ``done``
+    (its return value is then in ``value``)."""
+
+    def __init__(self, steps: Steps[Any]) -> None:
+        self._steps = steps
+        self.done = False
+        self.value: Any = None
+
+    def send(self, reply: Any) -> Request | None:
+        try:
+            return self._steps.send(reply)
+        except StopIteration as stop:
+            self.done, self.value = True, stop.value
+            return None
+
+
+def drive(steps: Steps[T]) -> T:
+    """Run a call engine to completion, serving its requests with threads."""
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        request = stepper.send(_run_batch(request) if isinstance(request, Batch) else _invoke(request))
+    return stepper.value
+
+
+async def adrive(steps: Steps[T]) -> T:
+    """Run a call engine to completion, serving its requests with asyncio tasks."""
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        request = stepper.send(await (_arun_batch(request) if isinstance(request, Batch) else _ainvoke(request)))
+    return stepper.value
+
+
+def _invoke(request: Invoke) -> Tracked:
+    result = tracked(request.run)
+    merge_into_parent_tracker([result])
+    return result
+
+
+async def _ainvoke(request: Invoke) -> Tracked:
+    # to_thread copies the current context, so dspy.context overrides still apply in the thread.
+    result = await _atracked(request.arun or (lambda: asyncio.to_thread(request.run)))
+    merge_into_parent_tracker([result])
+    return result
+
+
+def _lm_of(call: LMCall) -> Any:
+    return call.kwargs.get("lm") or getattr(call.predict, "lm", None) or dspy.settings.lm
+
+
+class _Job:
+    """One call of a sync batch: queued, running (``clock``), finished (``result``) or abandoned."""
+
+    __slots__ = ("call", "position", "lm_slots", "clock", "result", "abandoned")
+
+    def __init__(self, call: LMCall, position: int, lm_slots: _Slots, clock: _LMClock) -> None:
+        self.call = call
+        self.position = position
+        self.lm_slots = lm_slots
+        self.clock = clock
+        self.result: Tracked | None = None
+        self.abandoned = False
+
+
+def _run_batch(batch: Batch) -> list[Tracked]:
+    parent = dspy.settings.usage_tracker
+    changed = threading.Condition()
+
+    def notify() -> None:
+        with changed:
+            changed.notify_all()
+
+    jobs = []
+    for position, call in enumerate(batch.calls):
+        lm = _lm_of(call)
+        jobs.append(_Job(call, position, _slots_for(lm), _LMClock(notify, reports=isinstance(lm, dspy.BaseLM))))
+    if len(jobs) == 1 and batch.timeout is None:
+        # Nothing to overlap and nothing to time: no thread hop.
+        jobs[0].lm_slots.acquire()
+        try:
+            results = [tracked(lambda: jobs[0].call.predict(**jobs[0].call.kwargs))]
+        finally:
+            jobs[0].lm_slots.release()
+        merge_into_parent_tracker(results, parent)
+        return results
+
+    batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
+
+    def free(job: _Job) -> None:
+        job.lm_slots.release()
+        if batch_slots is not None:
+            batch_slots.release()
+
+    def work(job: _Job) -> None:
+        if batch_slots is not None:
+            batch_slots.acquire()
+        job.lm_slots.acquire()
+        if timeout is None:
+            result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+        else:
+            job.clock.slotted = time.perf_counter()
+            notify()
+            with job.clock.watching():
+                result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+        with changed:
+            job.result = result
+            late = job.abandoned
+            changed.notify_all()
+        if not late:
+            free(job)
+        elif batch.on_late is not None:
+            batch.on_late(job.position, result)
+
+    timeout = batch.timeout
+    # Without a timeout the caller would only wait: it makes the first call itself (one thread hop less).
+    inline = jobs[0] if timeout is None else None
+    for job in jobs:
+        if job is not inline:
+            _POOL.submit(bind_context(lambda job=job: work(job)))
+    if inline is not None:
+        work(inline)
+    with changed:
+        while True:
+            now = time.perf_counter()
+            deadlines = []
+            waiting = False
+            for job in jobs:
+                if job.result is not None or job.abandoned:
+                    continue
+                deadline = None if timeout is None else job.clock.deadline(timeout)
+                if deadline is not None:
+                    if deadline <= now:
+                        job.abandoned = True
+                        free(job)  # the slot goes to the next caller; the call runs on unobserved
+                        continue
+                    deadlines.append(deadline)
+                waiting = True
+            if not waiting:
+                break
+            changed.wait(min(deadlines) - now if deadlines else None)
+    results = [job.result if not job.abandoned else _timed_out(timeout) for job in jobs]
+    _reraise_interrupts(results)
+    merge_into_parent_tracker(results, parent)
+    return results  # type: ignore[arg-type, return-value]
+
+
+def _timed_out(timeout: float | None) -> Tracked:
+    error = TeacherTimeoutError(f"no answer within {timeout} s of the call's start")
+    return Tracked(error=error, latency_s=float(timeout or 0.0))
+
+
+async def _arun_batch(batch: Batch) -> list[Tracked]:
+    parent = dspy.settings.usage_tracker
+    batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
+
+    async def one(position: int, call: LMCall, lm: Any) -> Tracked:
+        lm_slots = _slots_for(lm)
+        if batch_slots is not None:
+            await batch_slots.aacquire()
+        try:
+            await lm_slots.aacquire()
+        except BaseException:
+            if batch_slots is not None:
+                batch_slots.release()
+            raise
+        try:
+            if batch.timeout is None:  # nothing to time: no extra task
+                return await _atracked(lambda: call.predict.acall(**call.kwargs))
+            loop = asyncio.get_running_loop()
+            wake = asyncio.Event()
+            clock = _LMClock(lambda: loop.call_soon_threadsafe(wake.set), reports=isinstance(lm, dspy.BaseLM))
+            clock.slotted = time.perf_counter()
+            with clock.watching():  # the task copies this context when it is created
+                task = asyncio.ensure_future(_atracked(lambda: call.predict.acall(**call.kwargs)))
+            try:
+                done = await _watch(task, clock, wake, batch.timeout)
+            except BaseException:
+                task.cancel()
+                raise
+        finally:  # the slots go to the next caller, also when the call is abandoned below
+            lm_slots.release()
+            if batch_slots is not None:
+                batch_slots.release()
+        if done:
+            return task.result()
+        if batch.on_late is not None:
+            on_late = batch.on_late
+            task.add_done_callback(lambda t: None if t.cancelled() else on_late(position, t.result()))
+        return _timed_out(batch.timeout)
+
+    runs = [one(i, call, _lm_of(call)) for i, call in enumerate(batch.calls)]
+    results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
+    merge_into_parent_tracker([r for r in results if not isinstance(r.error, TeacherTimeoutError)], parent)
+    return results
+
+
+async def _watch(task: asyncio.Future[Tracked], clock: _LMClock, wake: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``task`` until its clock's deadline passes; ``True`` if it finished in time.
+
+    At the deadline the loop may be too busy to have run the call's last steps (many calls finishing
+    at once share one thread): the time the loop takes to come back to this watcher is queue time,
+    so it extends the deadline, by at most ``timeout`` in all.
+    """
+    grace = 0.0
+    while not task.done():
+        deadline = clock.deadline(timeout)
+        left = None if deadline is None else deadline + grace - time.perf_counter()
+        if left is not None and left <= 0:
+            before = time.perf_counter()
+            await asyncio.sleep(0)  # behind every callback that is ready now
+            lag = time.perf_counter() - before
+            if task.done():
+                break
+            if lag < _LOOP_LAG_S or grace >= timeout:
+                return False
+            grace = min(timeout, grace + lag)
+            continue
+        wake.clear()
+        waiter = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({task, waiter}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+    return True
