@@ -83,7 +83,7 @@ def decide(selection: Selection, pool: Sequence[Candidate]) -> GuardDecision:
                 f"The selector returned {len(selection.scores)} scores for {len(pool)} answers; "
                 "a selector must score every answer it is given."
             )
-        scores = {answer.index: float(score) for answer, score in zip(pool, selection.scores)}
+        scores = {answer.index: float(score) for answer, score in zip(pool, selection.scores, strict=True)}
         best_other = max(float(s) for s in selection.scores[1:]) if len(pool) > 1 else float("-inf")
         margin = best_other - float(selection.scores[0])
         if margin <= 0:  # the fused answer is ranked first or tied: it stays

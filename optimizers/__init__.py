@@ -22,11 +22,11 @@ from fusion_dspy.optimizers.fuses import find_fuses
 from fusion_dspy.optimizers.loading import load_compiled
 from fusion_dspy.optimizers.memo import EvaluationMemo
 from fusion_dspy.optimizers.optimizer import FusionOptimizer
+from fusion_dspy.optimizers.optimizer import trial_logs
 from fusion_dspy.optimizers.options import Budget
 from fusion_dspy.optimizers.options import Parallelism
 from fusion_dspy.optimizers.options import Proposals
 from fusion_dspy.optimizers.options import Storage
-from fusion_dspy.optimizers.optimizer import trial_logs
 from fusion_dspy.optimizers.proposer import InstructionProposer
 from fusion_dspy.optimizers.reporting import StudyReport
 from fusion_dspy.optimizers.reporting import build_report

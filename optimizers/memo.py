@@ -14,7 +14,6 @@ import dataclasses
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from fusion_dspy import TokenUsage
 from fusion_dspy.journal import Journal

@@ -20,7 +20,6 @@ from typing import Any
 import dspy
 import optuna
 from dspy.utils.callback import BaseCallback
-from fusion_dspy.credentials import redact
 from fusion_dspy.optimizers.cost import CostModel
 from fusion_dspy.optimizers.fuses import apply_settings
 from fusion_dspy.optimizers.fuses import find_fuses
@@ -33,6 +32,7 @@ from fusion_dspy import Fuse
 from fusion_dspy import FuseSettings
 from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
+from fusion_dspy.credentials import redact
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.teacher import plan_draws

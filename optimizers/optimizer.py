@@ -276,9 +276,13 @@ class FusionOptimizer(Teleprompter):
         opened = open_storage(store.url, bank_dir=store.bank_dir, heartbeat_interval=store.heartbeat_interval,
                               grace_period=store.grace_period, max_retry=store.max_retry)
         seed = self.seed if coordinator else self.seed + os.getpid()
-        prompt_model = self.proposals.prompt_model or next((lm for lm in (self.fusors or {}).values() if lm is not None), None)
-        proposer = InstructionProposer(lm=prompt_model, num_instructions=self.proposals.num_instructions, seed=self.seed) \
-            if self.proposals.num_instructions > 0 else None
+        prompt_model = self.proposals.prompt_model or next(
+            (lm for lm in (self.fusors or {}).values() if lm is not None), None
+        )
+        proposer = None
+        if self.proposals.num_instructions > 0:
+            proposer = InstructionProposer(lm=prompt_model, num_instructions=self.proposals.num_instructions,
+                                           seed=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             session = build_session(
@@ -288,7 +292,8 @@ class FusionOptimizer(Teleprompter):
                 study_name=store.study_name or f"fusion-{type(student).__name__}",
                 directions=_OBJECTIVES[self.objectives], sampler=self.sampler or optuna.samplers.TPESampler(seed=seed),
                 pruner=self._make_pruner(), use_bank=store.bank, cost_model=self.cost_model,
-                minibatch_size=self.budget.minibatch_size, num_threads=self.parallelism.num_threads, seed=self.seed, context=context,
+                minibatch_size=self.budget.minibatch_size, num_threads=self.parallelism.num_threads, seed=self.seed,
+                context=context,
                 coordinator=coordinator, wait_timeout=wait_timeout,
             )
         self._session, self._student = session, student

@@ -12,7 +12,6 @@ several nested Fuse modules get independent parameters and the Optuna dashboard 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any

@@ -159,7 +159,8 @@ class SelectorContract:
             pass  # e.g. SelectionError, naming each failure
         except Exception as error:
             raise AssertionError(
-                f"a failing selector must return a Selection or raise a FusionError, not {type(error).__name__}: {error}"
+                "a failing selector must return a Selection or raise a FusionError, "
+                f"not {type(error).__name__}: {error}"
             ) from error
 
     def test_works_inside_a_fuse_through_both_drivers(self) -> None:
@@ -167,7 +168,9 @@ class SelectorContract:
         from fusion_dspy import Teacher
         from fusion_dspy.testing.fake_lm import FakeEngine
 
-        teacher = FakeEngine(name="contract-teacher", responder=lambda r: {"answer": VARIED[(r.seed or 0) % len(VARIED)]})
+        teacher = FakeEngine(
+            name="contract-teacher", responder=lambda r: {"answer": VARIED[(r.seed or 0) % len(VARIED)]}
+        )
         fuse = Fuse(self.signature, 3, teachers=[Teacher(teacher.lm(), name="t")], mode="select",
                     selector=self.make_selector())
         with dspy.context(lm=self.make_lm()):

@@ -108,7 +108,9 @@ class CandidateStoreContract:
     def test_answers_and_failures_round_trip(self, tmp_path: Path) -> None:
         store = self._store(tmp_path)
         answer = StoredDraw(outputs={"answer": "Paris", "n": 3, "tags": ["a", "ü"]}, usage=_USAGE, latency_s=0.25)
-        failure = StoredDraw(outputs=None, usage=_USAGE, latency_s=0.5, error="no fields", error_type="AdapterParseError")
+        failure = StoredDraw(
+            outputs=None, usage=_USAGE, latency_s=0.5, error="no fields", error_type="AdapterParseError"
+        )
         store.put("answer", answer)
         store.put("failure", failure)
         handles = [store]

@@ -89,7 +89,8 @@ def test_value_objects_and_keyword_shortcuts_are_one_configuration():
     defaults = FusionOptimizer(metric=exact, teachers=problem.teachers)
     assert (defaults.budget.trials, defaults.budget.minibatch_size, defaults.budget.confirm) == (40, 10, 3)
     assert (defaults.parallelism.n_jobs, defaults.parallelism.num_threads) == (1, 4)
-    assert (defaults.storage.heartbeat_interval, defaults.storage.grace_period, defaults.storage.max_retry) == (10, 30, 3)
+    storage = defaults.storage
+    assert (storage.heartbeat_interval, storage.grace_period, storage.max_retry) == (10, 30, 3)
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,8 @@ def test_builtin_specs_round_trip():
 def test_custom_selectors_opt_in_by_registering(tmp_path):
     from fusion_dspy.selectors import Selection
     from fusion_dspy.selectors import register_selector
-    from fusion_dspy.selectors import selector_spec
     from fusion_dspy.selectors import registry
+    from fusion_dspy.selectors import selector_spec
 
     class Nth(Selector):
         name = "nth-test"
