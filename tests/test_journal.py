@@ -120,3 +120,46 @@ def test_a_shared_store_sees_other_writers_after_reload(tmp_path):
     assert mine.get("k") is None
     mine.reload()
     assert mine.get("k").outputs == {"answer": "x"}
+
+
+def test_concurrent_appends_share_fsyncs_and_each_returns_only_once_its_entry_is_on_disk(tmp_path, monkeypatch):
+    # Group commit: threads appending while another one is writing are written and fsync'ed together,
+    # so K prompts storing their draws at once do not queue for K fsyncs (the synth K=64 ceiling).
+    import os
+    import time
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    real_fsync = os.fsync
+    synced = {"calls": 0, "bytes": 0}
+    guard = threading.Lock()
+
+    def slow_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        time.sleep(0.02)  # a slow disk: the other threads arrive while this one is syncing
+        real_fsync(fd)
+        with guard:
+            synced["calls"] += 1
+            synced["bytes"] = max(synced["bytes"], size)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    threads_n = 32
+    barrier = threading.Barrier(threads_n)
+    unsynced: list[int] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        journal.append({"i": i})
+        with guard:
+            durable = path.read_bytes()[: synced["bytes"]]
+        if f'{{"i": {i}}}\n'.encode() not in durable:
+            unsynced.append(i)  # append returned before its entry was fsync'ed
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert unsynced == []
+    assert sorted(e["i"] for e in Journal(path)) == list(range(threads_n))
+    assert synced["calls"] <= threads_n // 4, synced  # one fsync per append would be 32
