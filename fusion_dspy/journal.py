@@ -4,10 +4,15 @@ Candidate stores (:class:`~fusion_dspy.store.JsonlStore`), the optimizer's evalu
 evaluation harness's results and synth shards all persist through :class:`Journal`, so they share
 one write discipline and one torn-tail policy:
 
-* **Writes.** Each entry is one line, written with a single ``write`` to a file opened in append
-  mode and ``fsync``ed before :meth:`Journal.append` returns. A killed process loses at most the
-  entry being written. Several processes may append to one file: each append holds an exclusive
-  ``flock`` on it (POSIX), so entries never interleave.
+* **Writes.** Each entry is one line, written to a file opened in append mode and ``fsync``ed
+  before :meth:`Journal.append` returns. A killed process loses at most the entries being written
+  (none of which was acknowledged). Several processes may append to one file: each write holds an
+  exclusive ``flock`` on it (POSIX), so entries never interleave.
+* **Group commit.** Threads of one process that append while another thread of it is writing do
+  not queue for one ``fsync`` each: the next writer takes every entry waiting, writes them with one
+  ``write`` and one ``fsync``, and each of their ``append`` calls returns once that ``fsync`` is
+  done (or raises its error). The guarantee per entry is unchanged; K prompts storing their draws
+  at once pay about one disk flush, not K in a row.
 * **Torn tail.** A kill mid-write can leave a last line without its newline. It is cut off (the
   file truncated after its last newline) when the journal is opened and before every append,
   under the same lock, so the fragment is certainly a dead writer's and the next entry is never
@@ -67,7 +72,9 @@ class Journal:
         self.torn = 0
         self.skipped = 0
         self._offset = 0  # Bytes of complete lines consumed by read_new().
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # One writer at a time (within the process; flock across processes).
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []  # Entries waiting for the next writer (group commit).
         if self.path.exists():
             with self._lock, self._open(os.O_RDWR) as fd:
                 self._cut_torn_tail(fd)
@@ -75,9 +82,28 @@ class Journal:
     # -- writing -----------------------------------------------------------------------------------
 
     def append(self, entry: Mapping[str, Any]) -> None:
-        """Write one entry (a JSON object) as one line, durably."""
-        data = _encode(entry)
-        with self._lock, self._open(os.O_RDWR | os.O_APPEND | os.O_CREAT) as fd:
+        """Write one entry (a JSON object) as one line, durably (returns once it is on disk)."""
+        mine = _Pending(_encode(entry))
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._lock:
+            if not mine.done:  # else a writer before us took it along
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    self._write(b"".join(item.data for item in batch))
+                except BaseException as error:
+                    for item in batch:
+                        item.error = error
+                    raise
+                finally:
+                    for item in batch:
+                        item.done = True
+        if mine.error is not None:
+            raise OSError(f"{self.path}: writing the entry failed: {mine.error}") from mine.error
+
+    def _write(self, data: bytes) -> None:
+        with self._open(os.O_RDWR | os.O_APPEND | os.O_CREAT) as fd:
             self._cut_torn_tail(fd)
             view = memoryview(data)
             while view:
@@ -171,6 +197,17 @@ class Journal:
 
 
 _CHUNK = 4096
+
+
+class _Pending:
+    """One entry waiting to be written, and what became of it (set by the writer that took it)."""
+
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = False
+        self.error: BaseException | None = None
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:

@@ -120,3 +120,88 @@ def test_a_shared_store_sees_other_writers_after_reload(tmp_path):
     assert mine.get("k") is None
     mine.reload()
     assert mine.get("k").outputs == {"answer": "x"}
+
+
+def test_concurrent_appends_share_fsyncs_and_each_returns_only_once_its_entry_is_on_disk(tmp_path, monkeypatch):
+    # Group commit: threads appending while another one is writing are written and fsync'ed together,
+    # so K prompts storing their draws at once do not queue for K fsyncs (the synth K=64 ceiling).
+    import os
+    import time
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    real_fsync = os.fsync
+    synced = {"calls": 0, "bytes": 0}
+    guard = threading.Lock()
+
+    def slow_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size
+        time.sleep(0.02)  # a slow disk: the other threads arrive while this one is syncing
+        real_fsync(fd)
+        with guard:
+            synced["calls"] += 1
+            synced["bytes"] = max(synced["bytes"], size)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    threads_n = 32
+    barrier = threading.Barrier(threads_n)
+    unsynced: list[int] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        journal.append({"i": i})
+        with guard:
+            durable = path.read_bytes()[: synced["bytes"]]
+        if f'{{"i": {i}}}\n'.encode() not in durable:
+            unsynced.append(i)  # append returned before its entry was fsync'ed
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert unsynced == []
+    assert sorted(e["i"] for e in Journal(path)) == list(range(threads_n))
+    assert synced["calls"] <= threads_n // 4, synced  # one fsync per append would be 32
+
+
+def test_a_failed_group_write_raises_in_every_append_it_carried(tmp_path, monkeypatch):
+    import os
+    import time
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def failing_first_fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(0.05)  # the others queue behind this write, then it fails
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_first_fsync)
+    barrier = threading.Barrier(8)
+    raised: list[int] = []
+    ok: list[int] = []
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            journal.append({"i": i})
+        except OSError:
+            raised.append(i)
+        else:
+            ok.append(i)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(raised) >= 1 and len(raised) + len(ok) == 8  # no append is silently dropped
+    on_disk = {e["i"] for e in Journal(path)}
+    assert set(ok) <= on_disk
+    journal.append({"i": "after"})  # the journal keeps working
+    assert Journal(path).read()[-1] == {"i": "after"}

@@ -2,16 +2,18 @@
 
 Wires a task from :mod:`fusion_dspy.programs` (signature, metric, loader) to the task-agnostic
 :class:`fusion_dspy.evaluate.Harness`. Teachers come from a pool config file, or are recorded system
-outputs replayed from the data (``--recorded``), so only the fusor runs live.
+outputs replayed from the data (``--recorded``), so only the fusor runs live. ``--ray ADDRESS``
+runs the same harness on Ray Data (:func:`fusion_dspy.evaluate.ray.run_harness_ray`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "build_harness", "run"]
 
 
 def _ints(text: str) -> list[int]:
@@ -43,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<task>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--concurrency", type=int, default=1, metavar="K",
-                        help="examples evaluated at once (default 1); bound providers with [limits] in --config")
+                        help="examples evaluated at once (default 1; with --ray: per actor); bound providers "
+                             "with [limits] in --config")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="run on Ray Data (pip install 'fusion-dspy[ray]'): 'local' starts a local runtime, "
+                             "'auto' joins this node's cluster, ray://host:10001 a remote one")
+    parser.add_argument("--actors", type=int, default=2,
+                        help="with --ray: actors in the pool, each with --concurrency examples in flight")
 
 
 def _build_lm(spec: str, fusors: dict[str, Any]) -> Any:
@@ -76,7 +84,9 @@ def _selectors(names: list[str], task: Any, judge: Any) -> list[Any]:
     return built
 
 
-def run(args: argparse.Namespace) -> int:
+def build_harness(args: argparse.Namespace, out_dir: str) -> Any:
+    """The Harness of an ``eval`` command line writing to ``out_dir`` (module-level, so Ray actors
+    can build it too)."""
     from fusion_dspy import Fuse
     from fusion_dspy.evaluate import Harness
     from fusion_dspy.pool_config import load_pool_config
@@ -109,13 +119,34 @@ def run(args: argparse.Namespace) -> int:
     metric = PairwiseJudge(lm=judge) if isinstance(task.metric, PairwiseJudge) else task.metric
 
     fuse = Fuse(task.signature, max(args.n), teachers=teachers, fusor=fusor, selector=selectors[0], seed=args.seed)
-    out = Path(args.out or f"runs/eval-{task.name}")
-    harness = Harness(
-        fuse=fuse, metric=metric, examples=examples, ns=args.n, selectors=selectors, out_dir=out,
+    return Harness(
+        fuse=fuse, metric=metric, examples=examples, ns=args.n, selectors=selectors, out_dir=out_dir,
         corpus_metric=task.corpus_metric, metric_name=task.metric_name, task=task.name,
         progress=not args.no_progress, concurrency=args.concurrency,
     )
-    report = harness.run()
+
+
+def _portable(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments with local paths made absolute (Ray workers do not share the driver's cwd)."""
+    values = {key: value for key, value in vars(args).items() if not callable(value) and not key.startswith("_")}
+    for key in ("config", "data"):
+        if values.get(key) is not None and Path(values[key]).exists():
+            values[key] = str(Path(values[key]).resolve())
+    return argparse.Namespace(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fusion_dspy.programs import get_task
+
+    out = Path(args.out or f"runs/eval-{get_task(args.task).name}")
+    if args.ray is not None:
+        from fusion_dspy.evaluate.ray import run_harness_ray
+
+        address = None if args.ray == "local" else args.ray
+        report = run_harness_ray(functools.partial(build_harness, _portable(args)), out, address=address,
+                                 actors=args.actors, concurrency=args.concurrency)
+    else:
+        report = build_harness(args, str(out)).run()
     print(report.to_markdown())
     print(f"wrote {out}/report.json, report.md, sample_efficiency.png, cost_quality.png")
     return 0
