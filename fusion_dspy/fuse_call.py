@@ -19,7 +19,6 @@ import dspy
 
 from fusion_dspy.attribution import copy_ratio
 from fusion_dspy.candidate import Candidate
-from fusion_dspy.candidate import render_candidates
 from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
@@ -35,6 +34,7 @@ from fusion_dspy.report import SelectionRecord
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
+from fusion_dspy.strategies import render_strategy_candidates
 from fusion_dspy.selectors.base import Selection
 
 __all__ = ["FuseCall", "error_text"]
@@ -132,7 +132,7 @@ class FuseCall:
             random.Random(f"{self.settings.seed}:{digest}").shuffle(order)
         shown = [self.candidates[i] for i in order]
         inputs = dict(self.inputs)
-        inputs[fields.candidates] = render_candidates(shown, self.output_fields)
+        inputs[fields.candidates] = render_strategy_candidates(shown, self.output_fields, self.settings.prompt.strategy)
         return inputs, [c.index for c in shown]
 
     def accept_fusion(self, result: Tracked, *, lm_name: str, order: list[int], fields: FusionFields) -> bool:

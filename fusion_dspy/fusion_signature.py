@@ -13,6 +13,7 @@ import dataclasses
 import dspy
 
 from fusion_dspy.prompt import FusorPrompt
+from fusion_dspy.strategies import comparison_description
 
 __all__ = ["FusionFields", "fusion_signature", "resolve_signature", "task_instructions"]
 
@@ -87,9 +88,7 @@ def fusion_signature(
     )
     fused = fused.prepend(
         fields.comparison,
-        dspy.OutputField(
-            desc="At most three short sentences: the strengths and weaknesses of the candidates, what to keep and drop."
-        ),
+        dspy.OutputField(desc=comparison_description(prompt.strategy)),
         type_=str,
     )
     return fused.with_instructions(prompt.render(task_instructions(signature))), fields
