@@ -145,12 +145,13 @@ def run_wmt(args: argparse.Namespace) -> str:
 
     examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars,
                                 limit=args.segments)
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar)
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
+                     **_threads(args))
     # A separate judge model keeps the fusor's llama.cpp prompt-prefix cache warm (one Llama per model).
     selectors = [MBRSelector()]
     if args.judge != "none":
         judge_lm = fusor if args.judge == args.fusor else local.lm(args.judge, temperature=0.0, max_tokens=96,
-                                                                   grammar=args.grammar)
+                                                                   grammar=args.grammar, **_threads(args))
         selectors.append(LLMJudge(lm=judge_lm, scale=10,
                                   criteria="Accuracy and fluency of the German translation of the source."))
     fuse = Fuse(Translate, 5, teachers=recorded_teachers(examples, SYSTEMS), fusor=fusor)
@@ -195,9 +196,11 @@ def run_math(args: argparse.Namespace) -> str:
     examples = load_math(args.data, limit=args.problems)
     names = [name.strip() for name in args.teacher.split(",") if name.strip()]
     # One name: self-MoA (that teacher sampled N times); several: a mixed pool, drawn round-robin.
-    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar), temperature=0.8,
+    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_threads(args)),
+                        temperature=0.8,
                         samples=args.samples if len(names) == 1 else 1, name=name) for name in names]
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar)
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
+                     **_threads(args))
     fuse = Fuse(SolveMath, args.samples, teachers=teachers, fusor=fusor, max_threads=1)
     pool = f"self-MoA {names[0]} x{args.samples}" if len(names) == 1 else f"mixed pool {'+'.join(names)}"
     ns = sorted({int(n) for n in args.ns.split(",")}) if args.ns else [args.samples]
@@ -225,15 +228,21 @@ def run_ifeval(args: argparse.Namespace) -> str:
 
     examples = load_ifeval(limit=args.prompts)
     names = [name.strip() for name in args.teachers.split(",") if name.strip()]
-    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar), temperature=0.8, name=name)
+    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_threads(args)),
+                        temperature=0.8, name=name)
                 for name in names]
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar)
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
+                     **_threads(args))
     fuse = Fuse(FollowInstructions, len(teachers), teachers=teachers, fusor=fusor, max_threads=1)
     harness = guarded_harness(fuse=fuse, metric=instruction_accuracy, examples=examples, ns=[len(teachers)],
                               selectors=[MBRSelector()], out_dir=args.out, metric_name="IFEval instruction strict",
                               task="ifeval (local pool)", strategies=_strategies(args))
     report = harness.run(time_budget_s=args.budget_min * 60)
     return report.to_markdown() + "\n" + guard_summary(report)
+
+
+def _threads(args: argparse.Namespace) -> dict:
+    return {"n_threads": args.threads} if getattr(args, "threads", None) else {}
 
 
 def _strategies(args: argparse.Namespace) -> list[str]:
@@ -274,6 +283,8 @@ def main() -> int:
         sub.add_argument("--max-tokens", type=int, default=200)
         sub.add_argument("--grammar", choices=("auto", "off"), default="auto")
         sub.add_argument("--budget-min", type=float, default=60.0, help="start no new example after this")
+        sub.add_argument("--threads", type=int, default=None,
+                         help="llama.cpp threads per model (1 when another model job shares the CPU)")
         sub.add_argument("--strategies", default="",
                          help="extra fusor strategies to run on the same candidates, e.g. edit,vote")
         sub.add_argument("--out", required=True)

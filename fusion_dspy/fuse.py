@@ -246,8 +246,9 @@ class Fuse(dspy.Module):
         if prompt is not None:
             fused_signature, self.fusion_fields = fusion_signature(self.signature, prompt)
             comparison = fused_signature.output_fields[self.fusion_fields.comparison].json_schema_extra["desc"]
-            self.fusor.signature = self.fusor.signature.with_instructions(fused_signature.instructions).with_updated_fields(
-                self.fusion_fields.comparison, desc=comparison)  # the strategy's description of the comparison
+            # The instruction and the strategy's description of the comparison; the rest (demos) stays.
+            self.fusor.signature = self.fusor.signature.with_instructions(
+                fused_signature.instructions).with_updated_fields(self.fusion_fields.comparison, desc=comparison)
         return self
 
     # -- calls ---------------------------------------------------------------------------------------

@@ -75,7 +75,10 @@ _COMPARISON: dict[str, str] = {
         "candidate has; errors."
     ),
     "edit": "What is wrong or missing in the draft, per the other candidates, and the changes to make (or 'none').",
-    "vote": "Which final answer you chose, how many candidates gave it, and the error you found if you overrode the majority.",
+    "vote": (
+        "Which final answer you chose, how many candidates gave it, and the error you found if you overrode "
+        "the majority."
+    ),
 }
 
 
@@ -180,5 +183,6 @@ def _answer_text(outputs: Mapping[str, Any], fields: tuple[str, ...]) -> str:
     else:
         text = "; ".join(f"{name}={render_value(outputs.get(name))}" for name in fields)
     # The tally sits outside the fences: neutralise anything that could pose as a field or a fence.
-    text = " ".join(neutralize_markers(text).replace("<candidate", "< candidate").replace("</candidate", "< /candidate").split())
+    text = neutralize_markers(text).replace("<candidate", "< candidate").replace("</candidate", "< /candidate")
+    text = " ".join(text.split())
     return text if len(text) <= 200 else text[:200] + " [...]"

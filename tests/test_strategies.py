@@ -127,7 +127,8 @@ def test_configure_switches_the_strategy_and_the_comparison_description():
 
 def test_vote_strategy_on_a_typed_signature():
     fusor = FakeEngine(name="fusor", responder=lambda r: {"comparison": "c", "reasoning": "r", "answer": 3.0})
-    teacher = FakeEngine(name="t", responder=lambda r: {"reasoning": f"s{r.seed}", "answer": 3.0 if r.seed % 2 else 4.0})
+    teacher = FakeEngine(name="t",
+                         responder=lambda r: {"reasoning": f"s{r.seed}", "answer": 3.0 if r.seed % 2 else 4.0})
     fuse = Fuse(Solve, 4, teachers=[Teacher(teacher.lm(), name="t", samples=4, temperature=0.8)], fusor=fusor.lm(),
                 prompt=FusorPrompt(strategy="vote"), max_threads=1)
     pred = fuse(question="q")
