@@ -399,6 +399,10 @@ class FusionOptimizer(Teleprompter):
                                                                        if k in ("lm_calls", "memo_hits")},
                               "scores": [evaluation.results[i].score for i in everything]})
         choice = choose_confirmed(confirmed)  # the cheapest not significantly worse than the best mean
+        for c in confirmed:
+            c["within_noise"] = c["trial"] in choice.equivalent
+            if c["trial"] == choice.chosen:
+                c.update(chosen=True, ci_low=choice.ci[1], ci_high=choice.ci[2])
         session.study.set_user_attr(CONFIRMED_ATTR, [{k: v for k, v in c.items() if k not in ("config", "scores")}
                                                      for c in confirmed])
         session.study.set_user_attr(CHOICE_ATTR, choice.as_dict())

@@ -48,7 +48,8 @@ class StudyReport:
         lines = [self.table]
         if self.confirmed:
             lines.append("confirmed on the full valset: " + ", ".join(
-                f"trial {c['trial']}: quality {c['quality']:.4f} cost {c['cost']:.1f}" for c in self.confirmed))
+                f"trial {c['trial']}: quality {c['quality']:.4f} cost {c['cost']:.1f}" + _choice_note(c)
+                for c in self.confirmed))
         for objective, scores in self.importances.items():
             top = sorted(scores.items(), key=lambda kv: -kv[1])[:6]
             lines.append(f"importance for {objective}: " + ", ".join(f"{k}={v:.2f}" for k, v in top))
@@ -107,6 +108,13 @@ def build_report(
     plots = _plots(study, Path(plots_dir)) if plots_dir is not None else {}
     return StudyReport(table="\n".join(rows), best=best, importances=_importances(study, multi), plots=plots,
                        bank=bank, confirmed=confirmed)
+
+
+def _choice_note(confirmed: Mapping[str, Any]) -> str:
+    """`` (chosen, 95% CI [a, b])`` for the chosen configuration, `` (within noise)`` for its equals."""
+    if confirmed.get("chosen"):
+        return f" (chosen, 95% CI [{confirmed['ci_low']:.4f}, {confirmed['ci_high']:.4f}])"
+    return " (within noise of the best)" if confirmed.get("within_noise") else ""
 
 
 def _importances(study: optuna.Study, multi: bool) -> dict[str, dict[str, float]]:

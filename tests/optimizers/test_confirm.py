@@ -59,3 +59,13 @@ def test_the_optimizer_records_its_choice_with_a_confidence_interval():
     assert compiled.score == pytest.approx(mean)
     # Nothing cheaper among the equivalent ones was passed over.
     assert confirmed[choice["chosen"]]["cost"] == min(confirmed[t]["cost"] for t in choice["equivalent"])
+
+
+def test_the_report_marks_the_chosen_configuration_and_its_interval():
+    problem = poisoned_pool()
+    opt = FusionOptimizer(metric=exact, teachers=problem.teachers, fusors=[problem.fusor_lm], trials=3,
+                          search_space=SearchSpace(modes=("select",), temperatures=None), num_instructions=0,
+                          pruner=None)
+    opt.compile(problem.fuse(), trainset=examples(5))
+    text = str(opt.report())
+    assert text.count("(chosen, 95% CI [") == 1
