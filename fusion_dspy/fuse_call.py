@@ -34,8 +34,8 @@ from fusion_dspy.report import SelectionRecord
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.sampling import DrawOutcome
 from fusion_dspy.sampling import Tracked
-from fusion_dspy.strategies import render_strategy_candidates
 from fusion_dspy.selectors.base import Selection
+from fusion_dspy.strategies import render_strategy_candidates
 
 __all__ = ["FuseCall", "error_text"]
 
