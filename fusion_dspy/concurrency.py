@@ -126,8 +126,12 @@ def fuse_variant(fuse: Any, **changes: Any) -> Any:
     """A shallow copy of ``fuse`` with its own settings (``Fuse.configure`` arguments), sharing the rest.
 
     The copy shares the predictors (so an optimizer's instructions and demos apply), the pool and
-    its LMs, and the candidate store; configuring it never changes ``fuse``.
+    its LMs, and the candidate store; configuring it never changes ``fuse``. A new ``prompt``
+    re-renders the fusor's instruction, so the variant then gets its own fusor predictor (same
+    demos) rather than rewriting the shared one.
     """
     variant = copy.copy(fuse)
-    variant.config = FuseConfig(fuse.settings, fuse.pool)
+    variant.config = FuseConfig(fuse.settings, fuse.pool, signature=fuse.config.signature)
+    if "prompt" in changes:
+        variant.fusor = copy.copy(fuse.fusor)
     return variant.configure(**changes) if changes else variant

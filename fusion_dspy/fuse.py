@@ -284,7 +284,10 @@ class Fuse(dspy.Module):
             self._selector = selector
         if rendered is not None:
             fused_signature, self.fusion_fields = rendered
-            self.fusor.signature = self.fusor.signature.with_instructions(fused_signature.instructions)
+            comparison = fused_signature.output_fields[self.fusion_fields.comparison].json_schema_extra["desc"]
+            # The instruction and the strategy's description of the comparison; the rest (demos) stays.
+            self.fusor.signature = self.fusor.signature.with_instructions(
+                fused_signature.instructions).with_updated_fields(self.fusion_fields.comparison, desc=comparison)
         return self
 
     # -- calls ---------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import Candidate
-from fusion_dspy.candidate import render_candidates
 from fusion_dspy.prompt import CANDIDATES_DESCRIPTION
 from fusion_dspy.prompt import FusorPrompt
+from fusion_dspy.strategies import comparison_description
+from fusion_dspy.strategies import render_strategy_candidates
 
 if TYPE_CHECKING:
     from fusion_dspy.config import FuseSettings
@@ -109,9 +110,7 @@ def fusion_signature(
     )
     fused = fused.prepend(
         fields.comparison,
-        dspy.OutputField(
-            desc="At most three short sentences: the strengths and weaknesses of the candidates, what to keep and drop."
-        ),
+        dspy.OutputField(desc=comparison_description(prompt.strategy)),
         type_=str,
     )
     return fused.with_instructions(prompt.render(task_instructions(signature))), fields
@@ -131,7 +130,7 @@ def render_fusor_inputs(
     ``settings``); the fusor reads exactly what this returns.
     """
     rendered = dict(inputs)
-    rendered[fields.candidates] = render_candidates(shown, output_fields)
+    rendered[fields.candidates] = render_strategy_candidates(shown, output_fields, settings.prompt.strategy)
     return rendered
 
 

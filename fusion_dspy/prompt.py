@@ -7,6 +7,9 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
 
+from fusion_dspy.strategies import Strategy
+from fusion_dspy.strategies import strategy_instruction
+
 __all__ = ["CANDIDATES_DESCRIPTION", "DATA_GUARD", "DEFAULT_FUSOR_INSTRUCTION", "FusorPrompt"]
 
 # Our own wording of the paper's fusor prompt (Khairi et al., Table 4): compare, then write a new
@@ -37,11 +40,11 @@ CANDIDATES_DESCRIPTION = (
 class FusorPrompt(BaseModel):
     """Configuration of the fusor's instruction.
 
-    The rendered instruction is ``instruction`` followed by one sentence per enabled slot, then the
-    task's own instructions. The prompt-injection guard is not in it: it lives in the ``candidates``
-    field's description (:data:`CANDIDATES_DESCRIPTION`), so an optimizer that rewrites the
-    instruction cannot drop it. Every slot is a search dimension for
-    :mod:`fusion_dspy.optimizers`.
+    The rendered instruction is ``instruction``, the strategy's paragraph (none for ``"paper"``),
+    one sentence per enabled slot, then the task's own instructions. The prompt-injection guard is
+    not in it: it lives in the ``candidates`` field's description (:data:`CANDIDATES_DESCRIPTION`),
+    so an optimizer that rewrites the instruction cannot drop it. Every slot is a search dimension
+    for :mod:`fusion_dspy.optimizers`.
 
     Attributes:
         instruction: The base instruction (defaults to our wording of the paper's fusor prompt).
@@ -51,6 +54,10 @@ class FusorPrompt(BaseModel):
         language: The language the answer must be written in (``None``: the task's language).
         length_control: Ask for an answer no longer than the longest candidate (Archon's length cap).
         constitution: Extra principles to follow (tone, persona, safety rules), appended verbatim.
+        strategy: How the fusor works (:mod:`fusion_dspy.strategies`): ``"paper"`` (compare, then
+            write; the default), ``"analyse"`` (agreements, contradictions, unique details and errors
+            first), ``"edit"`` (fix the MBR-consensus draft with the fewest changes) or ``"vote"``
+            (shown how many candidates share each answer; for closed-form answers).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -61,6 +68,7 @@ class FusorPrompt(BaseModel):
     language: str | None = None
     length_control: bool = False
     constitution: str | None = Field(default=None)
+    strategy: Strategy = "paper"
 
     @field_validator("instruction")
     @classmethod
@@ -72,6 +80,9 @@ class FusorPrompt(BaseModel):
     def render(self, task_instructions: str = "") -> str:
         """The full fusor instruction for a task whose own instructions are ``task_instructions``."""
         parts = [self.instruction]
+        method = strategy_instruction(self.strategy)
+        if method:
+            parts.append(method)
         if self.criteria:
             parts.append("Compare the candidates on " + _join(self.criteria) + ".")
         if self.discard_worst:

@@ -14,6 +14,7 @@ import dspy
 import optuna
 from dspy.teleprompt.teleprompt import Teleprompter
 from fusion_dspy.optimizers.bank import CandidateBank
+from fusion_dspy.optimizers.confirm import choose_confirmed
 from fusion_dspy.optimizers.cost import CostModel
 from fusion_dspy.optimizers.cost import Price
 from fusion_dspy.optimizers.front import FrontPoint
@@ -50,6 +51,8 @@ _logger = logging.getLogger(__name__)
 
 CONFIRMED_ATTR = "fusion_dspy.confirmed"
 _PRUNERS = ("auto", "wilcoxon", "median")
+#: Study attribute: how the confirmed configuration was chosen (:class:`~fusion_dspy.optimizers.confirm.Choice`).
+CHOICE_ATTR = "fusion_dspy.choice"
 _OBJECTIVES = {("quality",): ("maximize",), ("quality", "cost"): ("maximize", "minimize")}
 
 
@@ -402,11 +405,20 @@ class FusionOptimizer(Teleprompter):
             evaluation = session.evaluator.evaluate(settings, everything, minibatch_size=len(everything))
             confirmed.append({"trial": trial.number, "quality": evaluation.quality, "cost": evaluation.cost,
                               "config": trial.user_attrs["config"], **{k: v for k, v in evaluation.summary().items()
-                                                                       if k in ("lm_calls", "memo_hits")}})
-        session.study.set_user_attr(CONFIRMED_ATTR, [{k: v for k, v in c.items() if k != "config"} for c in confirmed])
-        best = max(confirmed, key=lambda c: (c["quality"], -c["cost"], -c["trial"]))
-        _logger.info("Chose trial %d: quality %.4f, cost %.1f per example (confirmed on %d examples).",
-                     best["trial"], best["quality"], best["cost"], len(everything))
+                                                                       if k in ("lm_calls", "memo_hits")},
+                              "scores": [evaluation.results[i].score for i in everything]})
+        choice = choose_confirmed(confirmed)  # the cheapest not significantly worse than the best mean
+        for c in confirmed:
+            c["within_noise"] = c["trial"] in choice.equivalent
+            if c["trial"] == choice.chosen:
+                c.update(chosen=True, ci_low=choice.ci[1], ci_high=choice.ci[2])
+        session.study.set_user_attr(CONFIRMED_ATTR, [{k: v for k, v in c.items() if k not in ("config", "scores")}
+                                                     for c in confirmed])
+        session.study.set_user_attr(CHOICE_ATTR, choice.as_dict())
+        best = next(c for c in confirmed if c["trial"] == choice.chosen)
+        _logger.info("Chose trial %d: quality %.4f [%.4f, %.4f], cost %.1f per example (confirmed on %d examples; "
+                     "best mean: trial %d).", best["trial"], best["quality"], choice.ci[1], choice.ci[2], best["cost"],
+                     len(everything), choice.best)
         return best
 
     def _compiled(self, session: Session, student: dspy.Module | None, config: Mapping[str, Mapping[str, Any]],

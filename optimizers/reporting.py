@@ -55,7 +55,8 @@ class StudyReport:
                          f"raised and scored 0; first: {self.errors['first']}")
         if self.confirmed:
             lines.append("confirmed on the full valset: " + ", ".join(
-                f"trial {c['trial']}: quality {c['quality']:.4f} cost {c['cost']:.1f}" for c in self.confirmed))
+                f"trial {c['trial']}: quality {c['quality']:.4f} cost {c['cost']:.1f}" + _choice_note(c)
+                for c in self.confirmed))
         for objective, scores in self.importances.items():
             top = sorted(scores.items(), key=lambda kv: -kv[1])[:6]
             lines.append(f"importance for {objective}: " + ", ".join(f"{k}={v:.2f}" for k, v in top))
@@ -124,6 +125,13 @@ def program_errors(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str, Any]
         return None
     first = next((r.get("first_error") for r in failing if r.get("first_error")), None)
     return {"examples": sum(r["errors"] for r in failing), "trials": len(failing), "first": first}
+
+
+def _choice_note(confirmed: Mapping[str, Any]) -> str:
+    """`` (chosen, 95% CI [a, b])`` for the chosen configuration, `` (within noise)`` for its equals."""
+    if confirmed.get("chosen"):
+        return f" (chosen, 95% CI [{confirmed['ci_low']:.4f}, {confirmed['ci_high']:.4f}])"
+    return " (within noise of the best)" if confirmed.get("within_noise") else ""
 
 
 def _importances(study: optuna.Study, multi: bool) -> dict[str, dict[str, float]]:

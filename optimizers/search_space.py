@@ -30,12 +30,17 @@ from fusion_dspy.config import Mode
 from fusion_dspy.config import check_setting
 from fusion_dspy.pool import Pool
 from fusion_dspy.selectors import SELECTOR_NAMES
+from fusion_dspy.strategies import STRATEGIES
+from fusion_dspy.strategies import Strategy
 from fusion_dspy.teacher import check_temperature
 
 __all__ = ["FuseSpace", "InfeasibleConfigError", "SearchSpace", "resolve_space", "variant_name"]
 
 #: Selectors the optimizer can rebuild from a name alone ("reward" needs a Python function).
 SEARCHABLE_SELECTORS = tuple(name for name in SELECTOR_NAMES if name != "reward")
+
+#: Name prefix of the self-MoA pools (one teacher sampled N times) added by ``SearchSpace.self_moa``.
+SELF_MOA_PREFIX = "self:"
 
 
 class InfeasibleConfigError(ValueError):
@@ -77,6 +82,14 @@ class SearchSpace(BaseModel):
         discard_worst: Choices for the "explicitly discard weak parts" slot.
         length_control: Choices for the "no longer than the longest candidate" slot.
         languages: Choices for the output-language slot (``None``: the task's language).
+        strategies: Fusor strategies to try (:mod:`fusion_dspy.strategies`: ``paper``, ``analyse``,
+            ``edit``, ``vote``).
+        guards: Choices for the selection guard (``Fuse(guard=...)``: keep the fused answer only if
+            the selector ranks it above every candidate); searched in ``fuse``/``auto`` mode. On a
+            ``Fuse`` without the guard only ``False`` is possible and ``True`` is ignored.
+        self_moa: With ``pools``, also offer every pool member alone as a pool named
+            ``"self:<teacher>"``: one teacher sampled N times (Self-MoA), the counterpart of a
+            mixed pool. Without ``pools`` the per-teacher switches already reach these pools.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -98,6 +111,9 @@ class SearchSpace(BaseModel):
     discard_worst: tuple[bool, ...] = (True, False)
     length_control: tuple[bool, ...] = (False, True)
     languages: tuple[str | None, ...] = Field(default=(None,))
+    strategies: tuple[Strategy, ...] = STRATEGIES
+    guards: tuple[bool, ...] = (False, True)
+    self_moa: bool = False
 
     @field_validator("n")
     @classmethod
@@ -150,7 +166,8 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _check_non_empty(self) -> SearchSpace:
-        for name in ("modes", "agree", "criteria", "discard_worst", "length_control", "languages"):
+        for name in ("modes", "agree", "criteria", "discard_worst", "length_control", "languages", "strategies",
+                     "guards"):
             if not getattr(self, name):
                 raise ValueError(f"SearchSpace.{name} needs at least one choice (one choice fixes it).")
         if self.teachers is not None and not self.teachers:
@@ -200,7 +217,15 @@ class FuseSpace:
 
     @property
     def pools(self) -> dict[str, tuple[str, ...]] | None:
-        return self.space.pools
+        """The named pools, plus one self-MoA pool per member teacher when ``space.self_moa``."""
+        if self.space.pools is None or not self.space.self_moa:
+            return self.space.pools
+        pools = dict(self.space.pools)
+        alone = {members[0] for members in pools.values() if len(members) == 1}
+        for teacher in self.teachers:
+            if teacher.name not in alone:
+                pools.setdefault(f"{SELF_MOA_PREFIX}{teacher.name}", (teacher.name,))
+        return pools
 
     def pool_for(self, teachers: Sequence[str]) -> str | None:
         """The named pool whose members are exactly ``teachers`` (``None`` if there is none)."""
@@ -278,8 +303,17 @@ class FuseSpace:
                 length_control=_choose(trial, self.param("length_control"), self.space.length_control),
                 language=_choose(trial, self.param("language"), self.space.languages),
                 constitution=self.base.prompt.constitution,
+                strategy=_choose(trial, self.param("strategy"), self.space.strategies),
             )
-        return self.settings(n=n, teachers=names, fusor=fusor, mode=mode, selector=selector, agree=agree, prompt=prompt)
+        # The guard only acts on fused answers: select mode has nothing to guard.
+        guard = _choose(trial, self.param("guard"), self.guard_choices) if mode != "select" else False
+        return self.settings(n=n, teachers=names, fusor=fusor, mode=mode, selector=selector, agree=agree,
+                             prompt=prompt, guard=guard)
+
+    @property
+    def guard_choices(self) -> tuple[bool, ...]:
+        """The guard values a trial may take."""
+        return tuple(dict.fromkeys(self.space.guards))
 
     def settings(self, **changes: Any) -> FuseSettings:
         """``base`` with ``changes`` applied, validated by :class:`~fusion_dspy.FuseSettings` itself.

@@ -26,6 +26,8 @@ from typing import Any
 import dspy
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
+from fusion_dspy.programs.feedback import feedback
+from fusion_dspy.programs.feedback import path_note
 from fusion_dspy.programs.task import TaskSpec
 
 from fusion_dspy import Fuse
@@ -37,6 +39,7 @@ __all__ = [
     "InstructProgram",
     "ifeval_scores",
     "instruction_accuracy",
+    "instruction_feedback",
     "load_ifeval",
     "prompt_accuracy",
 ]
@@ -129,6 +132,28 @@ def instruction_accuracy(example: dspy.Example, prediction: Any, trace: Any = No
     """IFEval instruction-level strict accuracy: the share of the prompt's instructions followed
     (partial credit, a smoother signal for an optimizer)."""
     return ifeval_scores(example, _response(prediction)).instruction_strict
+
+
+def instruction_feedback(
+    example: dspy.Example, prediction: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """:func:`instruction_accuracy` with GEPA feedback: which instructions failed, and how the best
+    candidate did. ``float()`` of the result is the plain metric's value."""
+    scores = ifeval_scores(example, _response(prediction))
+    failed = [name for name, ok in scores.passed if not ok]
+    total = len(scores.passed)
+    parts = [f"Followed {total - len(failed)} of {total} instructions."]
+    if failed:
+        parts.append("Failed: " + ", ".join(failed) + ".")
+    report = getattr(prediction, "fusion", None)
+    candidates = [r for r in (getattr(report, "candidates", None) or []) if r.outputs is not None]
+    if candidates:
+        shares = [(ifeval_scores(example, _response(dspy.Prediction(**r.outputs))).instruction_strict, r.teacher)
+                  for r in candidates]
+        best, teacher = max(shares)
+        parts.append(f"The best of the {len(candidates)} candidates ({teacher}) followed {100 * best:.0f}% of them.")
+    parts.append(path_note(prediction))
+    return feedback(scores.instruction_strict, parts)
 
 
 # -- the checkers, and the offline stand-in for NLTK's punkt ----------------------------------------

@@ -18,6 +18,9 @@ from typing import Any
 import dspy
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
+from fusion_dspy.programs.feedback import feedback
+from fusion_dspy.programs.feedback import path_note
+from fusion_dspy.programs.feedback import score_candidates
 from fusion_dspy.programs.task import TaskSpec
 
 from fusion_dspy import Fuse
@@ -29,6 +32,7 @@ __all__ = [
     "MathProgram",
     "SolveMath",
     "exact_number_match",
+    "exact_number_match_feedback",
     "extract_number",
     "load_gsm8k",
     "load_math",
@@ -97,6 +101,38 @@ def exact_number_match(example: dspy.Example, prediction: Any, trace: Any = None
     gold = extract_number(example.answer)
     guess = extract_number(prediction.get("answer") if hasattr(prediction, "get") else prediction)
     return float(gold is not None and guess is not None and guess == gold)
+
+
+def exact_number_match_feedback(
+    example: dspy.Example, prediction: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """:func:`exact_number_match` with GEPA feedback: right or wrong, the candidates' majority answer,
+    and how many candidates were right. ``float()`` of the result is the plain metric's value."""
+    score = exact_number_match(example, prediction)
+    guess = extract_number(prediction.get("answer") if hasattr(prediction, "get") else prediction)
+    gold = extract_number(example.answer)
+    parts = [f"Right: {_show(guess)} is the reference answer." if score else
+             f"Wrong: answered {_show(guess)}, the reference answer is {_show(gold)}."]
+    candidates = score_candidates(example, prediction, exact_number_match)
+    if candidates:
+        answers = [extract_number(c.outputs.get("answer")) for c in candidates]
+        counts: dict[Any, int] = {}
+        for answer in answers:
+            counts[answer] = counts.get(answer, 0) + 1
+        majority, votes = max(counts.items(), key=lambda item: (item[1], -answers.index(item[0])))
+        right = sum(c.score for c in candidates)
+        parts.append(f"Majority answer among the {len(candidates)} candidates: {_show(majority)} ({votes} of "
+                     f"{len(candidates)}); {right:.0f} of {len(candidates)} candidates were right.")
+        if not score and right:
+            parts.append("A correct candidate was available but not chosen.")
+    parts.append(path_note(prediction))
+    return feedback(score, parts)
+
+
+def _show(value: decimal.Decimal | None) -> str:
+    if value is None:
+        return "no number"
+    return format(value.normalize(), "f") if value == value.to_integral_value() else str(value)
 
 
 def load_gsm8k(

@@ -17,6 +17,9 @@ from typing import Any
 import dspy
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
+from fusion_dspy.programs.feedback import feedback
+from fusion_dspy.programs.feedback import path_note
+from fusion_dspy.programs.feedback import score_candidates
 from fusion_dspy.programs.task import TaskSpec
 
 from fusion_dspy import Fuse
@@ -27,6 +30,7 @@ __all__ = [
     "Translate",
     "TranslationProgram",
     "chrf",
+    "chrf_feedback",
     "chrf_pp",
     "CorpusChrF",
     "corpus_bleu",
@@ -91,6 +95,28 @@ def chrf(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
     from sacrebleu.metrics import CHRF
 
     return float(CHRF().sentence_score(_hypothesis(prediction), [example.target]).score)
+
+
+def chrf_feedback(
+    example: dspy.Example, prediction: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """:func:`chrf` with GEPA feedback: the score, how the best candidate scored, and the reference.
+
+    ``float()`` of the result is :func:`chrf`'s value, so it also works as a plain metric.
+    """
+    score = chrf(example, prediction)
+    parts = [f"chrF {score:.1f} against the reference translation."]
+    candidates = score_candidates(example, prediction, chrf)
+    if candidates:
+        best = max(candidates, key=lambda c: c.score)
+        gap = score - best.score
+        verdict = (f"{-gap:.1f} points below it: keep more of that candidate" if gap < -0.05
+                   else "the answer matches it" if gap <= 0.05 else f"{gap:.1f} points above it: the fusion helped")
+        parts.append(f"The best of the {len(candidates)} candidates ({best.teacher}) scored {best.score:.1f}; "
+                     f"{verdict}.")
+    parts.append(path_note(prediction))
+    parts.append(f"Reference: {example.target}")
+    return feedback(score, parts)
 
 
 def chrf_pp(example: dspy.Example, prediction: Any, trace: Any = None) -> float:

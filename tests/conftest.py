@@ -30,3 +30,16 @@ def clear_dspy_settings():
     yield
     _settings_module.main_thread_config.clear()
     _settings_module.main_thread_config.update(copy.deepcopy(_DEFAULTS))
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    """A local Ray runtime for one test module, shut down after it (idle Ray workers would keep
+    taking CPU from the rest of the suite, which has timing-sensitive concurrency tests)."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

@@ -14,6 +14,7 @@ import time
 import dspy
 import pytest
 
+from fusion_dspy import Fuse
 from fusion_dspy import Teacher
 from fusion_dspy import TeacherTimeoutError
 from fusion_dspy.store import MemoryStore
@@ -158,3 +159,16 @@ def _swallow(fn):
         fn()
     except Exception:
         pass
+
+
+def test_a_variant_with_another_prompt_leaves_the_shared_fusor_instruction_alone():
+    from fusion_dspy import FusorPrompt
+    from fusion_dspy.concurrency import fuse_variant
+
+    fuse = Fuse("question -> answer", 2, teachers=[Teacher(FakeEngine(name="t").lm(), samples=2, temperature=0.7)],
+                fusor=FakeEngine(name="f").lm())
+    before = fuse.fusor.signature.instructions
+    variant = fuse_variant(fuse, prompt=FusorPrompt(strategy="vote"))
+    assert variant.fusor.signature.instructions != before
+    assert fuse.fusor.signature.instructions == before and fuse.prompt.strategy == "paper"
+    assert variant.fusor.demos is fuse.fusor.demos  # demos an optimizer learnt still apply

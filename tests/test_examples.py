@@ -73,3 +73,17 @@ def test_optimize_local(fake_local, monkeypatch, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "chosen configuration:" in out and "-> exact match 1.00 on 7 problems" in out
     assert "teacher generations in the bank" in out
+
+
+def test_gepa_local(fake_local, monkeypatch, capsys):
+    from fusion_dspy.programs.data import find_data_file
+
+    if find_data_file("wmt24_general/en-de") is None:
+        pytest.skip("no WMT24 en-de in the benchmark data directory (set FUSION_DSPY_DATA_DIR)")
+    _run("gepa_local", monkeypatch, "--budget", "6", "--train", "2", "--val", "2", "--test", "2")
+    out = capsys.readouterr().out
+    assert "compiled fusor instruction:" in out and "held-out chrF on 2 segments" in out
+    assert "uncompiled" in out and "W/T/L" in out
+    fusor = fake_local["qwen2.5-1.5b"]
+    # Only the fusor model ran (the teachers are recorded): GEPA's evaluations plus the held-out test.
+    assert fusor.calls >= 4

@@ -17,13 +17,6 @@ POOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    if not ray.is_initialized():  # one local runtime shared with the other Ray tests of the session
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-
-
 def stats(report: EvalReport) -> list[tuple]:
     return [(m.method, m.n, m.count, m.mean, m.ci_low, m.ci_high, m.vs_baseline) for m in report.methods]
 

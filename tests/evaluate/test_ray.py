@@ -39,14 +39,8 @@ def build_harness(out_dir, count=9):
 
 
 def stats(report):
-    return [(m.method, m.n, m.count, m.mean, m.ci_low, m.ci_high, m.vs_baseline, m.input_tokens) for m in report.methods]
-
-
-@pytest.fixture(scope="module")
-def runtime():
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    return [(m.method, m.n, m.count, m.mean, m.ci_low, m.ci_high, m.vs_baseline, m.input_tokens)
+            for m in report.methods]
 
 
 def test_ray_harness_matches_a_local_run_and_resumes_one(tmp_path, runtime):

@@ -36,13 +36,6 @@ def prompts(count):
     return make_prompts([{"prompt": f"p{i}"} for i in range(count)], ["prompt"])
 
 
-@pytest.fixture(scope="module")
-def runtime():
-    if not ray.is_initialized():  # one local runtime for the session (ray.init takes ~7 s)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-
-
 KEEP = ("id", "index", "prompt", "fused_output", "selected_output", "calls")
 
 
