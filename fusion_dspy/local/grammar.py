@@ -7,8 +7,8 @@ failure mode without touching the prompt, so the cache key, the optimizers and t
 Two request shapes are recognised, both from what the adapter already put in the request:
 
 * **JSON** (``JSONAdapter``): the request's ``response_format`` carries a JSON schema (or ``json_object``, in
-  which case the field names are read from the adapter's reminder), converted with llama.cpp's own
-  JSON-schema-to-GBNF converter.
+  which case the field names are read from the adapter's reminder), converted by
+  :mod:`fusion_dspy.local.json_gbnf` (bounded numbers).
 * **ChatAdapter**: the last user message ends with "Respond with the corresponding output fields, starting with
   the field `[[ ## a ## ]]`, then ...". The reply is forced into
   ``[[ ## a ## ]]\\n<value>\\n\\n[[ ## b ## ]]\\n<value>\\n\\n[[ ## completed ## ]]``. Each value follows the type the
@@ -26,7 +26,6 @@ a code fence or a Markdown heading.
 from __future__ import annotations
 
 import ast
-import copy
 import dataclasses
 import json
 import logging
@@ -35,6 +34,10 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 from typing import Literal
+
+from fusion_dspy.local.json_gbnf import FLOAT_RULE
+from fusion_dspy.local.json_gbnf import INT_RULE
+from fusion_dspy.local.json_gbnf import SchemaGrammar
 
 __all__ = [
     "GrammarMode",
@@ -76,6 +79,10 @@ text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first
 # three quarters of its token budget.
 _CHARS_PER_TOKEN = 3
 _MIN_FIELD_CHARS = 32
+# Tokens kept back from the free-text budget for each field's marker and for each typed value, so the typed
+# fields after a long text field still fit (a list or object value gets more).
+_MARKER_TOKENS = 8
+_TYPED_TOKENS = {"int": 8, "float": 10, "bool": 2, "choice": 8, "json": 48}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +117,8 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
-        max_tokens: The request's generation budget. Free-text ChatAdapter fields share
-            ``3 * max_tokens`` characters, so every field marker fits before the budget ends.
+        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 3 characters per token
+            left after the markers and typed values are provided for, so every field fits before the budget ends.
     """
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
     if response_format is not None:
@@ -126,7 +133,8 @@ def derive_gbnf(
     max_chars = None
     if max_tokens:
         n_text = sum(field.kind == "text" for field in fields) or 1
-        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max_tokens // n_text)
+        reserved = _MARKER_TOKENS * (len(fields) + 1) + sum(_TYPED_TOKENS.get(field.kind, 0) for field in fields)
+        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max(0, max_tokens - reserved) // n_text)
     return chat_adapter_gbnf(fields, max_chars=max_chars)
 
 
@@ -181,19 +189,18 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
             rest = "text-rest*" if max_chars is None else f"text-rest{{0,{max(1, max_chars - 1)}}}"
             rules[rule] = f"text-first {rest}"
         elif field.kind == "int":
-            rules[rule] = '"-"? [0-9]{1,18}'
+            rules[rule] = INT_RULE
         elif field.kind == "float":
-            rules[rule] = '"-"? [0-9]{1,18} ("." [0-9]{1,18})? ([eE] [-+]? [0-9]{1,3})?'
+            rules[rule] = FLOAT_RULE
         elif field.kind == "bool":
             rules[rule] = '"True" | "False"'
         elif field.kind == "choice":
             rules[rule] = " | ".join(_literal(choice) for choice in field.choices)
         else:
             if converter is None:
-                converter = _schema_converter()
-            schema = copy.deepcopy(dict(field.schema)) if field.schema is not None else dict(_ANY_JSON)
-            schema = converter.resolve_refs(schema, f"field-{index}")  # rewrites $refs in place
-            rules[rule] = converter.visit(schema, f"{rule}-value")
+                converter = SchemaGrammar()
+            schema = dict(field.schema) if field.schema is not None else {}
+            rules[rule] = converter.add(schema, f"{rule}-value")
         parts.append(rule)
     parts.append(_literal("\n\n[[ ## completed ## ]]"))
     lines = [f"root ::= {' '.join(parts)}"]
@@ -201,29 +208,22 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
     if any(field.kind == "text" for field in fields):
         lines.append(_TEXT_RULES)
     if converter is not None:
-        lines.append(converter.format_grammar())
+        lines.append(converter.format().rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
 def json_schema_gbnf(schema: Mapping[str, Any]) -> str:
     """GBNF for a JSON value matching ``schema`` (an empty schema means any JSON object).
 
-    Uses llama.cpp's converter (``llama_cpp.llama_grammar``), which keeps the properties in schema order, so a
-    DSPy signature's fields come out in the order the adapter asked for.
+    Properties come out in schema order, so a DSPy signature's fields appear in the order the adapter asked for;
+    numbers have bounded digits (see :mod:`fusion_dspy.local.json_gbnf`).
     """
-    converter = _schema_converter()
-    resolved = converter.resolve_refs(copy.deepcopy(dict(schema)), "response-format")  # rewrites $refs in place
-    converter.visit(resolved, "")
-    return converter.format_grammar() + "\n"
+    converter = SchemaGrammar()
+    converter.add(dict(schema) if schema else {"type": "object"}, "root")
+    return converter.format()
 
 
 _ANY_JSON: dict[str, Any] = {"type": ["object", "array", "string", "number", "integer", "boolean", "null"]}
-
-
-def _schema_converter() -> Any:
-    from llama_cpp.llama_grammar import SchemaConverter
-
-    return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
 
 
 def _literal(text: str) -> str:
