@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "COMPUTE_LOCK",
     "SharedServer",
     "check_shared_settings",
     "get_shared_server",
@@ -49,6 +50,11 @@ class SharedServer:
         """The OpenAI-compatible HTTP endpoint of this model (``http://127.0.0.1:<port>/v1``)."""
         return f"{self.server.listening_address.rstrip('/')}/v1"
 
+
+#: One request at a time across *all* local models. On a CPU a request already keeps every core busy
+#: (``n_threads`` defaults to all of them), and two models decoding at once make ggml's worker threads
+#: spin-wait on each other: a teacher pool of two models on 2 cores ran several times slower.
+COMPUTE_LOCK = threading.Lock()
 
 _registry: dict[Path, SharedServer] = {}
 _slot_locks: dict[Path, threading.Lock] = {}

@@ -41,6 +41,7 @@ from dspy.lm15 import Usage
 from dspy.lm15 import response_to_events
 
 from fusion_dspy.local import catalog
+from fusion_dspy.local._shared import COMPUTE_LOCK
 from fusion_dspy.local._shared import SharedServer
 from fusion_dspy.local._shared import check_shared_settings
 from fusion_dspy.local._shared import get_shared_server
@@ -166,7 +167,7 @@ class LlamaCppEngine:
         shared = self.shared_server()
         if gbnf is not None and gbnf not in _rejected_grammars:
             body["grammar"] = gbnf
-        with shared.lock:
+        with COMPUTE_LOCK, shared.lock:
             out = shared.server.handle_chat_completions(body)
             if "grammar" in body and _BAD_GRAMMAR in str((out.get("error") or {}).get("message", "")):
                 _rejected_grammars.add(gbnf)
