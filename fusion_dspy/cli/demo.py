@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     report = harness.run()
     print()
     print(report.to_markdown(times=False))
-    plots = [out / name for name in ("cost_quality.png", "sample_efficiency.png") if (out / name).exists()]
+    plots = [out / name for name in ("methods.png", "cost_quality.png") if (out / name).exists()]
     print(f"{len(examples)} questions, N={args.n}, teachers at T={args.temperature}, fusor {fusor_name}; "
           f"{time.perf_counter() - started:.0f} s.")
     print(f"Report: {out / 'report.md'} (with LM seconds per question)")

@@ -126,7 +126,7 @@ class EvalReport(BaseModel):
         return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
     def write(self, out_dir: str | os.PathLike[str], *, plots: bool = True) -> None:
-        """Write ``report.json``, ``report.md`` and (with matplotlib installed) the two PNG plots."""
+        """Write ``report.json``, ``report.md`` and (with matplotlib installed) the three PNG plots."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
@@ -134,12 +134,14 @@ class EvalReport(BaseModel):
         if plots:
             try:
                 from fusion_dspy.evaluate.plots import plot_cost_quality
+                from fusion_dspy.evaluate.plots import plot_methods
                 from fusion_dspy.evaluate.plots import plot_sample_efficiency
             except ImportError as error:  # pragma: no cover - depends on the environment
                 _logger.warning("no plots (%s); pip install 'fusion-dspy[plots]'", error)
                 return
             plot_sample_efficiency(self, out / "sample_efficiency.png")
             plot_cost_quality(self, out / "cost_quality.png")
+            plot_methods(self, out / "methods.png")
 
 
 def _corpus_ci(

@@ -75,9 +75,10 @@ text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first
 """.strip()
 
 # Budget for free-text fields, in characters per generated token. A looping model then still closes every field
-# before max_tokens runs out (a truncated reply cannot parse); ordinary prose (about 4 characters per token) keeps
-# three quarters of its token budget.
-_CHARS_PER_TOKEN = 3
+# before max_tokens runs out (a truncated reply cannot parse). Ordinary prose is about 4 characters per token, but
+# arithmetic is not: Qwen's tokenizer splits numbers into single digits, and at 3 characters per token SmolLM2 and
+# Qwen still ran out of tokens inside GSM8K reasoning. At 2, prose keeps half of its token budget.
+_CHARS_PER_TOKEN = 2
 _MIN_FIELD_CHARS = 32
 # Tokens kept back from the free-text budget for each field's marker and for each typed value, so the typed
 # fields after a long text field still fit (a list or object value gets more).
@@ -117,7 +118,7 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
-        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 3 characters per token
+        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 2 characters per token
             left after the markers and typed values are provided for, so every field fits before the budget ends.
     """
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
