@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         for name in TEACHER_MODELS
     ]
     fusor = local.lm(fusor_name, max_tokens=FUSOR_MAX_TOKENS, cache=False, **threads)
-    fuse = Fuse("question -> answer", args.n, teachers=teachers, fusor=fusor, seed=args.seed)
+    # max_threads=1: local requests run one at a time anyway, and sequential draws keep each candidate's
+    # latency free of time spent waiting for the others.
+    fuse = Fuse("question -> answer", args.n, teachers=teachers, fusor=fusor, seed=args.seed, max_threads=1)
     alone = dspy.Predict("question -> answer")
 
     def fusor_alone(**inputs: Any) -> Any:

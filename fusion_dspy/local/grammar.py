@@ -15,12 +15,14 @@ Two request shapes are recognised, both from what the adapter already put in the
   system prompt states for the field: free text for ``str``, a number, ``True``/``False``, one of the allowed
   literals, or JSON matching the field's schema.
 
-Free text may not contain ``[[`` or ``[#`` (they would open a field marker), blank lines (the separator between
-fields), or a ``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look
+Free text may not contain ``[[`` or ``[#`` (they would open a field marker), more than one blank line in a row,
+or a ``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look
 (``{answer}``); JSON such as ``{"a": 1}`` and prose braces such as ``{ x }`` remain possible inside a line. Each
 line must start like prose (letter, digit, quote, bullet, non-ASCII): that one rule turned SmolLM2-135M's
 ``{##  answer ## ## }`` and code-fence replies into sentences. The price: a ``str`` value cannot start a line with
-a code fence or a Markdown heading.
+a code fence or a Markdown heading. Blank lines inside a value are allowed: a line after one cannot start with
+``[``, so a field still ends only at the next marker. (Forbidding them ended Qwen's GSM8K reasoning at its first
+"steps:\n\n": the blank line could only become the next field marker.)
 """
 
 from __future__ import annotations
@@ -67,11 +69,11 @@ _RULE_NAME_INVALID = re.compile(r"[^a-zA-Z0-9-]+")
 
 # Free text. Each line starts with a letter, digit, quote, "(", "*", "-" or a non-ASCII character: tiny models
 # otherwise open a value with "{answer}", "[## answer", "#" or a code fence and then loop. Inside a line "[[",
-# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by single newlines; the blank
-# line that separates fields comes only from the root rule. A field is ``text-first text-rest{0,N}``.
+# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by one newline or one blank line;
+# a line never starts with "[", so only the root rule's marker ends a field. A field is ``text-first text-rest{0,N}``.
 _TEXT_RULES = r"""
 text-first ::= [^\n\[{#`<]
-text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first
+text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first | "\n\n" text-first
 """.strip()
 
 # Budget for free-text fields, in characters per generated token. A looping model then still closes every field

@@ -7,8 +7,8 @@ annotations: objects (properties in schema order), ``additionalProperties`` maps
 
 Every property listed in a schema is emitted, optional or not: that is always a valid instance and keeps the
 grammar small. Numbers use :data:`INT_RULE` and :data:`FLOAT_RULE`: a bounded number of digits, no leading
-zeros, no trailing zeros after the point and no exponent, so a sampled reply cannot pad a value with random
-digits (``1.2523752375237``) or start one with ``007``.
+zeros and no exponent, so a sampled reply cannot pad a value with random digits (``1.2523752375237``) or start
+one with ``007``.
 
 Examples:
     >>> converter = SchemaGrammar()
@@ -29,8 +29,9 @@ __all__ = ["FLOAT_RULE", "INT_RULE", "SchemaGrammar"]
 
 #: An integer of at most 12 digits, no leading zeros.
 INT_RULE = '"-"? ("0" | [1-9] [0-9]{0,11})'
-#: A decimal with at most 12 integer and 6 fraction digits; a fraction ends in a non-zero digit.
-FLOAT_RULE = f'{INT_RULE} ("." [0-9]{{0,5}} [1-9])?'
+#: A decimal with at most 12 integer and 6 fraction digits. Trailing zeros stay allowed: forbidding them turned a
+#: greedy Qwen2.5-0.5B's "12.00" into "12.000001".
+FLOAT_RULE = f'{INT_RULE} ("." [0-9]{{1,6}})?'
 
 _BASE_RULES = {
     "int-value": INT_RULE,

@@ -158,9 +158,9 @@ def _rules(gbnf: str) -> dict[str, str]:
 
 
 def test_number_rules_cannot_run_on() -> None:
-    """Typed numbers have bounded digits, no exponent, no leading zeros and no trailing zeros after the point."""
+    """Typed numbers have bounded digits, no exponent and no leading zeros."""
     assert INT_RULE == '"-"? ("0" | [1-9] [0-9]{0,11})'
-    assert FLOAT_RULE == INT_RULE + ' ("." [0-9]{0,5} [1-9])?'
+    assert FLOAT_RULE == INT_RULE + ' ("." [0-9]{1,6})?'
     for rule in (INT_RULE, FLOAT_RULE):
         assert "*" not in rule and "+" not in rule and "e" not in rule.lower()
     float_field = chat_adapter_gbnf([OutputField(name="x", kind="float")])
@@ -196,3 +196,10 @@ def test_schema_grammar_covers_dspy_schemas() -> None:
     assert '"\\"a\\"" | "\\"b\\""' in gbnf  # enum values as JSON literals
     assert "{0,2}" in rules["root-items"]  # maxItems 3 -> first item plus at most two more
     assert rules["root-fixed"] == '"3"'
+
+
+def test_free_text_may_hold_paragraphs_but_no_marker() -> None:
+    """A blank line inside a value is allowed (Qwen writes "steps:\\n\\n1. ..."); a line never opens with "["."""
+    rules = _rules(chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer")]))
+    assert '"\\n\\n" text-first' in rules["text-rest"] and '"\\n" text-first' in rules["text-rest"]
+    assert rules["text-first"].startswith("[^\\n\\[")
