@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,qwen2.5-0.5b,qwen2.5-1.5b")
     parser.add_argument("--limit", type=int, default=20, help="problems per cell")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=400)
+    parser.add_argument("--max-tokens", type=int, default=768)
     parser.add_argument("--json", default=None, help="append one JSON line per cell here")
     args = parser.parse_args()
     examples = load_gsm8k(limit=args.limit)

@@ -22,10 +22,11 @@ from typing import Any
 __all__ = ["add_arguments", "load_questions", "run"]
 
 TEACHER_MODELS = ("qwen2.5-0.5b", "smollm2-135m")
-#: Teachers answer one short field; the grammar closes every reply well inside this budget.
-TEACHER_MAX_TOKENS = 96
-#: The fusor writes a comparison of the candidates and the answer.
-FUSOR_MAX_TOKENS = 192
+#: Teachers answer one short field. The grammar gives free text one character per token of this budget, so every
+#: reply closes (no truncation) and a looping small model stops after about 110 characters.
+TEACHER_MAX_TOKENS = 128
+#: The fusor writes a comparison of the candidates and the answer (about 230 characters each at most).
+FUSOR_MAX_TOKENS = 512
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -76,11 +76,13 @@ text-first ::= [^\n\[{#`<]
 text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first | "\n\n" text-first
 """.strip()
 
-# Budget for free-text fields, in characters per generated token. A looping model then still closes every field
-# before max_tokens runs out (a truncated reply cannot parse). Ordinary prose is about 4 characters per token, but
-# arithmetic is not: Qwen's tokenizer splits numbers into single digits, and at 3 characters per token SmolLM2 and
-# Qwen still ran out of tokens inside GSM8K reasoning. At 2, prose keeps half of its token budget.
-_CHARS_PER_TOKEN = 2
+# Budget for free-text fields: one character per generated token left after the markers and typed values. A token
+# is at least one character (except for characters the tokenizer splits into bytes), so a reply closes every field
+# before max_tokens runs out, whatever the model does; a truncated reply cannot parse. Larger ratios were not safe:
+# SmolLM2 loops on "1\n2\n3\n..." or "True\nTrue\n" at about one character per token, and Qwen splits numbers
+# into single digits. The price: prose (about 4 characters per token) gets a quarter of max_tokens, so give
+# text-heavy signatures a generous max_tokens (a model that finishes early stops early; the budget caps loops).
+_CHARS_PER_TOKEN = 1
 _MIN_FIELD_CHARS = 32
 # Tokens kept back from the free-text budget for each field's marker and for each typed value, so the typed
 # fields after a long text field still fit (a list or object value gets more).
@@ -120,7 +122,7 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
-        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 2 characters per token
+        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 1 character per token
             left after the markers and typed values are provided for, so every field fits before the budget ends.
     """
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")

@@ -101,9 +101,9 @@ def test_text_budget_follows_max_tokens() -> None:
     request = capture("question -> reasoning, answer", dspy.ChatAdapter(use_json_adapter_fallback=False))
     gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format=None, max_tokens=100)
     assert gbnf is not None
-    # 2 chars per token left after 3 markers (8 tokens each), shared by 2 text fields: 2 * (100 - 24) // 2 = 76
-    assert "field-0-reasoning ::= text-first text-rest{0,75}" in gbnf
-    assert "field-1-answer ::= text-first text-rest{0,75}" in gbnf
+    # 1 char per token left after 3 markers (8 tokens each), shared by 2 text fields: (100 - 24) // 2 = 38
+    assert "field-0-reasoning ::= text-first text-rest{0,37}" in gbnf
+    assert "field-1-answer ::= text-first text-rest{0,37}" in gbnf
 
 
 def test_no_grammar_for_plain_prompts() -> None:
