@@ -44,6 +44,7 @@ from fusion_dspy.limits import report_error_types
 from fusion_dspy.limits import stop_cause
 from fusion_dspy.report import FusionReport
 from fusion_dspy.report import TokenUsage
+from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
 
@@ -91,6 +92,8 @@ class Harness:
             call at all), e.g. a cheap large-sample run next to a smaller one with fusion.
         concurrency: Examples evaluated at once (threads). Bound the providers with the LMs'
             ``limits`` (:mod:`fusion_dspy.limits`).
+        programs: Other programs scored on the same examples, ``{method name: callable(**inputs) ->
+            prediction}``, reported at N=1 with their own tokens and time (e.g. the fusor model alone).
 
     Methods (``MethodResult.method``): ``fusion``, ``bon-<selector>``, ``random`` (a seeded uniformly random
     surviving candidate), ``oracle`` (best candidate by the reference metric: the
@@ -114,6 +117,7 @@ class Harness:
         plots: bool = True,
         include_fusion: bool = True,
         concurrency: int = 1,
+        programs: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
         from fusion_dspy.selectors import get_selector
 
@@ -143,6 +147,7 @@ class Harness:
         self._lock = threading.Lock()
         self._tokens = 0
         self._errors = 0
+        self.programs = dict(programs or {})
         if self.fuse.store is None:
             self.fuse.store = JsonlStore(self.out_dir / "draws.jsonl")
         self.fingerprint = self._fingerprint()
@@ -253,6 +258,25 @@ class Harness:
                 self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
+        for name, program in self.programs.items():
+            if (name, 1) not in done:
+                self._write_result(self._program_result(example, eid, name, program))
+
+    def _program_result(self, example: dspy.Example, eid: str, name: str, program: Callable[..., Any]) -> MethodResult:
+        start = time.perf_counter()
+        outputs, error = None, None
+        with dspy.track_usage() as tracker:
+            try:
+                prediction = program(**dict(example.inputs()))
+                outputs = {k: prediction[k] for k in prediction.keys()}
+            except Exception as exc:  # a failed call scores 0 and is reported, like a failed candidate
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        score, metric_error = self._score(example, outputs)
+        return MethodResult(
+            example=eid, method=name, n=1, score=score, output=outputs,
+            usage=_usage_sum([usage_from_tracker(tracker.usage_data)]), time_s=time.perf_counter() - start,
+            error=error or metric_error,
+        )
 
     def _variant(self, n: int, mode: str, selector: Selector | None = None) -> Fuse:
         """The Fuse for one (N, mode, selector), made once and shared by every example's calls."""
@@ -420,6 +444,7 @@ class Harness:
             "shuffle": settings.shuffle,
             "fusor_instructions": self.fuse.fusor.signature.instructions,
             "generate_instructions": self.fuse.generate.signature.instructions,
+            **({"programs": sorted(self.programs)} if self.programs else {}),
         }
 
     def _fingerprint(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 if TYPE_CHECKING:
     from fusion_dspy.evaluate.report import EvalReport
 
-__all__ = ["plot_cost_quality", "plot_sample_efficiency"]
+__all__ = ["plot_cost_quality", "plot_methods", "plot_sample_efficiency"]
 
 
 def _pyplot() -> Any:
@@ -77,6 +77,42 @@ def plot_cost_quality(report: EvalReport, path: str | os.PathLike[str]) -> None:
     by_tokens.set_ylabel(report.metric_name)
     by_time.legend(fontsize=7, loc="best")
     figure.suptitle(f"{report.task}: cost vs quality")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_methods(report: EvalReport, path: str | os.PathLike[str]) -> None:
+    """One horizontal bar per method and N: the metric with its 95% CI, and the tokens it cost, side by side.
+
+    The plot to read at a glance: which method scored best, and what each one paid for it.
+    """
+    plt = _pyplot()
+    rows = list(report.methods)[::-1]  # matplotlib draws bottom-up: keep the report's order top-down
+    labels = [s.method if s.method.startswith(("single:", "alone:")) else f"{s.method} (N={s.n})" for s in rows]
+    height = max(2.5, 0.42 * len(rows) + 1.2)
+    figure, (quality, cost) = plt.subplots(1, 2, figsize=(10, height), sharey=True,
+                                           gridspec_kw={"width_ratios": [3, 2]})
+    ys = range(len(rows))
+    colors = ["tab:red" if s.method == "fusion" else "tab:gray" if s.method in ("oracle", "random") else
+              "tab:blue" if s.method.startswith("bon-") else "tab:green" for s in rows]
+    errors = [[s.mean - s.ci_low for s in rows], [s.ci_high - s.mean for s in rows]]
+    quality.barh(ys, [s.mean for s in rows], xerr=errors, color=colors, alpha=0.85, capsize=3)
+    for y, s in zip(ys, rows, strict=True):
+        quality.annotate(f"{s.mean:.2f}", (s.ci_high, y), xytext=(4, 0), textcoords="offset points", va="center",
+                         fontsize=9)
+    quality.set_yticks(list(ys), labels)
+    quality.set_xlabel(f"{report.metric_name} (95% CI)")
+    quality.set_xlim(0, max(1.0, max(s.ci_high for s in rows) * 1.15))
+    cost.barh(ys, [s.total_tokens for s in rows], color=colors, alpha=0.5)
+    for y, s in zip(ys, rows, strict=True):
+        cost.annotate(f"{s.total_tokens:.0f}", (s.total_tokens, y), xytext=(4, 0), textcoords="offset points",
+                      va="center", fontsize=9)
+    cost.set_xlabel("tokens per example")
+    cost.set_xlim(0, max(s.total_tokens for s in rows) * 1.25 or 1)
+    for axes in (quality, cost):
+        axes.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"{report.task}: {report.examples} examples, every method on the same candidates")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

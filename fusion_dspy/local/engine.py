@@ -1,10 +1,15 @@
-"""DSPy 3.4 custom engines that run GGUF models in-process with llama-cpp-python.
+"""DSPy 3.4 custom engines that run GGUF models in-process with llama.cpp (the prebuilt ``xllamacpp`` wheel).
 
 DSPy owns caching, retries, ``n`` fan-out, history and callbacks; an engine turns one canonical
-``dspy.lm15.Request`` into one ``dspy.lm15.Response``. This module adds what a local model needs on top: a shared
-``Llama`` per model file (memory, and llama.cpp's prompt-prefix cache), a lock per instance (``Llama`` is not
-thread-safe, and DSPy fans out over threads), grammar-constrained decoding so small models emit parseable replies,
-and chat-template quirks.
+``dspy.lm15.Request`` into one ``dspy.lm15.Response``. This module adds what a local model needs on top: one shared
+llama.cpp server per model file, requests one at a time under its lock, grammar-constrained decoding so small
+models emit parseable replies, and chat-template quirks.
+
+**Reproducible replies.** By default every request is evaluated from an empty KV cache (``prompt_cache=False``).
+With llama.cpp's prompt cache on, the part of a prompt that is not cached is evaluated in a batch of another size,
+which changes the last bits of the logits; measured on Qwen2.5-0.5B, 3 of 24 replies (T=0 and seeded T=0.8)
+differed from a fresh evaluation of the same request, depending on which request ran before. Without it, a
+reply is a function of the request (and its seed) alone, whatever order threads send requests in.
 
 Examples:
     >>> import dspy
@@ -16,12 +21,8 @@ Examples:
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import os
-import re
-import threading
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -40,11 +41,11 @@ from dspy.lm15 import Usage
 from dspy.lm15 import response_to_events
 
 from fusion_dspy.local import catalog
-from fusion_dspy.local._shared import QUIET_IO_LOCK
-from fusion_dspy.local._shared import SharedLlama
+from fusion_dspy.local._shared import COMPUTE_LOCK
+from fusion_dspy.local._shared import SharedServer
 from fusion_dspy.local._shared import check_shared_settings
-from fusion_dspy.local._shared import get_shared_llama
-from fusion_dspy.local._shared import require_llama_cpp
+from fusion_dspy.local._shared import get_shared_server
+from fusion_dspy.local._shared import require_runtime
 from fusion_dspy.local.grammar import GrammarMode
 from fusion_dspy.local.grammar import derive_gbnf
 
@@ -52,11 +53,11 @@ __all__ = ["AsyncLlamaCppEngine", "LlamaCppEngine"]
 
 _logger = logging.getLogger(__name__)
 
-_CONTEXT_OVERFLOW = re.compile(r"exceed context window|context window|n_ctx", re.IGNORECASE)
+_BAD_GRAMMAR = "failed to parse grammar"
 
 
 class LlamaCppEngine:
-    """Synchronous DSPy engine backed by a shared ``llama_cpp.Llama``.
+    """Synchronous DSPy engine backed by a shared in-process llama.cpp server (``xllamacpp``).
 
     The model is resolved (and for catalog models, sha256-verified) at construction, so a missing package fails
     where the LM is built; it is loaded on the first call and shared by every engine on the same file.
@@ -64,21 +65,22 @@ class LlamaCppEngine:
     Args:
         model: Catalog name (``"smollm2-135m"``, ``"qwen2.5-0.5b"``, ...) or path of a ``.gguf`` file.
         n_ctx: Context window in tokens. DSPy prompts with demos grow quickly; 4096 fits the bundled models.
-        n_threads: CPU threads for generation; defaults to ``os.cpu_count()``. On a machine whose cores are busy
-            with other work, ``1`` can be several times faster: ggml's worker threads spin-wait on each other
-            (SmolLM2 on 2 busy cores: 36-40 tok/s with 1 thread, 4-9 tok/s with 2).
+        n_threads: CPU threads; defaults to ``os.cpu_count()``. On a machine whose cores are busy with other
+            work, ``1`` can be several times faster: ggml's worker threads spin-wait on each other.
         n_batch: Prompt-processing batch size.
+        n_gpu_layers: Layers to offload to a GPU, for a GPU build of the runtime (e.g. ``99`` for all); ``None``
+            keeps the runtime's default. The CPU wheel from PyPI ignores it.
         grammar: ``"auto"`` constrains decoding to the adapter's reply format (ChatAdapter field markers, or the
             JSON schema in ``response_format``) whenever one can be derived; ``"off"`` samples freely.
-        default_max_tokens: Used when the request sets no ``max_tokens`` (llama.cpp would otherwise run to
-            ``n_ctx``).
-        chat_format: llama-cpp-python chat format to force; defaults to the catalog entry's, else the GGUF's
-            template.
+        prompt_cache: Reuse the KV cache of the longest prompt prefix seen before. Faster for repeated prompts,
+            but a reply may then depend on the request that ran before it (see the module docstring).
+        default_max_tokens: Used when the request sets no ``max_tokens``.
+        chat_format: llama.cpp chat template name to force (``"gemma"``, ``"chatml"``, ...); defaults to the
+            catalog entry's, else the GGUF's own template.
         merge_system_into_user: Prepend the system prompt to the first user message (for templates that drop
             system messages); defaults to the catalog entry's setting.
         cache_dir: Where chunked catalog models are assembled (see ``catalog.default_cache_dir``).
         verbose: Let llama.cpp log to stderr.
-        llama_kwargs: Further ``llama_cpp.Llama`` constructor arguments (e.g. ``{"flash_attn": True}``).
 
     Attributes:
         supports_response_schema: DSPy reads this to let ``JSONAdapter`` send a JSON schema, which the engine
@@ -110,21 +112,28 @@ class LlamaCppEngine:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        n_gpu_layers: int | None = None,
         grammar: GrammarMode = "auto",
+        prompt_cache: bool = False,
         default_max_tokens: int = 256,
         chat_format: str | None = None,
         merge_system_into_user: bool | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         verbose: bool = False,
-        llama_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if grammar not in ("auto", "off"):
             raise ValueError(f"grammar must be 'auto' or 'off', not {grammar!r}.")
+        for name, value in (("n_ctx", n_ctx), ("n_batch", n_batch), ("default_max_tokens", default_max_tokens)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}.")
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive int or None (all cores), not {n_threads!r}.")
         spec = catalog.MODELS.get(os.fspath(model)) if isinstance(model, str) else None
         self.model = os.fspath(model)
         self.spec = spec
         self.path: Path = catalog.resolve_model_path(model, cache_dir=cache_dir)
         self.grammar: GrammarMode = grammar
+        self.prompt_cache = bool(prompt_cache)
         self.default_max_tokens = default_max_tokens
         self.merge_system_into_user = (
             merge_system_into_user if merge_system_into_user is not None else bool(spec and spec.merge_system_into_user)
@@ -133,54 +142,48 @@ class LlamaCppEngine:
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_batch": n_batch,
+            "n_gpu_layers": n_gpu_layers,
             "chat_format": chat_format,
             "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
             "verbose": verbose,
-            "llama_kwargs": dict(llama_kwargs or {}),
         }
         self._settings: dict[str, Any] = {
             "n_ctx": n_ctx,
             "n_threads": n_threads or os.cpu_count() or 1,
             "n_batch": n_batch,
+            "n_gpu_layers": n_gpu_layers,
+            "chat_template": chat_format or (spec.chat_format if spec else None),
             "verbose": verbose,
-            **dict(llama_kwargs or {}),
         }
-        forced_format = chat_format or (spec.chat_format if spec else None)
-        if forced_format is not None:
-            self._settings["chat_format"] = forced_format
-        self._shared: SharedLlama | None = None
-        require_llama_cpp()  # fail where the LM is built, not on its first call
+        self._shared: SharedServer | None = None
+        require_runtime()  # fail where the LM is built, not on its first call
         check_shared_settings(self.path, self._settings)
 
     # -- DSPy engine contract -------------------------------------------------------------------------------
 
     def complete(self, request: Request) -> Response:
         """Run one chat completion for a canonical DSPy request."""
-        kwargs, gbnf = self._completion_kwargs(request)
-        shared = self.shared_llama()
-        # Quiet calls share one process-wide lock (see _shared.QUIET_IO_LOCK); on a few CPU cores parallel
-        # decoding of different models gains nothing anyway. Verbose engines need only their model's lock.
-        io_lock = contextlib.nullcontext() if self._settings["verbose"] else QUIET_IO_LOCK
-        with io_lock, shared.lock:
-            if gbnf is not None:
-                grammar = _compile_grammar(gbnf, shared.llama)
-                if grammar is not None:
-                    kwargs["grammar"] = grammar
-            try:
-                out = shared.llama.create_chat_completion(**kwargs)
-            except ValueError as exc:
-                if _CONTEXT_OVERFLOW.search(str(exc)):
-                    raise ContextLengthError(
-                        f"{self.path.name}: {exc}. Raise n_ctx (now {self._settings['n_ctx']}) in "
-                        "fusion_dspy.local.lm(..., n_ctx=...) or shorten the prompt."
-                    ) from exc
-                raise InvalidRequestError(f"{self.path.name}: {exc}") from exc
-            except RuntimeError as exc:  # llama_decode failures, out of memory
-                raise ServerError(f"{self.path.name}: llama.cpp failed: {exc}") from exc
-            usage = out.get("usage") or {}
-            _trim_prefix_cache(shared.llama, usage.get("prompt_tokens") or 0)
+        body, gbnf = self._request_body(request)
+        shared = self.shared_server()
+        if gbnf is not None and gbnf not in _rejected_grammars:
+            body["grammar"] = gbnf
+        with COMPUTE_LOCK, shared.lock:
+            out = shared.server.handle_chat_completions(body)
+            if "grammar" in body and _BAD_GRAMMAR in str((out.get("error") or {}).get("message", "")):
+                _rejected_grammars.add(gbnf)
+                _logger.warning(
+                    "llama.cpp rejected the grammar derived for this request; decoding without it. "
+                    "Please report this with the grammar:\n%s",
+                    gbnf,
+                )
+                del body["grammar"]
+                out = shared.server.handle_chat_completions(body)
+        if out.get("error"):
+            raise self._error(out["error"])
         choice = out["choices"][0]
         text = choice["message"].get("content") or ""
+        usage = out.get("usage") or {}
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return Response(
             id=out.get("id"),
             model=request.model,
@@ -190,6 +193,7 @@ class LlamaCppEngine:
                 input_tokens=usage.get("prompt_tokens"),
                 output_tokens=usage.get("completion_tokens"),
                 total_tokens=usage.get("total_tokens"),
+                cache_read_tokens=cached,
             ),
         )
 
@@ -209,6 +213,7 @@ class LlamaCppEngine:
         return {
             "model": self.model,
             "grammar": self.grammar,
+            "prompt_cache": self.prompt_cache,
             "default_max_tokens": self.default_max_tokens,
             "merge_system_into_user": self.merge_system_into_user,
             **self._options,
@@ -221,14 +226,31 @@ class LlamaCppEngine:
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def shared_llama(self) -> SharedLlama:
-        """The shared ``Llama`` for this model, loaded on first use."""
+    def shared_server(self) -> SharedServer:
+        """The shared llama.cpp server for this model, loaded on first use."""
         if self._shared is None:
-            self._shared = get_shared_llama(self.path, **self._settings)
+            self._shared = get_shared_server(self.path, **self._settings)
         return self._shared
 
-    def _completion_kwargs(self, request: Request) -> tuple[dict[str, Any], str | None]:
-        """``create_chat_completion`` arguments and the GBNF grammar (if any) for a request."""
+    @property
+    def base_url(self) -> str:
+        """OpenAI-compatible HTTP endpoint of the loaded model on 127.0.0.1 (loads it if needed)."""
+        return self.shared_server().base_url
+
+    def _error(self, error: Mapping[str, Any]) -> Exception:
+        message = f"{self.path.name}: {error.get('message', error)}"
+        kind = error.get("type", "")
+        if kind == "exceed_context_size_error":
+            return ContextLengthError(
+                f"{message}. Raise n_ctx (now {self._settings['n_ctx']}) in "
+                "fusion_dspy.local.lm(..., n_ctx=...) or shorten the prompt."
+            )
+        if kind == "invalid_request_error" or error.get("code") == 400:
+            return InvalidRequestError(message)
+        return ServerError(f"{message} (llama.cpp failed)")
+
+    def _request_body(self, request: Request) -> tuple[dict[str, Any], str | None]:
+        """The chat-completion request for the server and the GBNF grammar (if any) for a DSPy request."""
         config = request.config
         if request.tools:
             raise UnsupportedFeatureError(
@@ -240,20 +262,23 @@ class LlamaCppEngine:
         if config.extensions:
             raise UnsupportedFeatureError(
                 f"The llama.cpp engine takes no Config.extensions ({sorted(config.extensions)}); "
-                "pass llama.cpp options as llama_kwargs to the engine instead."
+                "set llama.cpp options on the engine instead."
             )
         messages = self._messages(request)
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "messages": messages,
             "temperature": config.temperature if config.temperature is not None else 0.0,
             "max_tokens": config.max_tokens or self.default_max_tokens,
-            "seed": config.seed,
-            "stop": list(config.stop) or None,
+            "cache_prompt": self.prompt_cache,
         }
+        if config.seed is not None:
+            body["seed"] = int(config.seed) & 0xFFFFFFFF
+        if config.stop:
+            body["stop"] = list(config.stop)
         for name in ("top_p", "top_k", "frequency_penalty", "presence_penalty"):
             value = getattr(config, name)
             if value is not None:
-                kwargs[name] = value
+                body[name] = value
         gbnf = None
         if self.grammar == "auto":
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else _system_text(request)
@@ -262,11 +287,11 @@ class LlamaCppEngine:
                     system=system,
                     messages=messages,
                     response_format=config.response_format,
-                    max_tokens=kwargs["max_tokens"],
+                    max_tokens=body["max_tokens"],
                 )
-            except Exception:  # an exotic schema llama.cpp's converter rejects: decode unconstrained
+            except Exception:  # an exotic schema the converter does not cover: decode unconstrained
                 _logger.warning("Could not derive a grammar for this request; decoding without it.", exc_info=True)
-        return kwargs, gbnf
+        return body, gbnf
 
     def _messages(self, request: Request) -> list[dict[str, str]]:
         system = _system_text(request)
@@ -338,27 +363,6 @@ class AsyncLlamaCppEngine:
         return cls(LlamaCppEngine.load_state(state))
 
 
-def _trim_prefix_cache(llama: Any, prompt_tokens: int) -> None:
-    """Keep only the first ``prompt_tokens - 2`` tokens of the KV cache after a completion.
-
-    llama-cpp-python reuses the longest cached prefix of the next prompt and evaluates the rest. Evaluated alone
-    (a suffix of one token, e.g. when the same prompt comes again), a token's logits differ in the last bits from
-    the batched evaluation of a fresh prompt, and greedy decoding can then pick another word late in the reply:
-    the same request at temperature 0 gave two different answers depending on what ran before. Dropping the
-    generated tokens and the last two prompt tokens makes every suffix at least two tokens long, which measured
-    bit-identical to a fresh evaluation, while the shared system prompt stays cached.
-    """
-    keep = max(0, prompt_tokens - 2)
-    if llama.n_tokens <= keep:
-        return
-    ctx = getattr(llama, "_ctx", None)
-    remove = getattr(ctx, "kv_cache_seq_rm", None)
-    if callable(remove) and remove(-1, keep, -1):
-        llama.n_tokens = keep
-    else:  # no partial removal in this build: start from scratch next time (slower, still deterministic)
-        llama.reset()
-
-
 def _system_text(request: Request) -> str | None:
     system = request.system
     if system is None or isinstance(system, str):
@@ -366,36 +370,5 @@ def _system_text(request: Request) -> str | None:
     return "".join(getattr(part, "text", "") for part in system)
 
 
-_GRAMMAR_CACHE_SIZE = 64
-_grammars: collections.OrderedDict[str, Any] = collections.OrderedDict()
-_grammars_lock = threading.Lock()
-
-
-def _compile_grammar(gbnf: str, llama: Any) -> Any | None:
-    """A ``LlamaGrammar`` for ``gbnf``, or ``None`` (with a warning) if llama.cpp cannot parse it.
-
-    llama-cpp-python does not check the grammar sampler it creates: an unparsable grammar crashes the process
-    with a segmentation fault. Each new grammar is therefore parsed once here, and a derived grammar that fails
-    degrades to unconstrained decoding instead of taking the program down.
-    """
-    with _grammars_lock:
-        if gbnf in _grammars:
-            _grammars.move_to_end(gbnf)
-            return _grammars[gbnf]
-    llama_cpp = require_llama_cpp()
-    sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode("utf-8"), b"root")
-    if sampler:
-        llama_cpp.llama_sampler_free(sampler)
-        grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
-    else:
-        grammar = None
-        _logger.warning(
-            "llama.cpp rejected the grammar derived for this request; decoding without it. "
-            "Please report this with the grammar:\n%s",
-            gbnf,
-        )
-    with _grammars_lock:
-        _grammars[gbnf] = grammar
-        while len(_grammars) > _GRAMMAR_CACHE_SIZE:
-            _grammars.popitem(last=False)
-    return grammar
+#: Grammars llama.cpp refused to parse (a bug in the derivation): not sent again in this process.
+_rejected_grammars: set[str] = set()

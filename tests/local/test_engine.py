@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Literal
@@ -48,22 +49,61 @@ def test_predict_parses_and_reports_usage(smollm2: dspy.LM) -> None:
     assert response.usage.input_tokens == usage["prompt_tokens"]
 
 
-def test_grammar_makes_smollm2_parse(smollm2: dspy.LM, smollm2_free: dspy.LM) -> None:
-    """Unconstrained SmolLM2 ignores DSPy's format (greedy, so this is reproducible); the grammar fixes it."""
-    failures = 0
+def test_grammar_forces_the_format(smollm2: dspy.LM, smollm2_free: dspy.LM) -> None:
+    """With the grammar, every reply is the adapter's exact format, even sampled hot; without it, none is sent."""
+    raw = re.compile(r"\[\[ ## reasoning ## \]\]\n(?s:.+)\n\n\[\[ ## answer ## \]\]\n(?s:.+)\n\n\[\[ ## completed ## \]\]")
     for question in QUESTIONS:
-        with dspy.context(lm=smollm2_free, adapter=chat()):
-            try:
-                dspy.Predict("question -> answer")(question=question)
-            except dspy.utils.exceptions.AdapterParseError:
-                failures += 1
-    assert failures == len(QUESTIONS)
-    for question in QUESTIONS:
+        for temperature, seed in ((0.0, None), (1.2, 7)):
+            with dspy.context(lm=smollm2, adapter=chat()):
+                pred = dspy.Predict("question -> reasoning, answer")(
+                    question=question, config={"temperature": temperature, "seed": seed}
+                )
+            assert pred.answer.strip() and pred.reasoning.strip()
+            assert "{" not in pred.answer  # no copied "{answer}" placeholder
+            assert raw.fullmatch(smollm2.history[-1]["outputs"][0])
+    request = Request(model="local/x", messages=(Message.user("Hi"),), config=Config(max_tokens=8))
+    with dspy.context(adapter=chat()):
+        chat_request = _capture_request(smollm2, "question -> answer")
+    assert smollm2.engine._request_body(chat_request)[1] is not None
+    assert smollm2_free.engine._request_body(chat_request)[1] is None
+    assert smollm2.engine._request_body(request)[1] is None  # a plain prompt has no format to force
+
+
+def _capture_request(lm: dspy.LM, signature: str) -> Request:
+    """The canonical request DSPy builds for ``signature`` (captured, not run)."""
+    captured: list[Request] = []
+
+    class Capture:
+        def complete(self, request: Request) -> object:
+            captured.append(request)
+            raise RuntimeError("captured")
+
+    with dspy.context(lm=dspy.LM(lm.model, engine=Capture(), cache=False, num_retries=0)):
+        with pytest.raises(Exception, match="captured"):
+            dspy.Predict(signature)(question="What is 2 + 2?")
+    return captured[0]
+
+
+def test_typed_numbers_stay_short_when_sampled_hot(smollm2: dspy.LM) -> None:
+    """Issue 13: a float leaf under T>0 could run on into random digits; the grammar bounds them."""
+
+    class Number(dspy.Signature):
+        """Answer with a number."""
+
+        question: str = dspy.InputField()
+        value: float = dspy.OutputField()
+        count: int = dspy.OutputField()
+
+    shape = re.compile(r"-?(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?")
+    for seed in range(6):
         with dspy.context(lm=smollm2, adapter=chat()):
-            pred = dspy.Predict("question -> reasoning, answer")(question=question)
-        assert pred.answer.strip() and pred.reasoning.strip()
-        assert "{" not in pred.answer  # no copied "{answer}" placeholder
-    assert smollm2.history[-1]["outputs"][0].endswith("[[ ## completed ## ]]")
+            pred = dspy.Predict(Number)(question="What is 10 divided by 3?", config={"temperature": 1.5, "seed": seed})
+        assert isinstance(pred.value, float) and isinstance(pred.count, int)
+        text = smollm2.history[-1]["outputs"][0]
+        value = text.split("[[ ## value ## ]]\n", 1)[1].split("\n", 1)[0]
+        count = text.split("[[ ## count ## ]]\n", 1)[1].split("\n", 1)[0]
+        assert shape.fullmatch(value), value
+        assert re.fullmatch(r"-?(0|[1-9][0-9]{0,11})", count), count
 
 
 def test_typed_fields_chat_adapter(smollm2: dspy.LM) -> None:
@@ -136,6 +176,34 @@ def test_determinism_and_seeds(smollm2_free: dspy.LM) -> None:
     assert smollm2_free(prompt, temperature=0.9, seed=1)[0] == hot[0]  # the same seed repeats
 
 
+def test_replies_do_not_depend_on_the_request_before(smollm2: dspy.LM) -> None:
+    """Issue 13: with llama.cpp's prompt cache a reply depended on what ran before; each request now stands alone."""
+    requests = [(q, t, seed) for q in QUESTIONS for t, seed in ((0.0, 0), (0.9, 1), (0.9, 2))]
+
+    def ask(question: str, temperature: float, seed: int) -> str:
+        with dspy.context(lm=smollm2, adapter=chat()):
+            dspy.Predict("question -> reasoning, answer")(
+                question=question, config={"temperature": temperature, "seed": seed}
+            )
+        return smollm2.history[-1]["outputs"][0]
+
+    first = {key: ask(*key) for key in requests}
+    again = {key: ask(*key) for key in [requests[i] for i in (5, 0, 3, 4, 1, 2, 5, 0)]}
+    assert all(again[key] == first[key] for key in again)
+    assert smollm2.history[-1]["response"].usage.cache_read_tokens == 0
+
+
+def test_prompt_cache_option_reuses_the_prefix(smollm2_path: Path) -> None:
+    """prompt_cache=True trades that guarantee for speed; the usage reports the cached prompt tokens."""
+    engine = LlamaCppEngine(model=smollm2_path, n_threads=1, prompt_cache=True)
+    assert engine.shared_server() is not None
+    request = Request(model="local/x", messages=(Message.user("Name three colours."),), config=Config(max_tokens=4))
+    engine.complete(request)
+    usage = engine.complete(request).usage
+    assert usage.input_tokens > 0 and 0 < usage.cache_read_tokens <= usage.input_tokens
+    assert engine.dump_state()["prompt_cache"] is True
+
+
 def test_deepcopy_shares_engine(smollm2: dspy.LM) -> None:
     engine = smollm2.engine
     assert copy.deepcopy(engine) is engine
@@ -146,10 +214,10 @@ def test_deepcopy_shares_engine(smollm2: dspy.LM) -> None:
     assert clone.lm.engine is engine
 
 
-def test_one_llama_per_model(smollm2: dspy.LM, smollm2_free: dspy.LM, smollm2_path: Path) -> None:
-    assert smollm2.engine.shared_llama().llama is smollm2_free.engine.shared_llama().llama
+def test_one_model_per_process(smollm2: dspy.LM, smollm2_free: dspy.LM, smollm2_path: Path) -> None:
+    assert smollm2.engine.shared_server().server is smollm2_free.engine.shared_server().server
     other = LlamaCppEngine(model=smollm2_path, n_threads=1)  # a path to the same file shares too
-    assert other.shared_llama() is smollm2.engine.shared_llama()
+    assert other.shared_server() is smollm2.engine.shared_server()
     with pytest.raises(ValueError, match="already loaded"):  # refused where the LM is built
         local.lm(smollm2_path, n_threads=1, n_ctx=1024)
 
@@ -190,7 +258,7 @@ def test_engine_state_round_trip(smollm2: dspy.LM) -> None:
     state = smollm2.engine.dump_state()
     assert state["model"] == "smollm2-135m" and state["grammar"] == "auto"
     rebuilt = LlamaCppEngine.load_state(state)
-    assert rebuilt.path == smollm2.engine.path and rebuilt.shared_llama() is smollm2.engine.shared_llama()
+    assert rebuilt.path == smollm2.engine.path and rebuilt.shared_server() is smollm2.engine.shared_server()
 
 
 def test_invalid_grammar_option() -> None:
@@ -206,13 +274,13 @@ def test_program_save_and_load_rebuilds_engine(smollm2: dspy.LM, tmp_path: Path)
     loaded.load(tmp_path / "program.json", allow_unsafe_lm_state=True)
     assert loaded.lm.model == smollm2.model
     assert isinstance(loaded.lm.engine, LlamaCppEngine)
-    assert loaded.lm.engine.shared_llama() is smollm2.engine.shared_llama()
+    assert loaded.lm.engine.shared_server() is smollm2.engine.shared_server()
 
 
 def test_unparsable_grammar_degrades_instead_of_crashing(
     smollm2: dspy.LM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """llama-cpp-python segfaults on a grammar it cannot parse; the engine must check first."""
+    """A grammar llama.cpp cannot parse (a derivation bug) degrades to free decoding, with a warning."""
     from fusion_dspy.local import engine as engine_module
 
     monkeypatch.setattr(engine_module, "derive_gbnf", lambda **_: "root ::= undefined-rule\n")

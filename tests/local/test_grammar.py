@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 import dspy
@@ -18,6 +19,9 @@ from fusion_dspy.local.grammar import chat_adapter_fields
 from fusion_dspy.local.grammar import chat_adapter_gbnf
 from fusion_dspy.local.grammar import derive_gbnf
 from fusion_dspy.local.grammar import json_adapter_fields
+from fusion_dspy.local.grammar import json_schema_gbnf
+from fusion_dspy.local.json_gbnf import FLOAT_RULE
+from fusion_dspy.local.json_gbnf import INT_RULE
 
 
 class Typed(dspy.Signature):
@@ -87,7 +91,7 @@ def test_chat_adapter_gbnf_shape() -> None:
         'root ::= "[[ ## reasoning ## ]]\\n" field-0-reasoning "\\n\\n[[ ## answer ## ]]\\n" field-1-answer '
         '"\\n\\n[[ ## completed ## ]]"'
     )
-    assert 'field-1-answer ::= "-"? [0-9]{1,18}' in gbnf
+    assert f"field-1-answer ::= {INT_RULE}\n" in gbnf
     assert "field-0-reasoning ::= text-first text-rest*\n" in gbnf
     capped = chat_adapter_gbnf([OutputField(name="reasoning")], max_chars=100)
     assert "field-0-reasoning ::= text-first text-rest{0,99}\n" in capped
@@ -97,8 +101,9 @@ def test_text_budget_follows_max_tokens() -> None:
     request = capture("question -> reasoning, answer", dspy.ChatAdapter(use_json_adapter_fallback=False))
     gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format=None, max_tokens=100)
     assert gbnf is not None
-    assert "field-0-reasoning ::= text-first text-rest{0,149}" in gbnf  # 3 chars/token shared by 2 text fields
-    assert "field-1-answer ::= text-first text-rest{0,149}" in gbnf
+    # 1 char per token left after 3 markers (8 tokens each), shared by 2 text fields: (100 - 24) // 2 = 38
+    assert "field-0-reasoning ::= text-first text-rest{0,37}" in gbnf
+    assert "field-1-answer ::= text-first text-rest{0,37}" in gbnf
 
 
 def test_no_grammar_for_plain_prompts() -> None:
@@ -113,7 +118,7 @@ def test_json_adapter_reminder_fields() -> None:
     assert [f.kind for f in fields[:5]] == ["text", "int", "float", "bool", "choice"]
 
 
-def test_json_schema_grammar(llama_cpp: object) -> None:
+def test_json_schema_grammar() -> None:
     # JSONAdapter sends the schema only to LMs that declare support, as the local engine does.
     class Declares(Recorder):
         supports_response_schema = True
@@ -129,14 +134,15 @@ def test_json_schema_grammar(llama_cpp: object) -> None:
     gbnf = derive_gbnf(
         system=request.system, messages=as_messages(request), response_format=request.config.response_format
     )
-    assert gbnf is not None and gbnf.startswith("answer-kv ::=")
+    assert gbnf is not None and "\nroot ::= " in gbnf
     assert '"\\"count\\""' in gbnf and '"\\"items\\""' in gbnf
+    assert f"int-value ::= {INT_RULE}\n" in gbnf and f"float-value ::= {FLOAT_RULE}\n" in gbnf
     # JSON mode without a schema still constrains to an object with the reminder's keys.
     gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format={"type": "json_object"})
     assert gbnf is not None and '"\\"answer\\""' in gbnf
 
 
-def test_chat_gbnf_with_nested_schema(llama_cpp: object) -> None:
+def test_chat_gbnf_with_nested_schema() -> None:
     schema = {
         "type": "array",
         "$defs": {"P": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}},
@@ -145,3 +151,55 @@ def test_chat_gbnf_with_nested_schema(llama_cpp: object) -> None:
     gbnf = chat_adapter_gbnf([OutputField(name="rows", kind="json", schema=schema), OutputField(name="why")])
     assert "field-0-rows ::= field-0-rows-value" in gbnf
     assert json.dumps("[[ ## why ## ]]\n")[1:-1] in gbnf
+
+
+def _rules(gbnf: str) -> dict[str, str]:
+    return dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
+
+
+def test_number_rules_cannot_run_on() -> None:
+    """Typed numbers have bounded digits, no exponent and no leading zeros."""
+    assert INT_RULE == '"-"? ("0" | [1-9] [0-9]{0,11})'
+    assert FLOAT_RULE == INT_RULE + ' ("." [0-9]{1,6})?'
+    for rule in (INT_RULE, FLOAT_RULE):
+        assert "*" not in rule and "+" not in rule and "e" not in rule.lower()
+    float_field = chat_adapter_gbnf([OutputField(name="x", kind="float")])
+    assert _rules(float_field)["field-0-x"] == FLOAT_RULE
+    nested = json_schema_gbnf({"type": "object", "properties": {"v": {"type": "array", "items": {"type": "number"}}}})
+    assert _rules(nested)["float-value"] == FLOAT_RULE
+
+
+def test_schema_grammar_covers_dspy_schemas() -> None:
+    """Every construct pydantic/typing schemas use becomes a rule; every referenced rule is defined."""
+    schema = {
+        "type": "object",
+        "$defs": {"Item": {"type": "object", "properties": {"n": {"type": "integer"}, "tag": {"enum": ["a", "b"]}}}},
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}, "maxItems": 3},
+            "pair": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "boolean"}]},
+            "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+            "maybe": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "either": {"type": ["integer", "string"]},
+            "fixed": {"const": 3},
+            "anything": {},
+        },
+    }
+    gbnf = json_schema_gbnf(schema)
+    rules = _rules(gbnf)
+    referenced = {
+        re.sub(r"[?*]|\{.*", "", token)
+        for body in rules.values()
+        for token in re.sub(r'"(\\.|[^"\\])*"|\[(\\.|[^\]\\])*\]', " ", body).replace("(", " ").replace(")", " ").split()
+        if token[0].isalpha()
+    }
+    assert referenced <= set(rules), referenced - set(rules)
+    assert '"\\"a\\"" | "\\"b\\""' in gbnf  # enum values as JSON literals
+    assert "{0,2}" in rules["root-items"]  # maxItems 3 -> first item plus at most two more
+    assert rules["root-fixed"] == '"3"'
+
+
+def test_free_text_may_hold_paragraphs_but_no_marker() -> None:
+    """A blank line inside a value is allowed (Qwen writes "steps:\\n\\n1. ..."); a line never opens with "["."""
+    rules = _rules(chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer")]))
+    assert '"\\n\\n" text-first' in rules["text-rest"] and '"\\n" text-first' in rules["text-rest"]
+    assert rules["text-first"].startswith("[^\\n\\[")

@@ -1,15 +1,13 @@
-"""The HTTP path users take: ``python -m llama_cpp.server`` on loopback + ``dspy.LM("openai/<alias>")``."""
+"""The HTTP path users take: llama.cpp's OpenAI-compatible server on loopback + ``dspy.LM("openai/<alias>")``.
+
+The runtime's in-process server also listens on 127.0.0.1; the test talks to the very model the in-process
+engine has loaded, over HTTP, as any OpenAI client would.
+"""
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import dspy
 import pytest
@@ -19,48 +17,14 @@ pytestmark = pytest.mark.local_model
 ALIAS = "smollm2-135m"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(smollm2_path), "--model_alias", ALIAS,
-        "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", "2048", "--n_threads", "1", "--verbose", "False",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as reply:
-                    models = json.load(reply)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not answer within 60 s:\n{log.read_text()[-2000:]}")
-                time.sleep(0.25)
-        assert [m["id"] for m in models["data"]] == [ALIAS]
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def server(smollm2: dspy.LM) -> str:
+    base = smollm2.engine.base_url
+    assert base.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(f"{base}/models", timeout=10) as reply:
+        models = json.load(reply)
+    assert len(models["data"]) == 1  # one model per server
+    return base
 
 
 def server_lm(base: str) -> dspy.LM:
@@ -76,16 +40,13 @@ def test_plain_call_returns_text_and_usage(server: str) -> None:
 
 
 def test_predict_through_server(server: str) -> None:
-    """llama_cpp.server accepts only ``json_object`` (+ its own ``schema`` key), not OpenAI's ``json_schema``.
-
-    Passing that response format per call makes even SmolLM2 produce JSON the adapter parses.
-    """
+    """OpenAI's ``json_schema`` response format, sent per call, makes even SmolLM2 produce JSON the adapter parses."""
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     lm = server_lm(server)
     with dspy.context(lm=lm, adapter=dspy.JSONAdapter(), track_usage=True):
         pred = dspy.Predict("question -> answer")(
             question="What is the capital of France?",
-            config={"response_format": {"type": "json_object", "schema": schema}},
+            config={"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}},
         )
     assert isinstance(pred.answer, str)
     assert set(json.loads(lm.history[-1]["outputs"][0])) == {"answer"}
