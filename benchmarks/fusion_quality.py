@@ -86,7 +86,8 @@ def guarded_harness(**kwargs):
                     result = self._fusion_result(example, eid, largest, prediction, report, candidates)
                     self._write_result(result.model_copy(update={"method": method}))
             finally:
-                self.fuse.configure(prompt=prompt)
+                if self.fuse.prompt != prompt:
+                    self.fuse.configure(prompt=prompt)
             fused_methods = ["fusion"] + [f"fusion:{s}" for s in self.strategies]
             for n in self.ns:
                 for method in fused_methods:
