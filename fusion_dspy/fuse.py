@@ -284,10 +284,14 @@ class Fuse(dspy.Module):
             self._selector = selector
         if rendered is not None:
             fused_signature, self.fusion_fields = rendered
-            comparison = fused_signature.output_fields[self.fusion_fields.comparison].json_schema_extra["desc"]
-            # The instruction and the strategy's description of the comparison; the rest (demos) stays.
-            self.fusor.signature = self.fusor.signature.with_instructions(
-                fused_signature.instructions).with_updated_fields(self.fusion_fields.comparison, desc=comparison)
+            name = self.fusion_fields.comparison
+            wanted = fused_signature.output_fields[name].json_schema_extra["desc"]
+            if self.fusor.signature.output_fields[name].json_schema_extra.get("desc") == wanted:
+                self.fusor.signature = self.fusor.signature.with_instructions(fused_signature.instructions)
+            else:
+                # Another strategy describes the comparison differently: a fresh signature (DSPy's
+                # with_updated_fields nests deeper on every call and overflows after ~70 switches).
+                self.fusor.signature = fused_signature
         return self
 
     # -- calls ---------------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ class Solve(dspy.Signature):
 
 
 def _answers_engine(name: str, answers: list[str]) -> FakeEngine:
-    """A teacher that writes the given answers in turn (one per call)."""
-    queue = iter(answers)
-    return FakeEngine(name=name, responder=lambda r: {"answer": next(queue)})
+    """A teacher whose k-th draw (seed k: the Fuse's seed 0 plus the sample index) writes ``answers[k]``,
+    whatever order the draws run in."""
+    return FakeEngine(name=name, responder=lambda r: {"answer": answers[(r.seed or 0) % len(answers)]})
 
 
 def _fuse(answers: list[str], strategy: str, fusor: FakeEngine, **kwargs) -> Fuse:
@@ -137,3 +137,15 @@ def test_vote_strategy_on_a_typed_signature():
     assert "Tally of the final answers (answer)" in shown
     counts = sorted(int(line.split(": ")[1].split(" of ")[0]) for line in shown.splitlines() if line.startswith("- "))
     assert sum(counts) == 4
+
+
+def test_switching_strategies_many_times_keeps_working():
+    # DSPy's with_updated_fields nests on every call; a benchmark switches strategy per example.
+    fusor = fusor_engine("x")
+    fuse = _fuse(["a", "b"], "paper", fusor)
+    for i in range(200):
+        fuse.configure(prompt=FusorPrompt(strategy=STRATEGIES[i % len(STRATEGIES)]))
+    fuse.configure(prompt=FusorPrompt(strategy="edit"))
+    assert "draft" in fuse.fusor.signature.output_fields["comparison"].json_schema_extra["desc"]
+    fuse(question="q")
+    assert " draft>" in fusor.requests[-1].inputs["candidates"]
