@@ -56,6 +56,7 @@ class FakeRequest:
         json_mode: Whether the adapter asked for a JSON object (JSONAdapter).
         temperature: Sampling temperature of the request (``None`` when unset).
         seed: Seed of the request (``None`` when unset).
+        max_tokens: Generation budget of the request (``None`` when unset).
         call: Zero-based index of this call on the engine.
     """
 
@@ -68,6 +69,7 @@ class FakeRequest:
     json_mode: bool
     temperature: float | None
     seed: int | None
+    max_tokens: int | None
     call: int
 
     def digest(self, *extra: object) -> str:
@@ -219,6 +221,7 @@ class FakeEngine:
                 json_mode="Respond with a JSON object" in user,
                 temperature=getattr(config, "temperature", None),
                 seed=getattr(config, "seed", None),
+                max_tokens=getattr(config, "max_tokens", None),
                 call=len(self.requests),
             )
             self.requests.append(parsed)

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from fusion_dspy.cli import main
+from fusion_dspy.cli.demo import FUSOR_MAX_TOKENS
+from fusion_dspy.cli.demo import TEACHER_MAX_TOKENS
 from fusion_dspy.cli.demo import load_questions
 from fusion_dspy.testing import FakeEngine
 
@@ -32,7 +34,14 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
         "qwen2.5-1.5b": FakeEngine(name="qwen2.5-1.5b", responder=right_for_qwen),
     }
     monkeypatch.setattr(local, "is_installed", lambda name: name in engines)
-    monkeypatch.setattr(local, "lm", lambda name, **settings: engines[name].lm(**settings))
+    built = {}
+
+    def fake_lm(name, **settings):
+        built[name] = settings
+        # prompt_cache is local.lm's llama.cpp switch; dspy.LM has its own, other, prompt_cache argument.
+        return engines[name].lm(**{key: value for key, value in settings.items() if key != "prompt_cache"})
+
+    monkeypatch.setattr(local, "lm", fake_lm)
 
     out = tmp_path / "demo"
     assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
@@ -52,6 +61,15 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     # Candidates were drawn once per question and shared by every method (the store).
     assert engines["smollm2-135m"].calls == 3 * 2
     assert "time s/ex" in (out / "report.md").read_text()
+    # Prefix reuse is on for every model (the demo's requests run in one fixed order, so runs still reproduce).
+    assert all(settings.get("prompt_cache") is True for settings in built.values()) and len(built) == 3
+    # The fusor model answering alone does a teacher's job, on a teacher's budget; the fusor keeps its own.
+    fusor_requests = engines["qwen2.5-1.5b"].requests
+    alone = [r for r in fusor_requests if set(r.outputs) == {"answer"}]
+    fusing = [r for r in fusor_requests if "candidates" in r.inputs]
+    assert len(alone) == 3 and len(fusing) == 3
+    assert {r.max_tokens for r in alone} == {TEACHER_MAX_TOKENS}
+    assert {r.max_tokens for r in fusing} == {FUSOR_MAX_TOKENS}
 
 
 def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
