@@ -63,6 +63,7 @@ def ray_overhead(args: argparse.Namespace, root: str) -> None:
 
     import ray
 
+    from fusion_dspy.synth.ray import RayOptions
     from fusion_dspy.synth.ray import synthesize_ray
 
     make = functools.partial(build, args.teachers, args.teacher_delay, args.fusor_delay, None)
@@ -70,6 +71,7 @@ def ray_overhead(args: argparse.Namespace, root: str) -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - started:.1f} s")
     total_k = args.actors * args.ray_k
+    options = RayOptions(actors=args.actors, concurrency=args.ray_k)
     timings: dict[str, dict[int, float]] = {"local": {}, "ray": {}}
     for count in (args.short, args.long):
         work = make_prompts([{"prompt": f"n{count} prompt {i}"} for i in range(count)], ["prompt"])
@@ -77,8 +79,7 @@ def ray_overhead(args: argparse.Namespace, root: str) -> None:
         synthesize(make(), work, tempfile.mkdtemp(dir=root), concurrency=total_k, progress=False, export=False)
         timings["local"][count] = time.perf_counter() - start
         start = time.perf_counter()
-        result = synthesize_ray(make, work, tempfile.mkdtemp(dir=root), actors=args.actors, concurrency=args.ray_k,
-                                progress=False, export=False)
+        result = synthesize_ray(make, work, tempfile.mkdtemp(dir=root), ray=options, progress=False, export=False)
         timings["ray"][count] = time.perf_counter() - start
         assert result.generated == count, result
     span = args.long - args.short

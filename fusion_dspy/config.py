@@ -208,6 +208,10 @@ def explain(error: ValidationError, model: type[BaseModel], owner: str) -> Setti
         name = item["loc"][0] if item["loc"] else None
         field = model.model_fields.get(name) if isinstance(name, str) else None
         message = str(item.get("msg", "")).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{owner}({name}={_shown(item.get('input'))}) is invalid: {owner} has no option {name!r}; "
+                            f"pass only {', '.join(model.model_fields)}.")
+            continue
         if field is None:  # A rule across fields (model validator): its message says what to do.
             problems.append(f"{owner}: {message}")
             continue

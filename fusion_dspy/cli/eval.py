@@ -140,11 +140,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/eval-{get_task(args.task).name}")
     if args.ray is not None:
+        from fusion_dspy.evaluate.ray import RayOptions
         from fusion_dspy.evaluate.ray import run_harness_ray
 
-        address = None if args.ray == "local" else args.ray
-        report = run_harness_ray(functools.partial(build_harness, _portable(args)), out, address=address,
-                                 actors=args.actors, concurrency=args.concurrency)
+        options = RayOptions(address=args.ray, actors=args.actors, concurrency=args.concurrency)
+        report = run_harness_ray(functools.partial(build_harness, _portable(args)), out, ray=options)
     else:
         report = build_harness(args, str(out)).run()
     print(report.to_markdown())

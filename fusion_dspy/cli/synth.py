@@ -65,9 +65,12 @@ def build_fuse(config_path: str, pool: str | None, fusor: str | None, signature:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusion_dspy.ray_options import RayOptions
     from fusion_dspy.synth import iter_prompts
     from fusion_dspy.synth import synthesize
 
+    # A bad --ray/--actors/--concurrency fails before the pool config and the prompts are read.
+    ray = None if args.ray is None else RayOptions(address=args.ray, actors=args.actors, concurrency=args.concurrency)
     make = functools.partial(build_fuse, str(Path(args.config).resolve()), args.pool, args.fusor, args.signature,
                              args.n, args.mode, args.seed)
     fuse = make()
@@ -76,15 +79,14 @@ def run(args: argparse.Namespace) -> int:
     total = sum(1 for _ in itertools.islice(iter_prompts(args.prompts, fields), args.limit))
     prompts = itertools.islice(iter_prompts(args.prompts, fields), args.limit)
     options = dict(also_select=args.also_select, shard_size=args.shard_size, output_format=args.format,
-                   progress=not args.no_progress, concurrency=args.concurrency, max_attempts=args.max_attempts,
-                   retry_failed=args.retry_failed, total=total)
-    if args.ray is not None:
+                   progress=not args.no_progress, max_attempts=args.max_attempts, retry_failed=args.retry_failed,
+                   total=total)
+    if ray is not None:
         from fusion_dspy.synth.ray import synthesize_ray
 
-        address = None if args.ray == "local" else args.ray
-        result = synthesize_ray(make, prompts, args.out, address=address, actors=args.actors, **options)
+        result = synthesize_ray(make, prompts, args.out, ray=ray, **options)
     else:
-        result = synthesize(fuse, prompts, args.out, **options)
+        result = synthesize(fuse, prompts, args.out, concurrency=args.concurrency, **options)
     print(f"{result.generated} generated, {result.resumed} resumed, {len(result.failed)} failed "
           f"of {result.total} prompts (config {result.config_hash}; {result.rows_per_s:.2f} rows/s, "
           f"{result.input_tokens + result.output_tokens} tokens)")

@@ -3,11 +3,13 @@
 Each actor builds the harness (its Fuse, LMs, metric and examples) once with ``build_harness`` and
 evaluates batches of examples with ``concurrency`` threads; the journal entries come back to the
 driver, which appends them to its ``results.jsonl``. So a Ray run resumes like a local one (either
-kind resumes the other) and writes the same report. Install with ``pip install 'fusion-dspy[ray]'``.
+kind resumes the other) and writes the same report. The pool (address, actors, examples in flight
+per actor, batch size, CPUs per actor) is a :class:`~fusion_dspy.ray_options.RayOptions`. Install
+with ``pip install 'fusion-dspy[ray]'``.
 
 Example:
-    >>> from fusion_dspy.evaluate.ray import run_harness_ray
-    >>> report = run_harness_ray(make_harness, "runs/x", actors=4, concurrency=8, address="auto")
+    >>> from fusion_dspy.evaluate.ray import RayOptions, run_harness_ray
+    >>> report = run_harness_ray(make_harness, "runs/x", ray=RayOptions(address="auto", actors=4, concurrency=8))
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any
 from fusion_dspy.evaluate.harness import Harness
 from fusion_dspy.evaluate.harness import example_id
 from fusion_dspy.evaluate.report import EvalReport
+from fusion_dspy.ray_options import RayOptions
 
-__all__ = ["run_harness_ray"]
+__all__ = ["RayOptions", "run_harness_ray"]
 
 
 class _EvalActor:
@@ -70,11 +73,7 @@ def run_harness_ray(
     build_harness: Callable[[str], Harness],
     out_dir: str | os.PathLike[str],
     *,
-    address: str | None = None,
-    actors: int = 2,
-    concurrency: int = 8,
-    batch_size: int | None = None,
-    actor_cpus: float = 1.0,
+    ray: RayOptions | None = None,
 ) -> EvalReport:
     """:meth:`Harness.run` on a Ray cluster (or a local Ray runtime); returns the report.
 
@@ -84,17 +83,13 @@ def run_harness_ray(
             ``out_dir`` and in every actor with a scratch directory, so it must be picklable (a
             module-level function or a ``functools.partial`` of one).
         out_dir: The driver's run directory (journal and reports).
-        address: Ray address (``None``: the running runtime or a new local one; ``"auto"``; ``"ray://..."``).
-        actors: Actors in the pool. ``concurrency``: examples in flight per actor.
-        batch_size: Examples per batch handed to an actor (default: ``concurrency``).
-        actor_cpus: CPUs Ray reserves per actor.
+        ray: The Ray options (default ``RayOptions()``): ``address``, ``actors``, ``concurrency``
+            (examples in flight per actor), ``batch_size`` and ``actor_cpus``.
     """
-    from fusion_dspy.concurrency import check_concurrency
     from fusion_dspy.synth.ray import _ray
 
-    check_concurrency(actors, name="actors")
-    check_concurrency(concurrency)
-    ray = _ray()
+    options = RayOptions.given(ray, owner="run_harness_ray")
+    runtime = _ray()
     harness = build_harness(str(Path(out_dir)))
     done = harness._done()
     items = [
@@ -102,16 +97,14 @@ def run_harness_ray(
          "done_json": json.dumps([[k[0], k[1], v] for k, v in done.get(example_id(example), {}).items()])}
         for position, example in enumerate(harness.examples)
     ]
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
-    dataset = ray.data.from_items(items).map_batches(
+    if not runtime.is_initialized():
+        runtime.init(address=options.address, log_to_driver=False)
+    dataset = runtime.data.from_items(items).map_batches(
         _EvalActor,
         fn_constructor_kwargs={"build_harness": build_harness, "fingerprint": harness.fingerprint,
-                               "examples": len(harness.examples), "concurrency": concurrency},
-        batch_size=batch_size or concurrency,
+                               "examples": len(harness.examples), "concurrency": options.concurrency},
         batch_format="numpy",
-        concurrency=actors,
-        num_cpus=actor_cpus,
+        **options.map_batches_kwargs(),
     )
     bar = harness._bar(len(items))
     try:

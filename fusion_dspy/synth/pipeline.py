@@ -139,13 +139,17 @@ def _failed_before(failures: Journal, done: set[str]) -> set[str]:
     return {entry["id"] for entry in failures} - done
 
 
-def check_options(*, shard_size: int, output_format: str, concurrency: int, max_attempts: int) -> None:
-    """Validate the options every synth path shares (a clear error naming the argument)."""
+def check_options(*, shard_size: int, output_format: str, max_attempts: int, concurrency: int | None = None) -> None:
+    """Validate the options every synth path shares (a clear error naming the argument).
+
+    ``concurrency`` is the local path's; the Ray path's is checked by :class:`~fusion_dspy.ray_options.RayOptions`.
+    """
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise ValueError(f"shard_size must be an int >= 1, got {shard_size!r}.")
     if output_format not in ("records", "chat"):
         raise ValueError(f"output_format must be 'records' or 'chat', got {output_format!r}.")
-    check_concurrency(concurrency)
+    if concurrency is not None:
+        check_concurrency(concurrency)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ValueError(
             f"max_attempts must be an int >= 1 (tries per prompt before a failed row), got {max_attempts!r}."

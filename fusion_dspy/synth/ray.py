@@ -6,19 +6,20 @@ failed row comes back to the driver and is written by the same :class:`~fusion_d
 as a local run. So a Ray run has the same directory layout, resumes like a local run (either kind
 resumes the other), and exports the same ``datasets.Dataset``.
 
-Install with ``pip install 'fusion-dspy[ray]'``. On one machine ``address=None`` starts a local Ray
-runtime; on a cluster (Ray's cluster launcher, or KubeRay) pass ``address="auto"`` from the head node
-or ``"ray://<head>:10001"`` from outside. Each node must be able to build the Fuse: the package
-installed, the pool config at the same path, and the API keys in the node's environment (never in
-the config or the Ray job); self-hosted teachers are typically a vLLM or llama.cpp server per node
-(``api_base = "http://127.0.0.1:8000/v1"`` in the pool config). ``draws.jsonl`` is written by each
-actor under ``out_dir`` on its own node: with a shared file system a resumed run re-uses the draws of
-prompts that were in flight; without one it only re-asks their teachers (finished rows are on the
-driver either way).
+Install with ``pip install 'fusion-dspy[ray]'``. The pool is a :class:`~fusion_dspy.ray_options.RayOptions`.
+On one machine ``RayOptions(address=None)`` starts a local Ray runtime; on a cluster (Ray's cluster
+launcher, or KubeRay) pass ``address="auto"`` from the head node or ``"ray://<head>:10001"`` from
+outside. Each node must be able to build the Fuse: the package installed, the pool config at the
+same path, and the API keys in the node's environment (never in the config or the Ray job);
+self-hosted teachers are typically a vLLM or llama.cpp server per node (``api_base =
+"http://127.0.0.1:8000/v1"`` in the pool config). ``draws.jsonl`` is written by each actor under
+``out_dir`` on its own node: with a shared file system a resumed run re-uses the draws of prompts
+that were in flight; without one it only re-asks their teachers (finished rows are on the driver
+either way).
 
 Example:
-    >>> from fusion_dspy.synth.ray import synthesize_ray
-    >>> result = synthesize_ray(make_fuse, prompts, "ds/", actors=4, concurrency=16, address="auto")
+    >>> from fusion_dspy.synth.ray import RayOptions, synthesize_ray
+    >>> result = synthesize_ray(make_fuse, prompts, "ds/", ray=RayOptions(address="auto", actors=4, concurrency=16))
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.ray_options import RayOptions
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.synth.pipeline import RunDirectory
 from fusion_dspy.synth.pipeline import SynthResult
@@ -39,7 +41,7 @@ from fusion_dspy.synth.pipeline import check_options
 from fusion_dspy.synth.prompts import Prompt
 from fusion_dspy.synth.worker import Work
 
-__all__ = ["synthesize_ray"]
+__all__ = ["RayOptions", "synthesize_ray"]
 
 _logger = logging.getLogger(__name__)
 
@@ -100,11 +102,7 @@ def synthesize_ray(
     prompts: Iterable[Prompt],
     out_dir: str | os.PathLike[str],
     *,
-    address: str | None = None,
-    actors: int = 2,
-    concurrency: int = 8,
-    batch_size: int | None = None,
-    actor_cpus: float = 1.0,
+    ray: RayOptions | None = None,
     also_select: Selector | str | None = None,
     shard_size: int = 500,
     output_format: str = "records",
@@ -122,12 +120,9 @@ def synthesize_ray(
             function or a ``functools.partial`` of one) and build LMs, not capture them.
         prompts: The work; the pending prompts are handed to Ray Data as one dataset.
         out_dir: The run directory, on the driver (the same layout as a local run).
-        address: Ray address (``None``: the running runtime, or a new local one; ``"auto"``: the
-            cluster this node belongs to; ``"ray://host:10001"``: a remote cluster).
-        actors: Actors in the pool (each builds its own Fuse and LMs).
-        concurrency: Prompts in flight per actor (threads).
-        batch_size: Prompts per batch handed to an actor (default: ``concurrency``).
-        actor_cpus: CPUs Ray reserves per actor (Fuse actors mostly wait on LMs; fractions are fine).
+        ray: The Ray options (default ``RayOptions()``): ``address``, ``actors`` (each builds its
+            own Fuse and LMs), ``concurrency`` (prompts in flight per actor), ``batch_size`` and
+            ``actor_cpus``.
         also_select, shard_size, output_format, progress, export, max_attempts, retry_failed, total:
             As in :func:`~fusion_dspy.synth.pipeline.synthesize`.
 
@@ -135,13 +130,11 @@ def synthesize_ray(
         A :class:`~fusion_dspy.synth.pipeline.SynthResult` (``limits`` is empty: the limited LMs
         live in the actors).
     """
-    from fusion_dspy.concurrency import check_concurrency
     from fusion_dspy.selectors import get_selector
 
-    check_options(shard_size=shard_size, output_format=output_format, concurrency=concurrency,
-                  max_attempts=max_attempts)
-    check_concurrency(actors, name="actors")
-    ray = _ray()
+    options = RayOptions.given(ray, owner="synthesize_ray")
+    check_options(shard_size=shard_size, output_format=output_format, max_attempts=max_attempts)
+    runtime = _ray()
     selector = get_selector(also_select) if isinstance(also_select, str) else also_select
     if total is None and hasattr(prompts, "__len__"):
         total = len(prompts)  # type: ignore[arg-type]
@@ -151,33 +144,29 @@ def synthesize_ray(
                for p in run.pending(prompts)]
     try:
         if pending:
-            if not ray.is_initialized():
-                ray.init(address=address, log_to_driver=False)
-            _map(ray, run, pending, build_fuse=build_fuse, selector=also_select, actors=actors,
-                 concurrency=concurrency, batch_size=batch_size or concurrency, actor_cpus=actor_cpus,
+            if not runtime.is_initialized():
+                runtime.init(address=options.address, log_to_driver=False)
+            _map(runtime, run, pending, build_fuse=build_fuse, selector=also_select, options=options,
                  max_attempts=max_attempts)
     finally:
         run.close()
     return run.finish(export=export, output_format=output_format, limits={})
 
 
-def _map(ray: Any, run: RunDirectory, pending: list[dict[str, Any]], *, build_fuse: Callable[[], Fuse],
-         selector: Selector | str | None, actors: int, concurrency: int, batch_size: int, actor_cpus: float,
-         max_attempts: int) -> None:
-    dataset = ray.data.from_items(pending).map_batches(
+def _map(runtime: Any, run: RunDirectory, pending: list[dict[str, Any]], *, build_fuse: Callable[[], Fuse],
+         selector: Selector | str | None, options: RayOptions, max_attempts: int) -> None:
+    dataset = runtime.data.from_items(pending).map_batches(
         _SynthActor,
         fn_constructor_kwargs={
             "build_fuse": build_fuse,
             "selector": selector,
             "digest": run.digest,
             "max_attempts": max_attempts,
-            "concurrency": concurrency,
+            "concurrency": options.concurrency,
             "store_path": str(run.out.resolve() / "draws.jsonl"),
         },
-        batch_size=batch_size,
         batch_format="numpy",
-        concurrency=actors,
-        num_cpus=actor_cpus,
+        **options.map_batches_kwargs(),
     )
     for row in dataset.iter_rows():
         prompt = Prompt(id=str(row["id"]), index=int(row["index"]), inputs={})

@@ -12,23 +12,11 @@ from fusion_dspy.evaluate import Harness
 from fusion_dspy.evaluate import example_id
 from fusion_dspy.selectors import MajorityVote
 from fusion_dspy.testing import FakeEngine
-
-ANSWERS = {"q0": ["1", "1", "2", "2"], "q1": ["5", "6", "6", "6"], "q2": ["9", "8", "7", "9"]}
-GOLD = {"q0": "2", "q1": "6", "q2": "9"}
-
-
-def teacher_engines():
-    """Teacher a draws samples 0, 1 and teacher b samples 0, 1 of the table above (plan: a b a b)."""
-    def responder(name):
-        def respond(request):
-            position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
-            return {"answer": ANSWERS[request.inputs["question"]][position]}
-        return respond
-    return FakeEngine(name="a", responder=responder("a")), FakeEngine(name="b", responder=responder("b"))
-
-
-def metric(example, prediction, trace=None):
-    return float(str(prediction.answer) == example.answer)
+from tests.evaluate.builders import GOLD
+from tests.evaluate.builders import metric
+from tests.evaluate.builders import more_examples
+from tests.evaluate.builders import teacher_engines
+from tests.evaluate.builders import toy_harness
 
 
 def examples():
@@ -152,31 +140,10 @@ def _stats(report):
             for m in report.methods]
 
 
-def more_examples(count=12):
-    return [dspy.Example(question=f"q{i % 3}", answer=GOLD[f"q{i % 3}"], tag=i).with_inputs("question", "tag")
-            for i in range(count)]
-
-
 def make_concurrent(tmp_path, concurrency):
-    """Teachers answer from the table above, each example after a different delay (so results of a
-    concurrent run reach the journal out of order)."""
-    import time
-
-    def responder(name):
-        def respond(request):
-            time.sleep(0.01 * ((int(request.inputs["tag"]) * 7) % 5))
-            position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
-            return {"answer": ANSWERS[request.inputs["question"]][position]}
-        return respond
-
-    a, b = FakeEngine(name="a", responder=responder("a")), FakeEngine(name="b", responder=responder("b"))
-    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "answer": "6"})
-    fuse = Fuse("question, tag -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
-                                                         Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())
-    harness = Harness(fuse=fuse, metric=metric, examples=more_examples(), ns=[2, 4],
-                      selectors=[MajorityVote(), "mbr"], out_dir=tmp_path, metric_name="EM", task="toy",
-                      progress=False, resamples=300, plots=False, concurrency=concurrency)
-    return harness, (a, b, fusor)
+    """The toy harness over 12 examples, each after a different delay (so results of a concurrent
+    run reach the journal out of order)."""
+    return toy_harness(tmp_path, concurrency=concurrency)
 
 
 def test_concurrent_harness_reports_the_same_paired_statistics(tmp_path):

@@ -11,6 +11,7 @@ from fusion_dspy import Teacher  # noqa: E402
 from fusion_dspy.synth import make_prompts  # noqa: E402
 from fusion_dspy.synth import read_records  # noqa: E402
 from fusion_dspy.synth import synthesize  # noqa: E402
+from fusion_dspy.synth.ray import RayOptions  # noqa: E402
 from fusion_dspy.synth.ray import synthesize_ray  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def test_ray_run_matches_a_local_run_and_each_resumes_the_other(tmp_path, runtim
     synthesize(build_fuse(), prompts(16), tmp_path / "local", also_select="mbr", shard_size=4, progress=False)
     # Ray does the first half, a local run resumes it; then Ray resumes a local half-run.
     first = synthesize_ray(build_fuse, prompts(8), tmp_path / "mixed", also_select="mbr", shard_size=4,
-                           actors=2, concurrency=3, progress=False)
+                           ray=RayOptions(actors=2, concurrency=3), progress=False)
     assert (first.generated, first.complete) == (8, True)
     second = synthesize(build_fuse(), prompts(16), tmp_path / "mixed", also_select="mbr", shard_size=4,
                         progress=False)
@@ -58,7 +59,7 @@ def test_ray_run_matches_a_local_run_and_each_resumes_the_other(tmp_path, runtim
 
     synthesize(build_fuse(), prompts(5), tmp_path / "other", also_select="mbr", shard_size=4, progress=False)
     third = synthesize_ray(build_fuse, prompts(16), tmp_path / "other", also_select="mbr", shard_size=4,
-                           actors=2, concurrency=4, progress=False)
+                           ray=RayOptions(actors=2, concurrency=4), progress=False)
     assert (third.resumed, third.generated, third.complete) == (5, 11, True)
     assert rows(tmp_path / "other") == rows(tmp_path / "local")
     exported = datasets.load_from_disk(str(tmp_path / "other" / "dataset"))
@@ -67,7 +68,8 @@ def test_ray_run_matches_a_local_run_and_each_resumes_the_other(tmp_path, runtim
 
 
 def test_ray_failed_rows_use_the_same_journal(tmp_path, runtime):
-    result = synthesize_ray(failing, prompts(6), tmp_path, actors=1, concurrency=2, max_attempts=2, progress=False)
+    result = synthesize_ray(failing, prompts(6), tmp_path, ray=RayOptions(actors=1, concurrency=2), max_attempts=2,
+                            progress=False)
     assert result.complete and result.failed == [prompts(6)[2].id] and result.failed_total == 1
     fixed = failing()
     fixed.teachers[0].lm.engine.fail = False
