@@ -14,13 +14,18 @@ paired comparisons, bootstrap CIs, costs), both resumable (re-run the same comma
 * ``ifeval``: IFEval instruction following with a mixed pool of bundled models (one draw each):
   each model alone vs chrF-MBR vs Fusion vs oracle, scored by Google's rule-based checkers.
 
-Every part that fuses also reports, on the same candidates and the same fused answers:
+Every part that fuses also reports, on the same candidates and the same fused answers
+(``Harness(guard=True, strategies=...)``):
 
 * ``fusion+guard``: the selection guard (:mod:`fusion_dspy.guard`): the fused answer joins the
   candidates, the baseline selector (chrF-MBR, or majority for math) ranks all N+1, and a candidate
-  that strictly outranks the fused answer replaces it. No LM call; ``path`` says what it kept.
+  that strictly outranks the fused answer replaces it. No LM call; ``path`` says what it kept, and
+  the report ends with how often each guard kept the fused answer.
 * ``fusion:<strategy>`` and ``fusion:<strategy>+guard`` for every ``--strategies`` choice
   (:mod:`fusion_dspy.strategies`, e.g. ``edit`` or ``vote``), at the largest N only.
+
+``--prompt-cache`` turns on llama.cpp's prompt-prefix reuse for every local model: faster, but a
+reply may then depend on the requests before it (runs reproduce when the requests come in the same order).
 
 Needs the benchmark data directory (``$FUSION_DSPY_DATA_DIR`` or ``../shared/data``) and
 ``pip install 'fusion-dspy[local]'``. Example::
@@ -43,93 +48,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SYSTEMS = ["GPT-4", "Claude-3.5", "Aya23", "Llama3-70B", "Phi-3-Medium"]
 
-GUARD = "+guard"
-
-
-def guarded_harness(**kwargs):
-    """A :class:`~fusion_dspy.evaluate.Harness` that also runs the guard and extra fusor strategies.
-
-    Keyword ``strategies``: extra :data:`fusion_dspy.strategies.STRATEGIES` to fuse with (same
-    candidates, read from the store). Everything else goes to ``Harness``. Resumable like the
-    harness: methods already in the journal are skipped, so adding a strategy to a finished run
-    only runs the new fusions.
-    """
-    from fusion_dspy.concurrency import fuse_variant
-    from fusion_dspy.evaluate import Harness
-
-    class GuardedHarness(Harness):
-        def __init__(self, *, strategies=(), **rest):
-            super().__init__(**rest)
-            self.strategies = [s for s in strategies if s != self.fuse.prompt.strategy]
-            self._results = {}
-            for entry in self.journal:
-                if entry.get("kind") == "result":
-                    r = entry["result"]
-                    self._results[(r["example"], r["method"], r["n"])] = r
-
-        def _write_result(self, result):
-            super()._write_result(result)
-            self._results[(result.example, result.method, result.n)] = result.model_dump(mode="json")
-
-        def _run_example(self, example, eid, done):
-            super()._run_example(example, eid, done)
-            candidates = next(e["candidates"] for e in reversed(list(self.journal))
-                              if e.get("kind") == "candidates" and e["example"] == eid)
-            largest = self.ns[-1]
-            prompt = self.fuse.prompt
-            for strategy in self.strategies:
-                method = f"fusion:{strategy}"
-                if (eid, method, largest) in self._results:
-                    continue
-                # A variant shares the Fuse's LMs and candidate store; the Fuse itself is never reconfigured.
-                variant = fuse_variant(self.fuse, n=largest, mode="fuse",
-                                       prompt=prompt.model_copy(update={"strategy": strategy}))
-                prediction, report, _ = self._call(variant, dict(example.inputs()))
-                result = self._fusion_result(example, eid, largest, prediction, report, candidates)
-                self._write_result(result.model_copy(update={"method": method}))
-            fused_methods = ["fusion"] + [f"fusion:{s}" for s in self.strategies]
-            for n in self.ns:
-                for method in fused_methods:
-                    fused = self._results.get((eid, method, n))
-                    if fused is not None and (eid, method + GUARD, n) not in self._results:
-                        self._write_result(self._guarded(example, eid, n, method, fused, candidates))
-
-        def _guarded(self, example, eid, n, method, fused, candidates):
-            from fusion_dspy.candidate import Candidate
-            from fusion_dspy.evaluate.report import MethodResult
-            from fusion_dspy.guard import decide
-            from fusion_dspy.guard import guard_pool
-
-            selector = self.selectors[0]
-            drawn = [Candidate(c["index"], c["teacher"], c["sample"], c["outputs"])
-                     for c in self._first(candidates, n) if c["outputs"] is not None]
-            outputs, path, took = fused["output"], fused["path"], 0.0
-            if fused["path"] == "fuse" and fused["output"] is not None and drawn:
-                pool = guard_pool(drawn, fused["output"])
-                start = time.perf_counter()
-                decision = decide(selector.select(self.fuse.signature, dict(example.inputs()), pool), pool)
-                took = time.perf_counter() - start
-                if not decision.kept_fused:
-                    outputs = next(c.outputs for c in drawn if c.index == decision.index)
-                    path = "select"
-            score, error = self._score(example, outputs)
-            return MethodResult(example=eid, method=method + GUARD, n=n, score=score, output=outputs, path=path,
-                                usage=fused["usage"], time_s=fused["time_s"] + took, error=error,
-                                attribution=fused["attribution"] if path == "fuse" else None)
-
-    return GuardedHarness(**kwargs)
-
-
-def guard_summary(report) -> str:
-    """How often each guarded method kept the fused answer."""
-    lines = []
-    for m in report.methods:
-        if m.method.endswith(GUARD):
-            kept = m.paths.get("fuse", 0)
-            lines.append(f"`{m.method}` N={m.n}: kept the fused answer on {kept} of {m.count} examples "
-                         f"({100 * kept / max(m.count, 1):.0f}%), else the selector's candidate.")
-    return "\n".join(lines)
-
 
 def run_wmt(args: argparse.Namespace) -> str:
     from fusion_dspy.programs.recorded import recorded_teachers
@@ -140,26 +58,26 @@ def run_wmt(args: argparse.Namespace) -> str:
 
     from fusion_dspy import Fuse
     from fusion_dspy import local
+    from fusion_dspy.evaluate import Harness
     from fusion_dspy.selectors import LLMJudge
     from fusion_dspy.selectors import MBRSelector
 
     examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars,
                                 limit=args.segments)
     fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_threads(args))
+                     **_local(args))
     # A separate judge model keeps the fusor's llama.cpp prompt-prefix cache warm (one Llama per model).
     selectors = [MBRSelector()]
     if args.judge != "none":
         judge_lm = fusor if args.judge == args.fusor else local.lm(args.judge, temperature=0.0, max_tokens=96,
-                                                                   grammar=args.grammar, **_threads(args))
+                                                                   grammar=args.grammar, **_local(args))
         selectors.append(LLMJudge(lm=judge_lm, scale=10,
                                   criteria="Accuracy and fluency of the German translation of the source."))
     fuse = Fuse(Translate, 5, teachers=recorded_teachers(examples, SYSTEMS), fusor=fusor)
-    harness = guarded_harness(fuse=fuse, metric=chrf, corpus_metric=corpus_chrf, examples=examples, ns=[5],
-                              selectors=selectors, out_dir=args.out, metric_name="chrF",
-                              task="wmt24 en-de (5 recorded systems)", strategies=_strategies(args))
-    report = harness.run(time_budget_s=args.budget_min * 60)
-    return report.to_markdown() + "\n" + guard_summary(report)
+    harness = Harness(fuse=fuse, metric=chrf, corpus_metric=corpus_chrf, examples=examples, ns=[5],
+                      selectors=selectors, out_dir=args.out, metric_name="chrF",
+                      task="wmt24 en-de (5 recorded systems)", guard=True, strategies=_strategies(args))
+    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
 
 
 def run_wmt_select(args: argparse.Namespace) -> str:
@@ -190,28 +108,28 @@ def run_math(args: argparse.Namespace) -> str:
     from fusion_dspy import Fuse
     from fusion_dspy import Teacher
     from fusion_dspy import local
+    from fusion_dspy.evaluate import Harness
     from fusion_dspy.selectors import MajorityVote
     from fusion_dspy.selectors import MBRSelector
 
     examples = load_math(args.data, limit=args.problems)
     names = [name.strip() for name in args.teacher.split(",") if name.strip()]
     # One name: self-MoA (that teacher sampled N times); several: a mixed pool, drawn round-robin.
-    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_threads(args)),
+    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_local(args)),
                         temperature=0.8,
                         samples=args.samples if len(names) == 1 else 1, name=name) for name in names]
     fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_threads(args))
+                     **_local(args))
     fuse = Fuse(SolveMath, args.samples, teachers=teachers, fusor=fusor, max_threads=1)
     pool = f"self-MoA {names[0]} x{args.samples}" if len(names) == 1 else f"mixed pool {'+'.join(names)}"
     ns = sorted({int(n) for n in args.ns.split(",")}) if args.ns else [args.samples]
     if ns[-1] != args.samples:
         raise SystemExit(f"--ns must end at --samples ({args.samples}): candidates are drawn once, at the largest N.")
-    harness = guarded_harness(fuse=fuse, metric=exact_number_match, examples=examples, ns=ns,
-                              selectors=[MajorityVote(fields=["answer"]), MBRSelector()], out_dir=args.out,
-                              metric_name="exact match", task=f"math ({args.data or 'gsm8k'}, {pool})",
-                              strategies=_strategies(args))
-    report = harness.run(time_budget_s=args.budget_min * 60)
-    return report.to_markdown() + "\n" + guard_summary(report)
+    harness = Harness(fuse=fuse, metric=exact_number_match, examples=examples, ns=ns,
+                      selectors=[MajorityVote(fields=["answer"]), MBRSelector()], out_dir=args.out,
+                      metric_name="exact match", task=f"math ({args.data or 'gsm8k'}, {pool})",
+                      guard=True, strategies=_strategies(args))
+    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
 
 
 def run_ifeval(args: argparse.Namespace) -> str:
@@ -224,25 +142,29 @@ def run_ifeval(args: argparse.Namespace) -> str:
     from fusion_dspy import Fuse
     from fusion_dspy import Teacher
     from fusion_dspy import local
+    from fusion_dspy.evaluate import Harness
     from fusion_dspy.selectors import MBRSelector
 
     examples = load_ifeval(limit=args.prompts)
     names = [name.strip() for name in args.teachers.split(",") if name.strip()]
-    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_threads(args)),
+    teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_local(args)),
                         temperature=0.8, name=name)
                 for name in names]
     fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_threads(args))
+                     **_local(args))
     fuse = Fuse(FollowInstructions, len(teachers), teachers=teachers, fusor=fusor, max_threads=1)
-    harness = guarded_harness(fuse=fuse, metric=instruction_accuracy, examples=examples, ns=[len(teachers)],
-                              selectors=[MBRSelector()], out_dir=args.out, metric_name="IFEval instruction strict",
-                              task="ifeval (local pool)", strategies=_strategies(args))
-    report = harness.run(time_budget_s=args.budget_min * 60)
-    return report.to_markdown() + "\n" + guard_summary(report)
+    harness = Harness(fuse=fuse, metric=instruction_accuracy, examples=examples, ns=[len(teachers)],
+                      selectors=[MBRSelector()], out_dir=args.out, metric_name="IFEval instruction strict",
+                      task="ifeval (local pool)", guard=True, strategies=_strategies(args))
+    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
 
 
-def _threads(args: argparse.Namespace) -> dict:
-    return {"n_threads": args.threads} if getattr(args, "threads", None) else {}
+def _local(args: argparse.Namespace) -> dict:
+    """``local.lm`` options shared by every model of a part: ``--threads`` and ``--prompt-cache``."""
+    options: dict = {"n_threads": args.threads} if getattr(args, "threads", None) else {}
+    if getattr(args, "prompt_cache", False):
+        options["prompt_cache"] = True
+    return options
 
 
 def _strategies(args: argparse.Namespace) -> list[str]:
@@ -287,6 +209,10 @@ def main() -> int:
                          help="llama.cpp threads per model (1 when another model job shares the CPU)")
         sub.add_argument("--strategies", default="",
                          help="extra fusor strategies to run on the same candidates, e.g. edit,vote")
+        sub.add_argument("--prompt-cache", action="store_true",
+                         help="reuse llama.cpp's KV cache across requests with a common prompt prefix (faster; "
+                              "a reply may then depend on the requests before it, so results reproduce only "
+                              "when the requests run in the same order)")
         sub.add_argument("--out", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

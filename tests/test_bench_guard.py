@@ -1,16 +1,19 @@
-"""benchmarks/fusion_quality.py: the guarded and extra-strategy methods on the harness's candidates."""
+"""benchmarks/fusion_quality.py: its CLI wires the harness's guard and strategies, and --prompt-cache.
+
+The guard and strategy methods themselves are tested in tests/evaluate/test_harness_variants.py; here
+the ``math`` part runs end to end with fake local models (``local.lm`` and the data loader patched).
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import dspy
+import pytest
 
-from fusion_dspy import Fuse
-from fusion_dspy import Teacher
-from fusion_dspy.selectors import MajorityVote
 from fusion_dspy.testing import FakeEngine
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fusion_quality.py"
@@ -23,44 +26,67 @@ def _bench():
     return module
 
 
-def _exact(example, prediction, trace=None):
-    return float(str(prediction.answer) == example.answer)
+@pytest.fixture
+def fake_local(monkeypatch):
+    """``local.lm`` answers with fake engines (recording each call's options); three GSM8K-like problems."""
+    import fusion_dspy.programs.math
+
+    import fusion_dspy.local
+
+    answers = {0: 4.0, 1: 5.0, 2: 4.0}  # the teacher's samples: the majority is right
+    made: list[tuple[str, dict]] = []
+    engines: dict[str, FakeEngine] = {
+        "qwen2.5-0.5b": FakeEngine(name="t", responder=lambda r: {"reasoning": "r", "answer": answers[r.seed % 3]}),
+        # The paper prompt writes a wrong 7; shown the vote tally, the fusor takes the majority.
+        "qwen2.5-1.5b": FakeEngine(name="f", responder=lambda r: {
+            "comparison": "c", "reasoning": "r", "answer": 4.0 if "Tally" in r.inputs["candidates"] else 7.0}),
+    }
+
+    def lm(name, **options):
+        made.append((name, options))
+        return engines[name].lm()
+
+    problems = [dspy.Example(question=f"q{i}", answer="4").with_inputs("question") for i in range(3)]
+    monkeypatch.setattr(fusion_dspy.local, "lm", lm)
+    monkeypatch.setattr(fusion_dspy.programs.math, "load_math", lambda data=None, limit=None: problems[:limit])
+    return made, engines
 
 
-def test_guard_and_strategies_run_on_the_same_candidates_and_resume(tmp_path):
-    # Teachers: the right answer "4" twice, a wrong "5" once. The fusor writes "7" (wrong, alone) for
-    # the paper prompt and "4" when it is shown the vote tally.
-    answers = {0: "4", 1: "5", 2: "4"}
-    teacher = FakeEngine(name="t", responder=lambda r: {"answer": answers[r.seed % 3]})
-    fusor = FakeEngine(name="f", responder=lambda r: {
-        "comparison": "c", "answer": "4" if "Tally" in r.inputs["candidates"] else "7"})
-    fuse = Fuse("question -> answer", 3, teachers=[Teacher(teacher.lm(), name="t", samples=3, temperature=0.8)],
-                fusor=fusor.lm(), max_threads=1)
-    examples = [dspy.Example(question=f"q{i}", answer="4").with_inputs("question") for i in range(3)]
-    bench = _bench()
+def _main(monkeypatch, capsys, *argv):
+    monkeypatch.setattr(sys, "argv", ["fusion_quality.py", *argv])
+    assert _bench().main() == 0
+    return capsys.readouterr().out
 
-    def run():
-        harness = bench.guarded_harness(fuse=fuse, metric=_exact, examples=examples, ns=[3],
-                                        selectors=[MajorityVote()], out_dir=tmp_path, progress=False, plots=False,
-                                        strategies=["vote"])
-        return harness.run()
 
-    report = run()
-    scores = {m.method: m.mean for m in report.methods}
-    assert scores["fusion"] == 0.0 and scores["fusion:vote"] == 1.0
-    # The guard replaces the lone wrong fused "7" by the majority's "4", and keeps the voted fusion.
-    assert scores["fusion+guard"] == 1.0 and scores["fusion:vote+guard"] == 1.0
-    guarded = report.get("fusion+guard", 3)
-    assert guarded.paths == {"select": 3} and report.get("fusion:vote+guard", 3).paths == {"fuse": 3}
-    # The guard costs no LM call: same tokens as the fusion it guards.
-    assert guarded.total_tokens == report.get("fusion", 3).total_tokens > 0
-    assert "kept the fused answer on 0 of 3" in bench.guard_summary(report)
-    calls = teacher.calls, fusor.calls
-    assert calls == (9, 6)  # one draw of 3 per example; two fusions (paper, vote) per example
-    # Resuming runs nothing again, and every method has one result per example.
-    run()
-    assert (teacher.calls, fusor.calls) == calls
-    methods = [json.loads(line)["result"]["method"] for line in (tmp_path / "results.jsonl").read_text().splitlines()
-               if '"kind": "result"' in line]
-    assert methods.count("fusion:vote+guard") == 3 and methods.count("fusion+guard") == 3
-    assert fuse.prompt.strategy == "paper"  # the harness restored the Fuse's own prompt
+def test_math_part_reports_guard_and_strategies_and_resumes(tmp_path, monkeypatch, capsys, fake_local):
+    made, engines = fake_local
+    argv = ("math", "--problems", "3", "--samples", "3", "--strategies", "vote", "--out", str(tmp_path))
+    out = _main(monkeypatch, capsys, *argv)
+    for method in ("fusion+guard", "fusion:vote", "fusion:vote+guard"):
+        assert f"| {method} | 3 |" in out
+    # The guard replaces the lone wrong fused 7 by the majority's 4, and keeps the voted fusion.
+    assert "`fusion+guard` N=3: kept the fused answer on 0 of 3 examples (0%)" in out
+    assert "`fusion:vote+guard` N=3: kept the fused answer on 3 of 3 examples (100%)" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    means = {m["method"]: m["mean"] for m in report["methods"]}
+    assert means["fusion"] == 0.0 and means["fusion+guard"] == means["fusion:vote"] == 1.0
+    calls = engines["qwen2.5-0.5b"].calls, engines["qwen2.5-1.5b"].calls
+    assert calls == (9, 6)  # one draw of 3 per problem; two fusions (paper, vote) per problem
+    assert all("prompt_cache" not in options for _, options in made)  # off unless asked
+    _main(monkeypatch, capsys, *argv)  # the same command again resumes: nothing left to run
+    assert (engines["qwen2.5-0.5b"].calls, engines["qwen2.5-1.5b"].calls) == calls
+
+
+def test_prompt_cache_flag_reaches_every_local_model(tmp_path, monkeypatch, capsys, fake_local):
+    made, _ = fake_local
+    _main(monkeypatch, capsys, "math", "--problems", "1", "--samples", "3", "--prompt-cache", "--threads", "1",
+          "--out", str(tmp_path))
+    assert sorted(name for name, _ in made) == ["qwen2.5-0.5b", "qwen2.5-1.5b"]
+    assert all(options["prompt_cache"] is True and options["n_threads"] == 1 for _, options in made)
+
+
+def test_unknown_strategy_is_a_cli_error(tmp_path, monkeypatch, capsys, fake_local):
+    argv = ["fusion_quality.py", "math", "--strategies", "vote,fancy", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match=r"--strategies: unknown \['fancy'\]"):
+        _bench().main()

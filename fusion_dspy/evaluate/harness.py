@@ -5,6 +5,8 @@ keeps them), then re-uses them: Fusion at each N reads the first N draws (``plan
 prefix-stable), Best-of-N at each N re-configures the same Fuse to ``mode="select"``, and single
 samples, random pick and the oracle are scored straight from the recorded candidates. So every
 method sees exactly the same candidates, differences are paired, and the teachers are paid once.
+Extra fusor strategies (``strategies=``) fuse the same stored candidates at the largest N, and the
+selection guard (``guard=True``) re-ranks each fused answer against those candidates after the fact.
 
 Every result is appended to a journal as soon as it exists; a killed run resumes where it stopped.
 With ``concurrency=K`` up to K examples run at once (threads; each method/N combination calls its
@@ -30,15 +32,19 @@ from typing import Any
 
 import dspy
 
+from fusion_dspy.candidate import Candidate
 from fusion_dspy.concurrency import bounded_map
 from fusion_dspy.concurrency import check_concurrency
 from fusion_dspy.concurrency import fuse_variant
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.evaluate.journal import Journal
+from fusion_dspy.evaluate.report import GUARD_SUFFIX
 from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
 from fusion_dspy.evaluate.report import summarize
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.guard import decide
+from fusion_dspy.guard import guard_pool
 from fusion_dspy.limits import QuotaExhaustedError
 from fusion_dspy.limits import report_error_types
 from fusion_dspy.limits import stop_cause
@@ -47,6 +53,7 @@ from fusion_dspy.report import TokenUsage
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.strategies import STRATEGIES
 
 __all__ = ["Harness", "example_id"]
 
@@ -68,6 +75,11 @@ def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
         for part in usage.values():
             total = total + part
     return total
+
+
+def _is_fused(method: str) -> bool:
+    """``fusion`` and ``fusion:<strategy>``: the methods the guard re-ranks."""
+    return (method == "fusion" or method.startswith("fusion:")) and not method.endswith(GUARD_SUFFIX)
 
 
 class Harness:
@@ -94,10 +106,26 @@ class Harness:
             ``limits`` (:mod:`fusion_dspy.limits`).
         programs: Other programs scored on the same examples, ``{method name: callable(**inputs) ->
             prediction}``, reported at N=1 with their own tokens and time (e.g. the fusor model alone).
+        guard: Also report the selection guard (:mod:`fusion_dspy.guard`) on every fused method, as
+            ``<method>+guard``. No new fusor call: the guard re-ranks the fused answers already made.
+            Needs ``include_fusion``.
+        strategies: Extra fusor strategies (names from :data:`fusion_dspy.strategies.STRATEGIES`) to
+            fuse the same candidates with, at the largest N, as ``fusion:<strategy>``; the Fuse's own
+            prompt strategy is ``fusion`` already and is skipped. Needs ``include_fusion``.
+
+        ``guard`` and ``strategies`` only add methods: they are not part of the journal's fingerprint,
+        so adding them to a finished run computes just the new methods (no new draws).
 
     Methods (``MethodResult.method``): ``fusion``, ``bon-<selector>``, ``random`` (a seeded uniformly random
     surviving candidate), ``oracle`` (best candidate by the reference metric: the
-    selection ceiling), and ``single:<teacher>`` (that teacher's first sample, N=1).
+    selection ceiling), and ``single:<teacher>`` (that teacher's first sample, N=1). With ``strategies``:
+    ``fusion:<strategy>`` (largest N only). With ``guard=True``: ``fusion+guard`` at every N and
+    ``fusion:<strategy>+guard``, where the fused answer joins the first N candidates, the baseline
+    selector (``selectors[0]``) ranks all N+1, and a candidate that strictly outranks the fused answer
+    replaces it (path ``"select"``; kept: path ``"fuse"``). Its tokens are the fusion's (plus the
+    selector's own LM calls, none for mbr, majority or reward selectors), its time the fusion's plus
+    the selector's. A fusion that did not fuse (path other than ``"fuse"``, or no output) passes
+    through unchanged. ``EvalReport.to_markdown`` says how often each guard kept the fused answer.
     """
 
     def __init__(
@@ -118,6 +146,8 @@ class Harness:
         include_fusion: bool = True,
         concurrency: int = 1,
         programs: Mapping[str, Callable[..., Any]] | None = None,
+        guard: bool = False,
+        strategies: Sequence[str] = (),
     ) -> None:
         from fusion_dspy.selectors import get_selector
 
@@ -142,7 +172,8 @@ class Harness:
         self.resamples = resamples
         self.plots = plots
         self.include_fusion = include_fusion
-        self._variants: dict[tuple[int, str, str | None], Fuse] = {}
+        self.guard, self.strategies = self._check_extra_methods(guard, strategies)
+        self._variants: dict[tuple[int, str, str | None, str | None], Fuse] = {}
         self._sink: Callable[[dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         self._tokens = 0
@@ -153,6 +184,28 @@ class Harness:
         self.fingerprint = self._fingerprint()
         self.journal = Journal(self.out_dir / "results.jsonl")
         self._check_journal()
+
+    def _check_extra_methods(self, guard: Any, strategies: Any) -> tuple[bool, list[str]]:
+        """Validate ``guard`` and ``strategies``; the strategies to run (deduplicated, not the Fuse's own)."""
+        if not isinstance(guard, bool):
+            raise ValueError(f"guard must be True or False (report the selection guard), got {guard!r}.")
+        if isinstance(strategies, str) or not isinstance(strategies, Sequence):
+            raise ValueError(f"strategies must be a list of strategy names, e.g. ['edit', 'vote']; got {strategies!r}.")
+        unknown = [s for s in strategies if s not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"strategies: unknown {unknown!r}; use names from {list(STRATEGIES)}.")
+        if not self.include_fusion:
+            for name, value in (("guard", guard), ("strategies", list(strategies))):
+                if value:
+                    raise ValueError(
+                        f"{name}={value!r} needs the fusion method, but include_fusion=False; "
+                        f"set include_fusion=True or leave {name} out."
+                    )
+        own = self.fuse.prompt.strategy
+        chosen = [s for s in dict.fromkeys(strategies) if s != own]
+        if len(chosen) < len(set(strategies)):
+            _logger.info("strategy %r is the Fuse's own prompt strategy: reported as `fusion`", own)
+        return guard, chosen
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -224,7 +277,9 @@ class Harness:
             baseline=self.baseline,
             corpus_metric=self.corpus_metric,
             resamples=self.resamples,
-            config={**self._config(), "selectors": [s.name for s in self.selectors]},
+            config={**self._config(), "selectors": [s.name for s in self.selectors],
+                    **({"guard": True} if self.guard else {}),
+                    **({"strategies": self.strategies} if self.strategies else {})},
         )
         report.write(self.out_dir, plots=self.plots)
         return report
@@ -232,6 +287,12 @@ class Harness:
     # -- one example -------------------------------------------------------------------------------
 
     def _run_example(self, example: dspy.Example, eid: str, done: dict[tuple[str, int], Any]) -> None:
+        """Run every method missing from ``done`` on one example.
+
+        ``done`` maps ``(method, n)`` to what the journal holds: ``("candidates", n)`` to the drawn
+        candidates, a fused method to its result (a ``MethodResult`` or its JSON dict, which the guard
+        re-ranks), any other method to ``True``. Results made here are added to it.
+        """
         inputs = dict(example.inputs())
         largest = self.ns[-1]
         candidates = done.get(("candidates", largest))
@@ -241,15 +302,15 @@ class Harness:
             prediction, report, _ = self._call(first, inputs)
             candidates = self._candidates_entry(report)
             self._write_candidates(eid, largest, candidates)
+            done[("candidates", largest)] = candidates
             self._count(sum(c["usage"]["input_tokens"] + c["usage"]["output_tokens"] for c in candidates
                             if c.get("usage")))
             if self.include_fusion:
-                self._write_result(self._fusion_result(example, eid, largest, prediction, report, candidates))
-                done[("fusion", largest)] = True
+                self._record(self._fusion_result(example, eid, largest, prediction, report, candidates), done)
         for n in self.ns:
             if self.include_fusion and ("fusion", n) not in done and n != largest:
                 prediction, report, _ = self._call(self._variant(n, "fuse"), inputs)
-                self._write_result(self._fusion_result(example, eid, n, prediction, report, candidates))
+                self._record(self._fusion_result(example, eid, n, prediction, report, candidates), done)
             for selector in self.selectors:
                 method = f"bon-{selector.name}"
                 if (method, n) in done:
@@ -258,9 +319,66 @@ class Harness:
                 self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
+            if self.guard and self.include_fusion:
+                self._guard_method(example, eid, "fusion", n, candidates, done)
+        for strategy in self.strategies:
+            method = f"fusion:{strategy}"
+            if (method, largest) not in done:
+                # Same candidates (the store replays them), another prompt: only the fusor runs.
+                prediction, report, _ = self._call(self._variant(largest, "fuse", strategy=strategy), inputs)
+                result = self._fusion_result(example, eid, largest, prediction, report, candidates)
+                self._record(result.model_copy(update={"method": method}), done)
+            if self.guard:
+                self._guard_method(example, eid, method, largest, candidates, done)
         for name, program in self.programs.items():
             if (name, 1) not in done:
                 self._write_result(self._program_result(example, eid, name, program))
+
+    def _record(self, result: MethodResult, done: dict[tuple[str, int], Any]) -> None:
+        """Journal a fused method's result and keep it in ``done`` for the guard."""
+        self._write_result(result)
+        done[(result.method, result.n)] = result
+
+    def _guard_method(self, example: dspy.Example, eid: str, method: str, n: int, candidates: list[dict[str, Any]],
+                      done: dict[tuple[str, int], Any]) -> None:
+        """Journal ``<method>+guard`` at ``n`` unless it is done; ``method`` must be done already."""
+        if (method + GUARD_SUFFIX, n) in done:
+            return
+        fused = done.get((method, n))
+        if isinstance(fused, Mapping):
+            fused = MethodResult.model_validate(fused)
+        if not isinstance(fused, MethodResult):
+            # A caller's ``done`` said "done" without the result (not what ``_done`` builds): nothing to guard.
+            _logger.warning("no %s result at N=%d for example %s to guard; %s%s skipped",
+                            method, n, eid, method, GUARD_SUFFIX)
+            return
+        self._write_result(self._guarded_result(example, n, fused, candidates))
+        done[(method + GUARD_SUFFIX, n)] = True
+
+    def _guarded_result(self, example: dspy.Example, n: int, fused: MethodResult,
+                        candidates: list[dict[str, Any]]) -> MethodResult:
+        """The selection guard on a fused result: the baseline selector ranks it among the first N candidates."""
+        method = fused.method + GUARD_SUFFIX
+        drawn = [Candidate(c["index"], c["teacher"], c["sample"], c["outputs"])
+                 for c in self._first(candidates, n) if c["outputs"] is not None]
+        if fused.path != "fuse" or fused.output is None or not drawn:
+            return fused.model_copy(update={"method": method})  # nothing fused to guard: as the fusion went
+        # The JSON form, as the candidates are and as a resumed run reads it back: the same decision either way.
+        pool = guard_pool(drawn, fused.model_dump(mode="json")["output"])
+        start = time.perf_counter()
+        with dspy.track_usage() as tracker:  # an LLM-judge baseline pays its calls; mbr/majority/reward make none
+            selection = self.selectors[0].select(self.fuse.signature, dict(example.inputs()), pool)
+        took = time.perf_counter() - start
+        decision = decide(selection, pool)
+        judged = _usage_sum([usage_from_tracker(tracker.usage_data)])
+        self._count(judged.input_tokens + judged.output_tokens)
+        changes = {"method": method, "usage": fused.usage + judged, "time_s": fused.time_s + took}
+        if decision.kept_fused:
+            return fused.model_copy(update=changes)
+        chosen = next(c for c in drawn if c.index == decision.index)
+        score, error = self._score(example, chosen.outputs)
+        return MethodResult(example=fused.example, n=n, score=score, output=dict(chosen.outputs), path="select",
+                            error=error, **changes)
 
     def _program_result(self, example: dspy.Example, eid: str, name: str, program: Callable[..., Any]) -> MethodResult:
         start = time.perf_counter()
@@ -278,14 +396,20 @@ class Harness:
             error=error or metric_error,
         )
 
-    def _variant(self, n: int, mode: str, selector: Selector | None = None) -> Fuse:
-        """The Fuse for one (N, mode, selector), made once and shared by every example's calls."""
-        key = (n, mode, None if selector is None else f"{id(selector)}")
+    def _variant(self, n: int, mode: str, selector: Selector | None = None, *, strategy: str | None = None) -> Fuse:
+        """The Fuse for one (N, mode, selector, fusor strategy), made once and shared by every example's calls.
+
+        A variant shares the Fuse's LMs, predictors and candidate store; the Fuse itself is never
+        reconfigured (another strategy gives the variant its own fusor predictor).
+        """
+        key = (n, mode, None if selector is None else f"{id(selector)}", strategy)
         with self._lock:
             if key not in self._variants:
                 changes: dict[str, Any] = {"n": n, "mode": mode}
                 if selector is not None:
                     changes["selector"] = selector
+                if strategy is not None:
+                    changes["prompt"] = self.fuse.prompt.model_copy(update={"strategy": strategy})
                 self._variants[key] = fuse_variant(self.fuse, **changes)
             return self._variants[key]
 
@@ -429,7 +553,10 @@ class Harness:
                 done.setdefault(entry["example"], {})[("candidates", entry["n"])] = entry["candidates"]
             elif entry.get("kind") == "result":
                 result = entry["result"]
-                done.setdefault(result["example"], {})[(result["method"], result["n"])] = True
+                method = result["method"]
+                # A fused method keeps its result (JSON), so a later guard=True can re-rank it without a fusor call.
+                fused = self.guard and _is_fused(method)
+                done.setdefault(result["example"], {})[(method, result["n"])] = result if fused else True
         return done
 
     def _config(self) -> dict[str, Any]:

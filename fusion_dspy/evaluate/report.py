@@ -19,9 +19,12 @@ from fusion_dspy.evaluate.stats import bootstrap_ci
 from fusion_dspy.evaluate.stats import paired_bootstrap
 from fusion_dspy.report import TokenUsage
 
-__all__ = ["EvalReport", "MethodResult", "MethodSummary", "summarize"]
+__all__ = ["GUARD_SUFFIX", "EvalReport", "MethodResult", "MethodSummary", "summarize"]
 
 _logger = logging.getLogger(__name__)
+
+#: Suffix of the selection guard's methods (``fusion+guard``, ``fusion:<strategy>+guard``).
+GUARD_SUFFIX = "+guard"
 
 #: Corpus metrics are recomputed per resample; fewer resamples keep that affordable.
 _CORPUS_RESAMPLES = 200
@@ -123,7 +126,33 @@ class EvalReport(BaseModel):
             + ("; time s/ex sums those calls' latencies" if times else "")
             + ". `copied` is the share of the fused text copied from the candidates (difflib).",
         ]
-        return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+        guard = self.guard_summary()
+        return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{guard}\n" if guard else "")
+
+    def guard_summary(self) -> str:
+        """How often each selection-guard method (``...+guard``) kept the fused answer; ``""`` without one.
+
+        Read from the paths: ``fuse`` kept the fused answer, ``select`` took a candidate the baseline
+        selector ranked higher. An example whose fusion did not fuse (a fallback to select, a single
+        candidate, no output) had nothing to guard and keeps its fusion's path, so the guarded
+        method's own row (same N) tells those apart.
+        """
+        lines = []
+        for m in self.methods:
+            if not m.method.endswith(GUARD_SUFFIX):
+                continue
+            fused = self.get(m.method.removesuffix(GUARD_SUFFIX), m.n)
+            kept = m.paths.get("fuse", 0)
+            replaced = max(0, m.paths.get("select", 0) - (fused.paths.get("select", 0) if fused else 0))
+            passed = max(0, m.count - kept - replaced)
+            if kept + replaced:
+                line = (f"`{m.method}` N={m.n}: kept the fused answer on {kept} of {kept + replaced} examples "
+                        f"({100 * kept / (kept + replaced):.0f}%), else a candidate that `{self.baseline}` ranked "
+                        "higher")
+                lines.append(line + (f"; {passed} more had no fused answer to guard." if passed else "."))
+            else:
+                lines.append(f"`{m.method}` N={m.n}: no fused answer to guard ({passed} examples passed through).")
+        return "\n".join(lines)
 
     def write(self, out_dir: str | os.PathLike[str], *, plots: bool = True) -> None:
         """Write ``report.json``, ``report.md`` and (with matplotlib installed) the three PNG plots."""
