@@ -229,15 +229,16 @@ def test_ray_runs_guard_and_strategies_and_resumes_a_local_run_without_them(tmp_
     pytest.importorskip("ray")
     import functools
 
+    from fusion_dspy.evaluate.ray import RayOptions
     from fusion_dspy.evaluate.ray import run_harness_ray
 
     local = build_guarded(tmp_path / "local").run()
     stats = [(m.method, m.n, m.count, m.mean, m.paths, m.input_tokens) for m in local.methods]
-    on_ray = run_harness_ray(build_guarded, tmp_path / "ray", actors=1, concurrency=2)
+    on_ray = run_harness_ray(build_guarded, tmp_path / "ray", ray=RayOptions(actors=1, concurrency=2))
     assert [(m.method, m.n, m.count, m.mean, m.paths, m.input_tokens) for m in on_ray.methods] == stats
     # A local run without guard, then guard and strategies added on Ray: the actors guard journaled fusions.
     build_guarded(tmp_path / "mixed", guard=False).run()
-    resumed = run_harness_ray(functools.partial(build_guarded, guard=True), tmp_path / "mixed", actors=1,
-                              concurrency=2)
+    resumed = run_harness_ray(functools.partial(build_guarded, guard=True), tmp_path / "mixed",
+                              ray=RayOptions(actors=1, concurrency=2))
     assert [(m.method, m.n, m.count, m.mean, m.paths, m.input_tokens) for m in resumed.methods] == stats
     assert comparable(journal_results(tmp_path / "mixed")) == comparable(journal_results(tmp_path / "local"))
