@@ -76,7 +76,10 @@ class Fuse(dspy.Module):
             faults are retried on the next call (see :mod:`fusion_dspy.store`).
         guard: After fusing, rank the fused answer with the N candidates using ``selector`` and
             return a candidate that strictly outranks it (see :mod:`fusion_dspy.guard`); the decision
-            is in ``pred.fusion.guard``. No extra LM call for mbr, majority or reward selectors.
+            is in ``pred.fusion.guard``. ``None`` (auto, the default): on in ``fuse`` and ``auto``
+            mode when the selector ranks without an LM call (mbr, majority, reward), off for an LLM
+            judge or USC (it would cost calls); ``True``/``False`` force it. The rule is
+            :meth:`FuseSettings.guard_enabled`; :meth:`summary` shows what it resolved to.
 
     Example:
         >>> fuse = Fuse("question -> answer", n=4,
@@ -103,7 +106,7 @@ class Fuse(dspy.Module):
         shuffle: bool = True,
         max_threads: int | None = None,
         store: CandidateStore | None = None,
-        guard: bool = False,
+        guard: bool | None = None,
     ) -> None:
         super().__init__()
         self.signature = resolve_signature(signature)
@@ -238,6 +241,8 @@ class Fuse(dspy.Module):
 
         ``teachers`` and ``fusor`` take pool names (or objects, which are registered). A new
         ``prompt`` re-renders the fusor instruction, replacing any instruction an optimizer wrote.
+        ``guard=True``/``False`` forces the guard; as ``None`` means "unchanged" here, go back to
+        auto with ``fuse.use_settings(fuse.settings.replaced(guard=None))``.
         All or nothing: when any check fails, the Fuse (settings, pool, selector) is unchanged.
         """
         pool = copy.deepcopy(self.pool)  # Staged: objects registered here only land if all checks pass.
@@ -341,11 +346,30 @@ class Fuse(dspy.Module):
             )
         return {name: kwargs[name] for name in expected}
 
+    def summary(self) -> str:
+        """A few readable lines: the configuration, and the selection guard it resolves to and why."""
+        s = self.settings
+        selector = self.selector
+        cost = "LM calls" if selector.calls_lm is not False else "no LM call"
+        enabled = "on" if s.guard_enabled(selector) else "off"
+        if s.guard is not None:
+            why = f"set: guard={s.guard}"
+        elif s.mode == "select":
+            why = "auto: mode='select' fuses nothing"
+        else:
+            why = f"auto: {selector.name} ranks with {cost}"
+        return "\n".join([
+            f"Fuse({self.signature.signature!r}): n={s.n}, mode={s.mode}, teachers={s.teachers}, fusor={s.fusor}",
+            f"selector: {selector.name} ({cost})",
+            f"guard: {enabled} ({why})",
+        ])
+
     def __repr__(self) -> str:
         s = self.settings
+        guard = "" if s.guard is None else f", guard={s.guard}"
         return (
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
-            f"fusor={s.fusor!r}, selector={s.selector!r}{', guard=True' if s.guard else ''})"
+            f"fusor={s.fusor!r}, selector={s.selector!r}{guard})"
         )
 
 

@@ -175,7 +175,7 @@ class FuseCall:
             if self._agrees(candidate):
                 agreeing.setdefault(answer_key(candidate.outputs, self.output_fields) + (candidate.text(),), candidate)
         self.trace_entries += [self._generate_entry(c) for c in agreeing.values()]
-        if not self.settings.guard:
+        if not self.settings.guard_enabled(self.selector):
             return "fuse"
         pool = guard_pool(self.candidates, self.outputs)
         selection, usage, latency = yield from self._run_selector(pool, "guard")

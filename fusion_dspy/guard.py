@@ -8,7 +8,9 @@ keep the fused answer.
 
 The module is sans-I/O: :func:`guard_pool` builds the list to rank and :func:`decide` reads the
 selector's verdict; running the selector (sync or async, with or without LM calls) is the caller's
-job. For MBR, majority and reward selectors ranking N+1 costs no LM call.
+job. For MBR, majority and reward selectors ranking N+1 costs no LM call, which is why the guard
+is on by default for them (``Fuse(guard=None)``, decided by :meth:`fusion_dspy.FuseSettings.guard_enabled`
+from the selector's ``calls_lm``) and off for an LLM judge or USC unless forced with ``guard=True``.
 
 Example:
     >>> pool = guard_pool(candidates, fused_outputs)

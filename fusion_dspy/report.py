@@ -27,8 +27,8 @@ __all__ = [
 #: ``fuse``: written by the fusor; ``select``: a candidate chosen by the selector;
 #: ``consensus``: ``mode="auto"`` found enough agreeing candidates and skipped the fusor;
 #: ``single``: only one candidate survived (or ``n=1``), returned as is;
-#: ``guarded``: the fusor wrote an answer, but the guard (``Fuse(guard=True)``) returned a candidate
-#: that its selector ranked above it (see :class:`GuardRecord`).
+#: ``guarded``: the fusor wrote an answer, but the selection guard (on by default for LM-free
+#: selectors) returned a candidate that its selector ranked above it (see :class:`GuardRecord`).
 Path = Literal["fuse", "select", "consensus", "single", "guarded"]
 
 
@@ -177,7 +177,8 @@ class FusionReport(BaseModel):
         selection: The selector's pick, when the answer came from (or fell back to) selection.
         agreement: Share of candidates agreeing with the most common answer (``mode="auto"``).
         attribution: Share of the fused text's characters copied from the candidates (difflib).
-        guard: The guard's decision, when ``guard=True`` and the fusor answered.
+        guard: The guard's decision, when the guard was on (:meth:`~fusion_dspy.FuseSettings.guard_enabled`:
+            by default whenever the selector ranks without an LM call) and the fusor answered.
         selector_failure: The selector's failure, in the report of a :class:`SelectorFailedError`.
         wall_time_s: Wall-clock time of the whole call.
     """

@@ -90,7 +90,9 @@ def test_gepa_keeps_the_guard():
     with dspy.context(lm=lm):
         optimizer = dspy.GEPA(metric=metric, reflection_lm=lm, max_metric_calls=40, num_threads=1,
                               reflection_minibatch_size=2, track_stats=False)
-        compiled = optimizer.compile(Fuse("question -> answer", 2), trainset=_trainset(4), valset=_trainset(4))
+        # guard=False: the fused answer is scored, not the teachers' (which the selection guard would return).
+        program = Fuse("question -> answer", 2, guard=False)
+        compiled = optimizer.compile(program, trainset=_trainset(4), valset=_trainset(4))
         engine.reset()
         pred = compiled(question="q")
     assert TUNED in compiled.fusor.signature.instructions and pred.answer == "right"

@@ -137,3 +137,52 @@ def test_the_selector_contract_fails_a_selector_that_breaks_ties_high_or_raises_
         Broken().test_identical_candidates_tie_to_the_lowest_position()
     with pytest.raises(AssertionError, match="FusionError, not KeyError"):
         Broken().test_failures_give_a_selection_or_a_fusion_error()
+
+
+def test_the_selector_contract_holds_a_selector_to_its_calls_lm_declaration():
+    import dspy
+    import pytest
+
+    from fusion_dspy.drivers import Batch
+    from fusion_dspy.drivers import LMCall
+    from fusion_dspy.selectors import Selection
+    from fusion_dspy.selectors import Selector
+    from fusion_dspy.testing import FakeEngine
+
+    class AsksTheContextLM(Selector):
+        name = "asks-context"
+        calls_lm = False  # wrong: select() calls the context LM
+
+        def select(self, signature, inputs, candidates):
+            if not candidates:
+                raise ValueError("no candidates")
+            dspy.Predict("question -> verdict")(question="which?")
+            return Selection(position=0)
+
+    class AsksItsOwnLM(Selector):
+        name = "asks-own"
+        calls_lm = False  # wrong: steps() yields a batch of LM calls on its own LM
+
+        def steps(self, signature, inputs, candidates):
+            if not candidates:
+                raise ValueError("no candidates")
+            own = FakeEngine(name="own").lm()
+            yield Batch((LMCall(dspy.Predict("question -> verdict"), {"question": "which?", "lm": own}),))
+            return Selection(position=0)
+
+    class Undeclared(Selector):
+        name = "undeclared"
+        calls_lm = None
+
+        def select(self, signature, inputs, candidates):
+            return Selection(position=0)
+
+    for selector, message in ((AsksTheContextLM(), "declares calls_lm = False but made 1 LM call"),
+                              (AsksItsOwnLM(), "declares calls_lm = False but made 1 LM call"),
+                              (Undeclared(), "calls_lm must be True or False")):
+        class Broken(SelectorContract):
+            def make_selector(self, selector=selector):
+                return selector
+
+        with pytest.raises(AssertionError, match=message):
+            Broken().test_declares_whether_it_calls_an_lm()

@@ -23,7 +23,7 @@ from tests.helpers import teacher_engine
 
 def test_fuse_returns_exactly_the_output_fields_and_a_report():
     fusor = fusor_engine("Canberra")
-    fuse = make_fuse(3, fusor=fusor.lm())
+    fuse = make_fuse(3, fusor=fusor.lm(), guard=False)  # the fused answer as written (the guard: test_fuse_guard)
     pred = fuse(question="Capital of Australia?")
     assert pred.answer == "Canberra"
     assert list(pred.keys()) == ["answer"]
@@ -57,7 +57,7 @@ def test_typed_outputs_are_fused_and_type_checked():
 
     fusor = FakeEngine(responder=fuse_answer)
     teacher = FakeEngine(name="t")
-    pred = Fuse(Typed, n=3, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm())(question="q")
+    pred = Fuse(Typed, n=3, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(), guard=False)(question="q")
     assert pred.count == 7 and pred.tags == ["x", "y"] and pred.verdict == "no"
     assert isinstance(pred.person, Person) and pred.person.age == 36
     assert set(pred.keys()) == {"count", "tags", "person", "verdict"}
@@ -88,7 +88,7 @@ def test_repeated_draws_are_distinct_and_reproducible_through_the_cache():
 def test_candidates_are_generated_concurrently():
     delay = 0.4
     teachers = [Teacher(teacher_engine(f"t{i}", delay=delay).lm(), name=f"t{i}") for i in range(5)]
-    fuse = Fuse("question -> answer", n=5, teachers=teachers, fusor=fusor_engine(delay=delay).lm())
+    fuse = Fuse("question -> answer", n=5, teachers=teachers, fusor=fusor_engine(delay=delay).lm(), guard=False)
     start = time.perf_counter()
     pred = fuse(question="q")
     elapsed = time.perf_counter() - start
@@ -99,7 +99,7 @@ def test_candidates_are_generated_concurrently():
 async def test_aforward_is_concurrent_and_equivalent():
     delay = 0.4
     teachers = [Teacher(teacher_engine(f"t{i}", delay=delay).lm(), name=f"t{i}") for i in range(4)]
-    fuse = Fuse("question -> answer", n=4, teachers=teachers, fusor=fusor_engine("F", delay=delay).lm())
+    fuse = Fuse("question -> answer", n=4, teachers=teachers, fusor=fusor_engine("F", delay=delay).lm(), guard=False)
     start = time.perf_counter()
     pred = await fuse.acall(question="q")
     elapsed = time.perf_counter() - start
@@ -134,7 +134,7 @@ def test_usage_reaches_an_outer_tracker():
 def test_failing_teacher_is_dropped_and_reported():
     good = Teacher(teacher_engine("good").lm(), name="good")
     bad = Teacher(teacher_engine("bad", fail=True).lm(), name="bad")
-    pred = make_fuse(4, teachers=[good, bad])(question="q")
+    pred = make_fuse(4, teachers=[good, bad], guard=False)(question="q")
     report = pred.fusion
     assert [c.ok for c in report.candidates] == [True, False, True, False]
     assert all("told to fail" in c.error for c in report.failed)
@@ -216,7 +216,7 @@ def test_auto_mode_skips_the_fusor_on_agreement_and_fuses_otherwise():
     assert pred.fusion.path == "consensus" and pred.answer == "Paris." and fusor.calls == 0
     assert pred.fusion.agreement == 0.75
 
-    pred = make_fuse(4, teachers=agreeing, fusor=fusor.lm(), mode="auto", agree=0.8)(question="q")
+    pred = make_fuse(4, teachers=agreeing, fusor=fusor.lm(), mode="auto", agree=0.8, guard=False)(question="q")
     assert pred.fusion.path == "fuse" and fusor.calls == 1
 
 
@@ -307,7 +307,7 @@ def test_duplicate_teacher_names_are_refused():
 def test_configure_switches_pool_subset_fusor_and_prompt():
     a, b = Teacher(teacher_engine("a").lm(), name="a"), Teacher(teacher_engine("b").lm(), name="b")
     other_fusor = FakeEngine(name="fusor2", responder=lambda r: {"comparison": "c", "answer": "other"})
-    fuse = make_fuse(2, teachers=[a, b])
+    fuse = make_fuse(2, teachers=[a, b], guard=False)
     fuse.register(fusors=[other_fusor.lm()])
     fuse.configure(n=3, teachers=["b"], fusor="local/fusor2", prompt=FusorPrompt(language="German"))
     pred = fuse(question="q")
@@ -320,7 +320,7 @@ def test_configure_switches_pool_subset_fusor_and_prompt():
 
 
 def test_register_fusors_under_chosen_names():
-    fuse = make_fuse(2)
+    fuse = make_fuse(2, guard=False)
     named = FakeEngine(name="big", responder=lambda r: {"comparison": "c", "answer": "from big"})
     fuse.register(fusors={"qwen-1.5b": named.lm()})
     fuse.configure(fusor="qwen-1.5b")

@@ -118,7 +118,8 @@ def test_miprov2_compiles_a_program_that_nests_fuse():
     engine = FakeEngine(responder=respond)
     lm = engine.lm()
     trainset = [dspy.Example(question=f"q{i}", answer="right").with_inputs("question") for i in range(8)]
-    program = Pipeline(Fuse("question -> answer", 2, mode="fuse"))
+    # guard=False: the fused answer is scored, not a teacher's (which the selection guard could return).
+    program = Pipeline(Fuse("question -> answer", 2, mode="fuse", guard=False))
     with dspy.context(lm=lm):
         optimizer = dspy.MIPROv2(metric=lambda ex, pred, trace=None: ex.answer == pred.answer,
                                  prompt_model=lm, task_model=lm, auto=None, num_candidates=3,

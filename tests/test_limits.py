@@ -79,7 +79,8 @@ def test_tokens_per_window_hold():
 def test_limits_apply_inside_a_fuse_and_its_async_path():
     meter = Meter(hold=0.03)
     lm = limited_lm(FakeEngine(name="x", responder=meter).lm(), LMLimits(max_concurrent=2))
-    fuse = Fuse("question -> answer", 6, teachers=[Teacher(lm, name="x", samples=6)], fusor=FakeEngine(name="f").lm())
+    fuse = Fuse("question -> answer", 6, teachers=[Teacher(lm, name="x", samples=6)], fusor=FakeEngine(name="f").lm(),
+                guard=False)
     assert fuse(question="q").fusion.path == "fuse" and meter.max == 2
     import asyncio
 

@@ -31,6 +31,8 @@ from tests.helpers import teacher_engine
         ({"shuffle": "yes"}, "shuffle='yes'", "True or False"),
         ({"agree": 0}, "agree=0", "share in (0, 1]"),
         ({"min_candidates": 4}, "min_candidates=4 exceeds n=3", "min_candidates in [1, n]"),
+        ({"guard": "auto"}, "guard='auto'", "or None for auto"),
+        ({"guard": 1}, "guard=1", "True or False"),
     ],
 )
 def test_every_constructor_argument_is_checked_at_construction(kwargs, named, advice):

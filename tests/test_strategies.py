@@ -56,7 +56,7 @@ def test_unknown_strategy_is_rejected_at_construction():
 
 def test_vote_strategy_shows_the_fusor_how_many_candidates_share_each_answer():
     fusor = fusor_engine("12")
-    fuse = _fuse(["12", "12.0", "7"], "vote", fusor)
+    fuse = _fuse(["12", "12.0", "7"], "vote", fusor, guard=False)
     pred = fuse(question="q")
     assert pred.fusion.path == "fuse"
     shown = fusor.requests[0].inputs["candidates"]

@@ -82,7 +82,7 @@ def test_lone_surrogate_candidate_with_a_jsonl_store_does_not_crash(tmp_path, mo
 def test_fusor_output_is_cleaned_and_recorded():
     fusor = fusor_engine(answer="fused \x00 \ud800").lm()
     teachers = [Teacher(teacher_engine("a").lm(), name="a"), Teacher(teacher_engine("b").lm(), name="b")]
-    pred = Fuse("question -> answer", 2, teachers=teachers, fusor=fusor)(question="q")
+    pred = Fuse("question -> answer", 2, teachers=teachers, fusor=fusor, guard=False)(question="q")
     assert pred.fusion.path == "fuse"
     assert pred.answer == f"fused {REPLACEMENT} {REPLACEMENT}" and pred.fusion.fusor.sanitized == 2
     pred.fusion.model_dump_json()

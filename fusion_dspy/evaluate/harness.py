@@ -88,6 +88,8 @@ class Harness:
     Args:
         fuse: The ``Fuse`` under test (its teachers, fusor and prompt). The harness re-configures its
             ``n``, ``mode`` and ``selector``; give it a store, or one is created in ``out_dir``.
+            Its ``fusion`` is plain fusion unless the Fuse forces ``guard=True`` (the auto guard is
+            off here: ``guard=True`` below reports it as ``fusion+guard``).
         metric: ``metric(example, prediction) -> float`` (higher is better), e.g. chrF.
         examples: ``dspy.Example`` objects whose inputs match the Fuse's signature.
         ns: The N values to compare (e.g. ``[1, 2, 4, 8]``).
@@ -400,12 +402,16 @@ class Harness:
         """The Fuse for one (N, mode, selector, fusor strategy), made once and shared by every example's calls.
 
         A variant shares the Fuse's LMs, predictors and candidate store; the Fuse itself is never
-        reconfigured (another strategy gives the variant its own fusor predictor).
+        reconfigured (another strategy gives the variant its own fusor predictor). A Fuse whose guard
+        is auto (``guard=None``) fuses unguarded here: ``fusion`` is plain fusion, and the guard is
+        reported as its own method (``guard=True``); a guard forced on the Fuse is kept.
         """
         key = (n, mode, None if selector is None else f"{id(selector)}", strategy)
         with self._lock:
             if key not in self._variants:
                 changes: dict[str, Any] = {"n": n, "mode": mode}
+                if self.fuse.settings.guard is None:
+                    changes["guard"] = False
                 if selector is not None:
                     changes["selector"] = selector
                 if strategy is not None:

@@ -49,10 +49,18 @@ class Selector:
 
     Selectors must be deterministic for the same inputs and candidates (ties break towards the
     lower position), and return one score per candidate when they score.
+
+    A selector declares :attr:`calls_lm`: whether ranking makes LM calls. It decides the default of
+    the selection guard (``Fuse(guard=None)``, :meth:`fusion_dspy.FuseSettings.guard_enabled`): on
+    when ranking is free, off when it would cost LM calls. The default is ``True`` (an undeclared
+    selector is assumed to cost calls); declare ``calls_lm = False`` on a selector that ranks with
+    plain code, and :class:`~fusion_dspy.testing.SelectorContract` checks that it then makes none.
     """
 
     #: Short stable name used in reports, saved configurations and the optimizer's search space.
     name: str = "selector"
+    #: Whether ranking makes LM calls (an LLM judge, USC); ``False`` for reference-free code (MBR, votes, rewards).
+    calls_lm: bool = True
 
     def steps(
         self,

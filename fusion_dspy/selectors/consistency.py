@@ -65,6 +65,7 @@ class UniversalSelfConsistency(Selector):
     """
 
     name = "usc"
+    calls_lm = True
 
     def __init__(self, *, lm: dspy.LM | None = None) -> None:
         self.lm = lm

@@ -85,6 +85,7 @@ class LLMJudge(Selector):
     """
 
     name = "judge"
+    calls_lm = True
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class MajorityVote(Selector):
     """
 
     name = "majority"
+    calls_lm = False
 
     def __init__(self, *, fields: Sequence[str] | None = None) -> None:
         if isinstance(fields, str):

@@ -112,6 +112,7 @@ class MBRSelector(Selector):
     """
 
     name = "mbr"
+    calls_lm = False
 
     def __init__(self, *, metric: str = "chrf", max_chars: int | None = MBR_MAX_CHARS) -> None:
         _check_metric(metric)

@@ -44,6 +44,9 @@ class RewardSelector(Selector):
     Args:
         reward_fn: ``reward_fn(inputs: dict, prediction: dspy.Prediction) -> float``. ``inputs`` is a
             fresh dict of the task inputs; ``prediction`` holds one candidate's output fields.
+        calls_lm: Whether ``reward_fn`` calls an LM (e.g. an LLM rating the answer). ``False`` (a
+            reward model or plain code) lets the selection guard default to on
+            (:meth:`fusion_dspy.FuseSettings.guard_enabled`).
 
     Example:
         >>> def reward(inputs, pred):
@@ -52,14 +55,21 @@ class RewardSelector(Selector):
     """
 
     name = "reward"
+    calls_lm = False
 
-    def __init__(self, *, reward_fn: RewardFn) -> None:
+    def __init__(self, *, reward_fn: RewardFn, calls_lm: bool = False) -> None:
+        if not isinstance(calls_lm, bool):
+            raise TypeError(
+                f"RewardSelector(calls_lm={calls_lm!r}) is invalid: calls_lm must be True (reward_fn calls an LM) "
+                "or False."
+            )
         if not callable(reward_fn):
             raise TypeError(
                 f"RewardSelector(reward_fn=...) needs a callable (inputs, prediction) -> float, "
                 f"got {type(reward_fn).__name__}."
             )
         self.reward_fn = reward_fn
+        self.calls_lm = calls_lm
 
     def select(
         self,

@@ -20,7 +20,9 @@ The suite checks: a valid :class:`~fusion_dspy.selectors.Selection` (position in
 finite score per candidate or none), one candidate, empty input (a clear ``ValueError``), ties
 (identical candidates: the lowest position), determinism, ``aselect`` agreeing with ``select``,
 failures (a valid selection anyway, or a :class:`~fusion_dspy.errors.FusionError`, never a raw
-exception), and use inside a ``Fuse`` through both drivers (``forward`` and ``aforward``).
+exception), use inside a ``Fuse`` through both drivers (``forward`` and ``aforward``), and the
+``calls_lm`` declaration (a bool; a selector declaring ``calls_lm = False``, which turns the guard's
+auto default on, makes no LM call).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import Candidate
+from fusion_dspy.drivers import Batch
+from fusion_dspy.drivers import Request
+from fusion_dspy.drivers import Stepper
+from fusion_dspy.drivers import Steps
+from fusion_dspy.drivers import drive
 from fusion_dspy.errors import FusionError
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
@@ -41,6 +48,16 @@ __all__ = ["SelectorContract"]
 
 INPUTS = {"question": "What is the capital of France?"}
 VARIED = ("Paris", "The capital is Paris.", "Lyon", "paris", "Marseille, I think")
+
+
+def _watched(steps: Steps[Selection], seen: list[Request]) -> Steps[Selection]:
+    """Pass ``steps`` through, keeping every request it makes in ``seen``."""
+    stepper = Stepper(steps)
+    request = stepper.send(None)
+    while request is not None:
+        seen.append(request)
+        request = stepper.send((yield request))
+    return stepper.value
 
 
 def _same_answer(request: Any) -> dict[str, Any]:
@@ -162,6 +179,25 @@ class SelectorContract:
                 "a failing selector must return a Selection or raise a FusionError, "
                 f"not {type(error).__name__}: {error}"
             ) from error
+
+    def test_declares_whether_it_calls_an_lm(self) -> None:
+        from fusion_dspy.testing.fake_lm import FakeEngine
+
+        selector = self.make_selector()
+        assert isinstance(selector.calls_lm, bool), (
+            f"calls_lm must be True or False (whether ranking makes LM calls), got {selector.calls_lm!r}")
+        if selector.calls_lm:
+            return  # may call an LM; nothing to hold it to (e.g. one candidate needs no call)
+        engine = FakeEngine(name="contract-unused", responder=_same_answer)
+        candidates = self.candidates(*VARIED)
+        seen: list[Request] = []
+        with dspy.context(lm=engine.lm()):
+            selection = drive(_watched(selector.steps(self.signature, dict(INPUTS), candidates), seen))
+        self._check(selection, candidates)
+        batches = sum(len(r.calls) for r in seen if isinstance(r, Batch))
+        assert batches == 0 and engine.calls == 0, (
+            f"the selector declares calls_lm = False but made {batches + engine.calls} LM call(s); declare "
+            "calls_lm = True (the selection guard then defaults to off for it)")
 
     def test_works_inside_a_fuse_through_both_drivers(self) -> None:
         from fusion_dspy import Fuse

@@ -57,10 +57,10 @@ def examples():
     return [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in GOLD.items()]
 
 
-def make(out_dir, *, guard=False, strategies=(), concurrency=1, delay=0.0, ns=(1, 2, 3)):
+def make(out_dir, *, guard=False, strategies=(), concurrency=1, delay=0.0, ns=(1, 2, 3), fuse_guard=None):
     teacher, fusor = engines(delay)
     fuse = Fuse("question -> answer", 3, teachers=[Teacher(teacher.lm(), name="t", samples=3, temperature=0.8)],
-                fusor=fusor.lm(), max_threads=1)
+                fusor=fusor.lm(), max_threads=1, guard=fuse_guard)
     harness = Harness(fuse=fuse, metric=metric, examples=examples(), ns=list(ns), selectors=[MajorityVote(), "mbr"],
                       out_dir=out_dir, progress=False, plots=False, resamples=100, guard=guard,
                       strategies=strategies, concurrency=concurrency)
@@ -116,6 +116,16 @@ def test_guard_replaces_a_worse_fused_answer_and_keeps_a_good_one(tmp_path):
     assert "`fusion+guard` N=2: kept the fused answer on 2 of 2 examples (100%)" in markdown
     assert "`fusion+guard` N=1: no fused answer to guard (3 examples passed through)." in markdown
     assert (tmp_path / "report.md").read_text() == markdown
+
+
+@pytest.mark.parametrize("fuse_guard, q0", [(None, ("fuse", "7")), (False, ("fuse", "7")), (True, ("guarded", "4"))])
+def test_fusion_is_plain_unless_the_fuse_forces_the_guard(tmp_path, fuse_guard, q0):
+    """The auto guard (on for the Fuse's mbr) is off in the harness: `fusion+guard` is its measurement."""
+    harness, _, _ = make(tmp_path, ns=(3,), fuse_guard=fuse_guard)
+    harness.run()
+    fused = by_key(journal_results(tmp_path))[(example_id(examples()[0]), "fusion", 3)]
+    assert (fused["path"], fused["output"]["answer"]) == q0
+    assert harness.fuse.settings.guard is fuse_guard  # the Fuse itself is never reconfigured
 
 
 def test_markdown_without_guard_methods_is_unchanged(tmp_path):

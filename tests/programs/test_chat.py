@@ -81,7 +81,7 @@ def test_chat_program_nested_with_judge_metric():
     class Assistant(dspy.Module):
         def __init__(self):
             super().__init__()
-            self.chat = ChatProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm())
+            self.chat = ChatProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(), guard=False)
 
         def forward(self, prompt: str) -> dspy.Prediction:
             return self.chat(prompt=prompt)

@@ -53,7 +53,7 @@ def test_factqa_program_nested_and_fused():
     class Wrapper(dspy.Module):
         def __init__(self):
             super().__init__()
-            self.qa = FactQAProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm())
+            self.qa = FactQAProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(), guard=False)
 
         def forward(self, question: str) -> dspy.Prediction:
             return self.qa(question=question)

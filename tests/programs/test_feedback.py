@@ -71,8 +71,9 @@ def test_ifeval_feedback_lists_the_failed_instructions():
                            kwargs=[{}, {}]).with_inputs("prompt")
     teacher = _queue_teacher("response", ["all lowercase and no commas here", "Upper, comma"])
     fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "response": "lowercase, comma"})
+    # guard=False: the feedback is on the fused answer (the guard would return the better candidate).
     program = InstructProgram(n=2, teachers=[Teacher(teacher.lm(), name="t", samples=2, temperature=0.8)],
-                              fusor=fusor.lm(), max_threads=1)
+                              fusor=fusor.lm(), max_threads=1, guard=False)
     pred = program(prompt="Write.")
     result = instruction_feedback(example, pred)
     assert float(result) == instruction_accuracy(example, pred) == 0.5

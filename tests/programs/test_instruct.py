@@ -86,7 +86,8 @@ def test_instruct_program_nested_and_fused():
     class Wrapper(dspy.Module):
         def __init__(self):
             super().__init__()
-            self.writer = InstructProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm())
+            self.writer = InstructProgram(n=2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(),
+                                          guard=False)
 
         def forward(self, prompt: str) -> dspy.Prediction:
             return self.writer(prompt=prompt)
