@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         task="demo",
         progress=not args.no_progress,
         programs={f"alone:{fusor_name}": fusor_alone},
+        # A Fuse guards by default (majority vote ranks for free): show the plain fusion and the guarded one.
+        guard=True,
     )
     report = harness.run()
     print()

@@ -46,7 +46,8 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    for method in ("fusion", "bon-majority", "bon-mbr", "single:smollm2-135m", "alone:qwen2.5-1.5b", "oracle"):
+    for method in ("fusion", "fusion+guard", "bon-majority", "bon-mbr", "single:smollm2-135m", "alone:qwen2.5-1.5b",
+                   "oracle"):
         assert f"| {method} |" in printed
     assert "time s/ex" not in printed  # the printed table is the part two runs reproduce
     report = json.loads((out / "report.json").read_text())
@@ -54,6 +55,9 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     summary = {(m["method"], m["n"]): m for m in report["methods"]}
     assert summary[("fusion", 4)]["mean"] == pytest.approx(1 / 3)  # only the Australia question is right
     assert summary[("single:smollm2-135m", 1)]["mean"] == 0.0
+    # The guard adds no LM call: the same fusor calls as plain fusion (3 questions), and it says what it kept.
+    assert summary[("fusion+guard", 4)]["output_tokens"] == summary[("fusion", 4)]["output_tokens"]
+    assert "`fusion+guard` N=4: kept the fused answer on" in printed
     assert summary[("alone:qwen2.5-1.5b", 1)]["mean"] == pytest.approx(1 / 3)
     tokens = {key: m["input_tokens"] + m["output_tokens"] for key, m in summary.items()}
     assert tokens[("fusion", 4)] > tokens[("bon-majority", 4)] > 0 and tokens[("alone:qwen2.5-1.5b", 1)] > 0
