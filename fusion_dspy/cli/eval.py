@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<task>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--guard", action="store_true",
+                        help="also report each fused method under the selection guard (fusion+guard; no LM call for "
+                             "mbr/majority)")
+    parser.add_argument("--strategies", default=None, metavar="NAMES",
+                        help="also fuse the same candidates with these fusor strategies, comma-separated "
+                             "(e.g. edit,vote; reported as fusion:<name> at the largest N)")
     parser.add_argument("--concurrency", type=int, default=1, metavar="K",
                         help="examples evaluated at once (default 1; with --ray: per actor); bound providers "
                              "with [limits] in --config")
@@ -122,7 +128,8 @@ def build_harness(args: argparse.Namespace, out_dir: str) -> Any:
     return Harness(
         fuse=fuse, metric=metric, examples=examples, ns=args.n, selectors=selectors, out_dir=out_dir,
         corpus_metric=task.corpus_metric, metric_name=task.metric_name, task=task.name,
-        progress=not args.no_progress, concurrency=args.concurrency,
+        progress=not args.no_progress, concurrency=args.concurrency, guard=bool(getattr(args, "guard", False)),
+        strategies=[name.strip() for name in (getattr(args, "strategies", None) or "").split(",") if name.strip()],
     )
 
 

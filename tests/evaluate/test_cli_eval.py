@@ -50,6 +50,25 @@ def test_eval_translate_with_recorded_systems(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_eval_guard_and_strategies_flags_add_methods(tmp_path, capsys):
+    (tmp_path / "pool.json").write_text(json.dumps(POOL))
+    data = tmp_path / "gsm.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": f"x\n#### {i + 1}"}) + "\n"
+                            for i in range(2)))
+    out = tmp_path / "out"
+    argv = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "3",
+            "--out", str(out), "--no-progress", "--guard", "--strategies", "vote"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "`fusion+guard` N=3: kept the fused answer on" in printed
+    methods = {m.method for m in EvalReport.model_validate_json((out / "report.json").read_text()).methods}
+    assert {"fusion", "fusion+guard", "fusion:vote", "fusion:vote+guard"} <= methods
+    bad = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "3",
+           "--out", str(tmp_path / "bad"), "--no-progress", "--strategies", "nope"]
+    assert main(bad) == 2
+    assert "strategies" in capsys.readouterr().err
+
+
 def test_eval_needs_teachers_and_names_unknown_systems(tmp_path, capsys):
     assert main(["eval", "--task", "math", "--data", str(tmp_path / "none.jsonl")]) == 2
     assert "--config pool.toml, or --recorded" in capsys.readouterr().err
