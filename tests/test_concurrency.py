@@ -48,9 +48,13 @@ def spurious_timeouts(preds):
 
 
 def test_16_concurrent_calls_of_n8_have_no_spurious_timeouts(driver):
-    """The issue's repro: 16 calls x n=8, teachers answering in 0.5 s, timeout=0.8 (45-64 of 128 before)."""
-    engine = teacher_engine("t", delay=0.5)
-    fuse = make_fuse(8, teachers=[Teacher(engine.lm(), name="t")], timeout=0.8, mode="select")
+    """The issue's repro: 16 calls x n=8 (45-64 of 128 timed out before, at 0.5 s answers and timeout=0.8).
+
+    Scaled to 2 s answers and a 3 s timeout (0.3 s of slack flaked once in CI): with the per-LM bound of 64,
+    the second wave ends at 4 s, so a timeout counted from the call's start would still fail it.
+    """
+    engine = teacher_engine("t", delay=2.0)
+    fuse = make_fuse(8, teachers=[Teacher(engine.lm(), name="t")], timeout=3.0, mode="select")
     preds = driver(fuse, [f"q{i}" for i in range(16)])
     assert engine.calls == 128
     assert spurious_timeouts(preds) == 0
