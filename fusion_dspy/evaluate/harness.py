@@ -321,7 +321,7 @@ class Harness:
                 self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
-            if self.guard and self.include_fusion:
+            if self.guard:  # the constructor allows guard only with include_fusion
                 self._guard_method(example, eid, "fusion", n, candidates, done)
         for strategy in self.strategies:
             method = f"fusion:{strategy}"

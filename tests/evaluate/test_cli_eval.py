@@ -14,15 +14,19 @@ POOL = {
 }
 
 
-def test_eval_math_with_a_pool_config(tmp_path, capsys):
+def math_eval_argv(tmp_path, *, problems: int, n: str, out) -> list[str]:
+    """``fusion-dspy eval`` arguments for a math task on ``problems`` GSM8K-style rows and the fake POOL."""
     (tmp_path / "pool.json").write_text(json.dumps(POOL))
     data = tmp_path / "gsm.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": f"x\n#### {i + 1}"}) + "\n"
-                            for i in range(3)))
-    out = tmp_path / "out"
-    argv = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "1,3",
+                            for i in range(problems)))
+    return ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", n,
             "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
+
+
+def test_eval_math_with_a_pool_config(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(math_eval_argv(tmp_path, problems=3, n="1,3", out=out)) == 0
     printed = capsys.readouterr().out
     assert "| bon-majority | 3 |" in printed and "| fusion | 3 |" in printed
     report = EvalReport.model_validate_json((out / "report.json").read_text())
@@ -51,21 +55,13 @@ def test_eval_translate_with_recorded_systems(tmp_path, capsys):
 
 
 def test_eval_guard_and_strategies_flags_add_methods(tmp_path, capsys):
-    (tmp_path / "pool.json").write_text(json.dumps(POOL))
-    data = tmp_path / "gsm.jsonl"
-    data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": f"x\n#### {i + 1}"}) + "\n"
-                            for i in range(2)))
     out = tmp_path / "out"
-    argv = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "3",
-            "--out", str(out), "--no-progress", "--guard", "--strategies", "vote"]
-    assert main(argv) == 0
+    assert main([*math_eval_argv(tmp_path, problems=2, n="3", out=out), "--guard", "--strategies", "vote"]) == 0
     printed = capsys.readouterr().out
     assert "`fusion+guard` N=3: kept the fused answer on" in printed
     methods = {m.method for m in EvalReport.model_validate_json((out / "report.json").read_text()).methods}
     assert {"fusion", "fusion+guard", "fusion:vote", "fusion:vote+guard"} <= methods
-    bad = ["eval", "--task", "math", "--data", str(data), "--config", str(tmp_path / "pool.json"), "--n", "3",
-           "--out", str(tmp_path / "bad"), "--no-progress", "--strategies", "nope"]
-    assert main(bad) == 2
+    assert main([*math_eval_argv(tmp_path, problems=2, n="3", out=tmp_path / "bad"), "--strategies", "nope"]) == 2
     assert "strategies" in capsys.readouterr().err
 
 
