@@ -67,12 +67,15 @@ _JSON_FIELD = re.compile(r"`(\w+)`")
 _NOTE = re.compile(r'\{(\w+)\}\s+# note: the value you produce (.*?)(?:",?)?$', re.MULTILINE)
 _RULE_NAME_INVALID = re.compile(r"[^a-zA-Z0-9-]+")
 
-# Free text. Each line starts with a letter, digit, quote, "(", "*", "-" or a non-ASCII character: tiny models
-# otherwise open a value with "{answer}", "[## answer", "#" or a code fence and then loop. Inside a line "[[",
-# "[#" and "{" + identifier (DSPy's placeholders) are impossible. Lines are joined by one newline or one blank line;
-# a line never starts with "[", so only the root rule's marker ends a field. A field is ``text-first text-rest{0,N}``.
+# Free text. A line opens with a visible character other than "[", "{", "#", "`" and "<": tiny models otherwise
+# open a value with "{answer}", "[## answer", "#" or a code fence and then loop. It may be indented (at most 8
+# spaces or tabs, then a visible character), but it is never blank-but-for-spaces: Qwen2.5-1.5B padded a one-word
+# answer with 50 lines of "\n  " until the budget ran out. Inside a line "[[", "[#" and "{" + identifier (DSPy's
+# placeholders) are impossible. Lines are joined by one newline or one blank line; a line never starts with "[",
+# so only the root rule's marker ends a field. A field is ``text-first text-rest{0,N}``.
 _TEXT_RULES = r"""
-text-first ::= [^\n\[{#`<]
+text-first ::= text-open | [ \t]{1,8} text-open
+text-open ::= [^\n\[{#`< \t]
 text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first | "\n\n" text-first
 """.strip()
 

@@ -198,8 +198,58 @@ def test_schema_grammar_covers_dspy_schemas() -> None:
     assert rules["root-fixed"] == '"3"'
 
 
+_GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{\d+,\d*\}|[()|*+?]|[a-zA-Z0-9-]+|\s+')
+
+
+def _gbnf_regex(gbnf: str, rule: str = "root") -> re.Pattern[str]:
+    """The language of a non-recursive GBNF rule as a Python regex (our grammars' free-text rules are regular).
+
+    Literals are JSON strings (as ``_literal`` writes them); character classes use the escapes Python's ``re``
+    reads the same way (``\\n``, ``\\t``, ``\\[``).
+    """
+    rules = _rules(gbnf)
+
+    def convert(body: str) -> str:
+        out = []
+        for token in _GBNF_TOKEN.findall(body):
+            if token.isspace():
+                continue
+            if token.startswith('"'):
+                out.append(re.escape(json.loads(token)))
+            elif token[0].isalnum():
+                out.append(f"(?:{convert(rules[token])})")
+            else:
+                out.append(token)
+        assert "".join(_GBNF_TOKEN.findall(body)).replace(" ", "") == body.replace(" ", ""), body
+        return "".join(out)
+
+    return re.compile(convert(rules[rule]), re.DOTALL)
+
+
+def _reply(value: str) -> str:
+    return f"[[ ## answer ## ]]\n{value}\n\n[[ ## completed ## ]]"
+
+
 def test_free_text_may_hold_paragraphs_but_no_marker() -> None:
     """A blank line inside a value is allowed (Qwen writes "steps:\\n\\n1. ..."); a line never opens with "["."""
-    rules = _rules(chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer")]))
-    assert '"\\n\\n" text-first' in rules["text-rest"] and '"\\n" text-first' in rules["text-rest"]
-    assert rules["text-first"].startswith("[^\\n\\[")
+    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
+    for value in ("Canberra", "Steps:\n\n1. add\n2. check", "Fruit:\n- apple\n  - green\n\t- red", "Zürich (CH)"):
+        assert grammar.fullmatch(_reply(value)), value
+    for value in ("[## answer", "{answer}", "# Title", "```python", "ok\n[[ ## answer ## ]]\nagain", "a\n\n\nb"):
+        assert not grammar.fullmatch(_reply(value)), value
+
+
+def test_free_text_cannot_pad_with_blank_lines() -> None:
+    """Qwen2.5-1.5B answered "Canberra" and then looped on "\\n  " for 50 lines until the budget ended; a line
+    holding only spaces is impossible now, so the model must close the field (or say something)."""
+    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
+    for value in ("Canberra\n  \n  \n  ", "Canberra\n  ", "   ", "Canberra\n\t\n", "a\n         b"):
+        assert not grammar.fullmatch(_reply(value)), repr(value)
+    assert grammar.fullmatch(_reply("Canberra\n        indented by eight"))
+
+
+def test_free_text_budget_is_enforced() -> None:
+    """The budget bounds the value's length, so a looping model closes the field before max_tokens ends."""
+    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=40))
+    assert grammar.fullmatch(_reply("x" * 40))
+    assert not grammar.fullmatch(_reply("x" * 41))
