@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fusion_dspy.evaluate.harness import Harness
 from fusion_dspy.evaluate.harness import example_id
+from fusion_dspy.evaluate.harness import example_ids
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
@@ -31,6 +32,7 @@ __all__ = [
     "PairedComparison",
     "bootstrap_ci",
     "example_id",
+    "example_ids",
     "paired_bootstrap",
     "sign_test",
 ]

@@ -55,7 +55,7 @@ from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import JsonlStore
 from fusion_dspy.strategies import STRATEGIES
 
-__all__ = ["Harness", "example_id"]
+__all__ = ["Harness", "example_id", "example_ids"]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,6 +67,24 @@ def example_id(example: dspy.Example) -> str:
     """A stable id from the example's inputs (so resumed runs and re-ordered data line up)."""
     payload = json.dumps(dict(example.inputs()), sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # lone surrogates too
+
+
+def example_ids(examples: Sequence[dspy.Example]) -> list[str]:
+    """One id per example, unique even when inputs repeat: the k-th repeat of an input gets ``<id>-<k>``.
+
+    Every row of the data is an item of its own, run and scored against its own labels, so a dataset with a
+    repeated source sentence counts it as often as it occurs. (Its draws have the same inputs and seeds as the
+    first occurrence's, so a candidate store or a deterministic engine gives it the same candidates.) The first
+    occurrence keeps :func:`example_id`, so journals written before repeats had ids of their own still resume.
+    """
+    seen: dict[str, int] = {}
+    ids = []
+    for example in examples:
+        base = example_id(example)
+        repeat = seen.get(base, 0)
+        seen[base] = repeat + 1
+        ids.append(base if repeat == 0 else f"{base}-{repeat}")
+    return ids
 
 
 def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
@@ -227,7 +245,7 @@ class Harness:
                 finished, the report of what was measured is written, and a later ``run`` resumes.
         """
         done = self._done()
-        ids = [example_id(e) for e in self.examples]
+        ids = example_ids(self.examples)
         bar = self._bar(len(self.examples))
         started = time.monotonic()
 
@@ -268,7 +286,7 @@ class Harness:
             if entry.get("kind") == "result":
                 result = MethodResult.model_validate(entry["result"])
                 results.setdefault(result.example, {})[(result.method, result.n)] = result
-        ids = [example_id(e) for e in self.examples]
+        ids = example_ids(self.examples)
         report = summarize(
             task=self.task,
             metric_name=self.metric_name,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.evaluate.harness import Harness
-from fusion_dspy.evaluate.harness import example_id
+from fusion_dspy.evaluate.harness import example_ids
 from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.ray_options import RayOptions
 
@@ -43,6 +43,7 @@ class _EvalActor:
                 "fusion-dspy version, data and pool config on every node."
             )
         self.concurrency = concurrency
+        self._ids = example_ids(self.harness.examples)
         self._lock = threading.Lock()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -61,7 +62,7 @@ class _EvalActor:
         def work(item: tuple[int, list[Any]]) -> None:
             position, done = item
             example = self.harness.examples[position]
-            self.harness._run_example(example, example_id(example), {(k[0], k[1]): k[2] for k in done})
+            self.harness._run_example(example, self._ids[position], {(k[0], k[1]): k[2] for k in done})
 
         for outcome in bounded_map(work, items, concurrency=min(self.concurrency, len(items))):
             if outcome.error is not None:
@@ -93,9 +94,8 @@ def run_harness_ray(
     harness = build_harness(str(Path(out_dir)))
     done = harness._done()
     items = [
-        {"position": position,
-         "done_json": json.dumps([[k[0], k[1], v] for k, v in done.get(example_id(example), {}).items()])}
-        for position, example in enumerate(harness.examples)
+        {"position": position, "done_json": json.dumps([[k[0], k[1], v] for k, v in done.get(eid, {}).items()])}
+        for position, eid in enumerate(example_ids(harness.examples))
     ]
     if not runtime.is_initialized():
         runtime.init(address=options.address, log_to_driver=False)

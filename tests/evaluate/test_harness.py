@@ -209,3 +209,28 @@ def test_time_budget_stops_a_concurrent_run_and_the_next_run_continues(tmp_path)
     again, (a, b, _) = make_concurrent(tmp_path, 3)
     assert again.run().examples == 12
     assert a.calls + b.calls == 4 * (12 - partial.examples)  # finished examples were not redone
+
+
+def test_repeated_inputs_are_separate_items_scored_against_their_own_labels(tmp_path):
+    """A dataset may repeat an input with another label (4 of 200 WMT segments repeat a source). Each row is
+    an item: it gets a result of its own, and the report counts it once per row with its own score."""
+    a, b = teacher_engines()
+    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "answer": "6"})
+    fuse = Fuse("question -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
+                                                   Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())
+    rows = [dspy.Example(question="q1", answer="6").with_inputs("question"),
+            dspy.Example(question="q0", answer="2").with_inputs("question"),
+            dspy.Example(question="q1", answer="5").with_inputs("question")]  # same input, another label
+    harness = Harness(fuse=fuse, metric=metric, examples=rows, ns=[4], selectors=[MajorityVote()], out_dir=tmp_path,
+                      metric_name="EM", task="toy", progress=False, resamples=100, plots=False)
+    report = harness.run()
+    assert report.examples == 3
+    assert report.get("fusion", 4).mean == pytest.approx(1 / 3)  # "6": right for row 0 only
+    assert report.get("oracle", 4).mean == 1.0  # q1's candidates hold both 5 and 6
+    ids = {entry["result"]["example"]: entry["result"]["score"]
+           for entry in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())
+           if entry["kind"] == "result" and entry["result"]["method"] == "fusion"}
+    assert ids == {example_id(rows[0]): 1.0, example_id(rows[1]): 0.0, example_id(rows[0]) + "-1": 0.0}
+    calls = (a.calls, b.calls, fusor.calls)
+    assert harness.run().get("fusion", 4).mean == pytest.approx(1 / 3)  # resumes: no call, same report
+    assert (a.calls, b.calls, fusor.calls) == calls

@@ -189,7 +189,7 @@ def test_schema_grammar_covers_dspy_schemas() -> None:
     referenced = {
         re.sub(r"[?*]|\{.*", "", token)
         for body in rules.values()
-        for token in re.sub(r'"(\\.|[^"\\])*"|\[(\\.|[^\]\\])*\]', " ", body).replace("(", " ").replace(")", " ").split()
+        for token in re.sub(r'"(\\.|[^"\\])*"|\[(\\.|[^\]\\])*\]|[()]', " ", body).split()
         if token[0].isalpha()
     }
     assert referenced <= set(rules), referenced - set(rules)
