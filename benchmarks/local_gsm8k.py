@@ -19,11 +19,11 @@ import json
 import time
 
 import dspy
-
-from fusion_dspy import local
 from fusion_dspy.programs.math import SolveMath
 from fusion_dspy.programs.math import exact_number_match
 from fusion_dspy.programs.math import load_gsm8k
+
+from fusion_dspy import local
 
 
 def cell(model: str, grammar: str, temperature: float, examples: list[dspy.Example], args: argparse.Namespace) -> dict:

@@ -149,8 +149,8 @@ def measure(runtimes: list[Any], args: argparse.Namespace) -> dict[str, dict[str
         order = runtimes if round_ % 2 == 0 else runtimes[::-1]
         for messages in prompts[:3]:
             for rt in order:
-                t1, first = timed(lambda: rt.call(messages, max_tokens=1))
-                tn, full = timed(lambda: rt.call(messages, max_tokens=args.max_tokens))
+                t1, first = timed(lambda rt=rt, messages=messages: rt.call(messages, max_tokens=1))
+                tn, full = timed(lambda rt=rt, messages=messages: rt.call(messages, max_tokens=args.max_tokens))
                 r = results[rt.name]
                 r["one_call_s"].append(tn)
                 r["pp_tok_s"].append(first["prompt"] / t1)
@@ -183,7 +183,7 @@ def measure(runtimes: list[Any], args: argparse.Namespace) -> dict[str, dict[str
     requests = [(i, t, s) for i in range(len(prompts)) for t, s in ((0.0, None), (0.8, 1), (0.8, 2))]
     for rt in runtimes:
         for reuse in (False, True):
-            def ask(key: tuple[int, float, int | None], reuse: bool = reuse) -> str:
+            def ask(key: tuple[int, float, int | None], reuse: bool = reuse, rt: Any = rt) -> str:
                 index, temperature, seed = key
                 return rt.call(prompts[index], max_tokens=args.max_tokens, temperature=temperature, seed=seed,
                                reuse=reuse)["text"]
@@ -221,7 +221,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         ("same reply on repeat, prompt re-read (engine default)", "same_fresh"),
         ("same reply on repeat, prefix reused", "same_reuse"),
     ):
-        lines.append(f"| {label} | " + " | ".join(str(results[n][key]) for n in names) + (" | |" if len(names) == 2 else " |"))
+        cells = " | ".join(str(results[n][key]) for n in names)
+        lines.append(f"| {label} | {cells}" + (" | |" if len(names) == 2 else " |"))
     return "\n".join(lines)
 
 

@@ -51,7 +51,9 @@ def test_predict_parses_and_reports_usage(smollm2: dspy.LM) -> None:
 
 def test_grammar_forces_the_format(smollm2: dspy.LM, smollm2_free: dspy.LM) -> None:
     """With the grammar, every reply is the adapter's exact format, even sampled hot; without it, none is sent."""
-    raw = re.compile(r"\[\[ ## reasoning ## \]\]\n(?s:.+)\n\n\[\[ ## answer ## \]\]\n(?s:.+)\n\n\[\[ ## completed ## \]\]")
+    raw = re.compile(
+        r"\[\[ ## reasoning ## \]\]\n(?s:.+)\n\n\[\[ ## answer ## \]\]\n(?s:.+)\n\n\[\[ ## completed ## \]\]"
+    )
     for question in QUESTIONS:
         for temperature, seed in ((0.0, None), (1.2, 7)):
             with dspy.context(lm=smollm2, adapter=chat()):
