@@ -86,25 +86,28 @@ def test_hung_draws_of_one_fuse_do_not_fail_a_healthy_teacher_of_another(driver)
         time.sleep(0.01)
     assert hung.calls == 64  # 64 calls are hanging now
 
-    healthy = teacher_engine("healthy", delay=0.1)
-    fuse = make_fuse(4, teachers=[Teacher(healthy.lm(), name="healthy")], timeout=0.5, mode="select")
+    # 1.3 s of slack on a loaded CI machine; a healthy call queued behind a hung one (3 s) still times out.
+    healthy = teacher_engine("healthy", delay=0.2)
+    fuse = make_fuse(4, teachers=[Teacher(healthy.lm(), name="healthy")], timeout=1.5, mode="select")
     preds = driver(fuse, ["q1", "q2"])
     assert spurious_timeouts(preds) == 0 and all(len(p.fusion.succeeded) == 4 for p in preds)
     assert healthy.calls == 8
 
 
 def test_the_per_lm_bound_queues_without_timing_out(driver):
-    engine = teacher_engine("narrow", delay=0.3)
+    # Three waves of 1 s under a 1.8 s timeout: 0.8 s of slack per call, while a timeout counted from the call's
+    # start (or from the queue) would fail the third wave, which ends at 3 s.
+    engine = teacher_engine("narrow", delay=1.0)
     lm = engine.lm()
     from fusion_dspy.sampling import set_lm_concurrency
 
     set_lm_concurrency(lm, 2)
-    fuse = make_fuse(6, teachers=[Teacher(lm, name="narrow")], timeout=0.5, mode="select")
+    fuse = make_fuse(6, teachers=[Teacher(lm, name="narrow")], timeout=1.8, mode="select")
     start = time.perf_counter()
     (pred,) = driver(fuse, ["q"])
     elapsed = time.perf_counter() - start
     assert spurious_timeouts([pred]) == 0 and engine.calls == 6
-    assert elapsed >= 0.85  # three waves of two, not one wave of six
+    assert elapsed >= 2.85  # three waves of two, not one wave of six
 
 
 def test_a_late_answer_is_stored_and_its_usage_reaches_the_report():
