@@ -41,6 +41,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,8 +65,8 @@ def run_wmt(args: argparse.Namespace) -> str:
 
     examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars,
                                 limit=args.segments)
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_local(args))
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.fusor_max_tokens or args.max_tokens,
+                     grammar=args.grammar, **_local(args))
     # A separate judge model keeps the fusor's llama.cpp prompt-prefix cache warm (one Llama per model).
     selectors = [MBRSelector()]
     if args.judge != "none":
@@ -77,7 +78,7 @@ def run_wmt(args: argparse.Namespace) -> str:
     harness = Harness(fuse=fuse, metric=chrf, corpus_metric=corpus_chrf, examples=examples, ns=[5],
                       selectors=selectors, out_dir=args.out, metric_name="chrF",
                       task="wmt24 en-de (5 recorded systems)", guard=True, strategies=_strategies(args))
-    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
+    return _finish(harness, args)
 
 
 def run_wmt_select(args: argparse.Namespace) -> str:
@@ -118,8 +119,8 @@ def run_math(args: argparse.Namespace) -> str:
     teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_local(args)),
                         temperature=0.8,
                         samples=args.samples if len(names) == 1 else 1, name=name) for name in names]
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_local(args))
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.fusor_max_tokens or args.max_tokens,
+                     grammar=args.grammar, **_local(args))
     fuse = Fuse(SolveMath, args.samples, teachers=teachers, fusor=fusor, max_threads=1)
     pool = f"self-MoA {names[0]} x{args.samples}" if len(names) == 1 else f"mixed pool {'+'.join(names)}"
     ns = sorted({int(n) for n in args.ns.split(",")}) if args.ns else [args.samples]
@@ -129,7 +130,7 @@ def run_math(args: argparse.Namespace) -> str:
                       selectors=[MajorityVote(fields=["answer"]), MBRSelector()], out_dir=args.out,
                       metric_name="exact match", task=f"math ({args.data or 'gsm8k'}, {pool})",
                       guard=True, strategies=_strategies(args))
-    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
+    return _finish(harness, args)
 
 
 def run_ifeval(args: argparse.Namespace) -> str:
@@ -150,12 +151,19 @@ def run_ifeval(args: argparse.Namespace) -> str:
     teachers = [Teacher(local.lm(name, max_tokens=args.max_tokens, grammar=args.grammar, **_local(args)),
                         temperature=0.8, name=name)
                 for name in names]
-    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.max_tokens, grammar=args.grammar,
-                     **_local(args))
+    fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.fusor_max_tokens or args.max_tokens,
+                     grammar=args.grammar, **_local(args))
     fuse = Fuse(FollowInstructions, len(teachers), teachers=teachers, fusor=fusor, max_threads=1)
     harness = Harness(fuse=fuse, metric=instruction_accuracy, examples=examples, ns=[len(teachers)],
                       selectors=[MBRSelector()], out_dir=args.out, metric_name="IFEval instruction strict",
                       task="ifeval (local pool)", guard=True, strategies=_strategies(args))
+    return _finish(harness, args)
+
+
+def _finish(harness: Any, args: argparse.Namespace) -> str:
+    """Run the harness (resuming its journal), or with ``--report-only`` just report what the journal holds."""
+    if args.report_only:
+        return harness.report().to_markdown()
     return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
 
 
@@ -203,6 +211,9 @@ def main() -> int:
     for sub in (wmt, math, ifeval):
         sub.add_argument("--fusor", default="qwen2.5-1.5b")
         sub.add_argument("--max-tokens", type=int, default=200)
+        sub.add_argument("--fusor-max-tokens", type=int, default=None,
+                         help="the fusor's budget (default: --max-tokens); the grammar gives each free-text field "
+                              "about 1 character per token of it, shared by the comparison and the answer's fields")
         sub.add_argument("--grammar", choices=("auto", "off"), default="auto")
         sub.add_argument("--budget-min", type=float, default=60.0, help="start no new example after this")
         sub.add_argument("--threads", type=int, default=None,
@@ -214,6 +225,8 @@ def main() -> int:
                               "a reply may then depend on the requests before it, so results reproduce only "
                               "when the requests run in the same order)")
         sub.add_argument("--out", required=True)
+        sub.add_argument("--report-only", action="store_true",
+                         help="no LM call: report what the run directory's journal holds (e.g. while it runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
