@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 import time
 from importlib import resources
 from pathlib import Path
@@ -117,9 +118,21 @@ def run(args: argparse.Namespace) -> int:
         # A Fuse guards by default (majority vote ranks for free): show the plain fusion and the guarded one.
         guard=True,
     )
-    report = harness.run()
+    # The engines warn once per field when a value fills its grammar bound; the demo counts them below the table.
+    engine_log = logging.getLogger("fusion_dspy.local.engine")
+    level = engine_log.level
+    engine_log.setLevel(logging.ERROR)
+    try:
+        report = harness.run()
+    finally:
+        engine_log.setLevel(level)
     print()
     print(report.to_markdown(times=False))
+    cut = {name: local.cut_counts(model) for name, model in
+           [*((t.name, t.lm) for t in teachers), (fusor_name, fusor)]}
+    cut_text = "; ".join(f"{name} {field} x{count}" for name, fields in cut.items() for field, count in fields.items())
+    if cut_text:
+        print(f"Cut at their length bound (they parse, but end mid-sentence): {cut_text}.")
     plots = [out / name for name in ("methods.png", "cost_quality.png") if (out / name).exists()]
     print(f"{len(examples)} questions, N={args.n}, teachers at T={args.temperature}, fusor {fusor_name}; "
           f"{time.perf_counter() - started:.0f} s.")

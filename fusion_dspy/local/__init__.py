@@ -53,6 +53,7 @@ __all__ = [
     "ModelPackageMissingError",
     "ModelSpec",
     "catalog",
+    "cut_counts",
     "is_installed",
     "list_models",
     "lm",
@@ -127,6 +128,18 @@ def lm(
         max_tokens=max_tokens,
         **settings,
     )
+
+
+def cut_counts(lm: Any) -> dict[str, int]:
+    """How many replies of a local ``lm`` had each free-text field cut at the grammar's length bound.
+
+    Such a reply parses, so nothing else shows it; the engine also warns once per field. ``{}`` for an LM
+    that does not run on :class:`LlamaCppEngine` (or had nothing cut). Copies of an LM share the count.
+    """
+    from fusion_dspy.local.engine import LlamaCppEngine
+
+    engine = getattr(lm, "engine", None)
+    return dict(engine.cut_counts) if isinstance(engine, LlamaCppEngine) else {}
 
 
 def model_id(name_or_path: str | os.PathLike[str], *, grammar: GrammarMode = "auto") -> str:

@@ -21,8 +21,10 @@ Examples:
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -48,6 +50,7 @@ from fusion_dspy.local._shared import get_shared_server
 from fusion_dspy.local._shared import require_runtime
 from fusion_dspy.local.grammar import GrammarMode
 from fusion_dspy.local.grammar import derive_gbnf
+from fusion_dspy.local.grammar import fields_at_text_bound
 
 __all__ = ["AsyncLlamaCppEngine", "LlamaCppEngine"]
 
@@ -156,6 +159,9 @@ class LlamaCppEngine:
             "verbose": verbose,
         }
         self._shared: SharedServer | None = None
+        #: Replies whose free-text field filled the grammar's length bound, per field (see ``local.cut_counts``).
+        self.cut_counts: collections.Counter[str] = collections.Counter()
+        self._cut_lock = threading.Lock()
         require_runtime()  # fail where the LM is built, not on its first call
         check_shared_settings(self.path, self._settings)
 
@@ -182,6 +188,8 @@ class LlamaCppEngine:
             raise self._error(out["error"])
         choice = out["choices"][0]
         text = choice["message"].get("content") or ""
+        if "grammar" in body:
+            self._note_cut(body["grammar"], text, body["max_tokens"])
         usage = out.get("usage") or {}
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return Response(
@@ -236,6 +244,25 @@ class LlamaCppEngine:
     def base_url(self) -> str:
         """OpenAI-compatible HTTP endpoint of the loaded model on 127.0.0.1 (loads it if needed)."""
         return self.shared_server().base_url
+
+    def _note_cut(self, gbnf: str, text: str, max_tokens: int) -> None:
+        """Count, and warn once per field, a free-text value that filled the grammar's length bound: the reply
+        parses, but the model was most likely stopped mid-thought (GSM8K reasoning at max_tokens=320 was cut at
+        286 characters)."""
+        found = fields_at_text_bound(gbnf, text)
+        if not found or not found[0]:
+            return
+        names, bound = found
+        with self._cut_lock:
+            fresh = [name for name in names if name not in self.cut_counts]
+            self.cut_counts.update(names)
+        if fresh:
+            _logger.warning(
+                "%s: %s filled the grammar's length bound (%d characters, from max_tokens=%d), so it was most "
+                "likely cut short; the reply still parses. Raise max_tokens: free text gets about 1 character per "
+                "token. (Warned once per field; fusion_dspy.local.cut_counts(lm) counts them.)",
+                self.model, ", ".join(f"`{name}`" for name in fresh), bound, max_tokens,
+            )
 
     def _error(self, error: Mapping[str, Any]) -> Exception:
         message = f"{self.path.name}: {error.get('message', error)}"

@@ -47,6 +47,7 @@ __all__ = [
     "chat_adapter_fields",
     "chat_adapter_gbnf",
     "derive_gbnf",
+    "fields_at_text_bound",
     "json_adapter_fields",
     "json_schema_gbnf",
 ]
@@ -218,6 +219,25 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
     if converter is not None:
         lines.append(converter.format().rstrip("\n"))
     return "\n".join(lines) + "\n"
+
+
+_TEXT_FIELD_BOUND = re.compile(r"^field-(\d+)-[a-zA-Z0-9-]+ ::= text-first text-rest\{0,(\d+)\}$", re.MULTILINE)
+_REPLY_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
+
+
+def fields_at_text_bound(gbnf: str, reply: str) -> tuple[list[str], int] | None:
+    """The free-text fields of a ChatAdapter ``reply`` whose value filled the length bound ``gbnf`` set.
+
+    A value that long was most likely cut by the grammar, not finished by the model; the reply still parses,
+    so nothing else would tell. Returns ``(names, bound)`` (``names`` possibly empty), or ``None`` when
+    ``gbnf`` bounds no free-text field.
+    """
+    bounds = {int(index): int(top) + 1 for index, top in _TEXT_FIELD_BOUND.findall(gbnf)}
+    if not bounds:
+        return None
+    names = [name for index, (name, value) in enumerate(_REPLY_FIELD.findall(reply))
+             if index in bounds and len(value) >= bounds[index]]
+    return names, max(bounds.values())
 
 
 def json_schema_gbnf(schema: Mapping[str, Any]) -> str:

@@ -36,16 +36,22 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(local, "is_installed", lambda name: name in engines)
     built = {}
 
+    built_lms = {}
+
     def fake_lm(name, **settings):
         built[name] = settings
         # prompt_cache is local.lm's llama.cpp switch; dspy.LM has its own, other, prompt_cache argument.
-        return engines[name].lm(**{key: value for key, value in settings.items() if key != "prompt_cache"})
+        built_lms[name] = engines[name].lm(**{key: value for key, value in settings.items() if key != "prompt_cache"})
+        return built_lms[name]
 
     monkeypatch.setattr(local, "lm", fake_lm)
 
+    # The demo reports values cut at their grammar bound per model (the engines count them; fakes cut nothing).
+    monkeypatch.setattr(local, "cut_counts", lambda lm: {"answer": 2} if lm is built_lms["smollm2-135m"] else {})
     out = tmp_path / "demo"
     assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
+    assert "Cut at their length bound (they parse, but end mid-sentence): smollm2-135m answer x2." in printed
     for method in ("fusion", "fusion+guard", "bon-majority", "bon-mbr", "single:smollm2-135m", "alone:qwen2.5-1.5b",
                    "oracle"):
         assert f"| {method} |" in printed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -302,3 +304,30 @@ def test_system_prompt_merged_for_templates_without_system(smollm2_path: Path) -
     assert engine._messages(request) == [{"role": "user", "content": "Be brief.\n\nHi"}]
     plain = LlamaCppEngine(model=smollm2_path, n_threads=1)
     assert plain._messages(request)[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_a_value_cut_by_the_grammar_bound_is_reported(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A free-text value that fills the grammar's length bound parses, so only a warning tells the user that
+    the model was stopped mid-thought (GSM8K reasoning at max_tokens=320 was cut at 286 characters). The
+    property, whatever this build writes: the warnings name exactly the fields that reached the bound, each once."""
+    from fusion_dspy import local
+    from fusion_dspy.local.grammar import OutputField
+    from fusion_dspy.local.grammar import chat_adapter_gbnf
+    from fusion_dspy.local.grammar import fields_at_text_bound
+
+    lm = local.lm("smollm2-135m", n_threads=1, cache=False, max_tokens=56)  # (56 - 3 markers x 8) / 2 -> 32 characters
+    same_bound = chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer")], max_chars=32)
+    cut: collections.Counter[str] = collections.Counter()
+    with caplog.at_level(logging.WARNING, logger="fusion_dspy.local.engine"):
+        for seed in range(4):
+            with dspy.context(lm=lm, adapter=chat()):
+                dspy.Predict("question -> reasoning, answer")(
+                    question="Explain in detail how a bicycle works.", config={"temperature": 1.0, "seed": seed})
+            names, bound = fields_at_text_bound(same_bound, lm.history[-1]["outputs"][0])
+            cut.update(names)
+    assert cut, "a 135M model asked for detail fills 32 characters at least once in four draws"
+    warned = [name for record in caplog.records if "length bound" in record.getMessage()
+              for name in ("reasoning", "answer") if f"`{name}`" in record.getMessage()]
+    assert sorted(warned) == sorted(cut)  # every cut field, once
+    assert local.cut_counts(lm) == dict(cut)  # and every cut reply counted
+    assert local.cut_counts(dspy.LM("openai/none")) == {}

@@ -253,3 +253,22 @@ def test_free_text_budget_is_enforced() -> None:
     grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=40))
     assert grammar.fullmatch(_reply("x" * 40))
     assert not grammar.fullmatch(_reply("x" * 41))
+
+
+def test_fields_at_text_bound_names_the_cut_free_text_fields() -> None:
+    from fusion_dspy.local.grammar import fields_at_text_bound
+
+    gbnf = chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer", kind="float"),
+                              OutputField(name="note")], max_chars=40)
+    grammar = _gbnf_regex(gbnf)
+
+    def reply(reasoning: str, note: str) -> str:
+        text = f"[[ ## reasoning ## ]]\n{reasoning}\n\n[[ ## answer ## ]]\n9\n\n[[ ## note ## ]]\n{note}"
+        return text + "\n\n[[ ## completed ## ]]"
+
+    assert grammar.fullmatch(reply("x" * 40, "ok")) and grammar.fullmatch(reply("x" * 39, "y" * 40))
+    assert fields_at_text_bound(gbnf, reply("x" * 40, "ok")) == (["reasoning"], 40)
+    assert fields_at_text_bound(gbnf, reply("x" * 39, "y" * 40)) == (["note"], 40)
+    assert fields_at_text_bound(gbnf, reply("short", "ok")) == ([], 40)
+    assert fields_at_text_bound(chat_adapter_gbnf([OutputField(name="n", kind="int")]), "[[ ## n ## ]]\n3") is None
+    assert fields_at_text_bound(chat_adapter_gbnf([OutputField(name="a")]), "[[ ## a ## ]]\nx") is None  # unbounded
