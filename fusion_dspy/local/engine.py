@@ -55,6 +55,8 @@ from fusion_dspy.local.grammar import fields_at_text_bound
 __all__ = ["AsyncLlamaCppEngine", "LlamaCppEngine"]
 
 _logger = logging.getLogger(__name__)
+#: Guards every engine's ``cut_counts`` (module-level, so an engine stays picklable).
+_CUT_LOCK = threading.Lock()
 
 _BAD_GRAMMAR = "failed to parse grammar"
 
@@ -161,7 +163,6 @@ class LlamaCppEngine:
         self._shared: SharedServer | None = None
         #: Replies whose free-text field filled the grammar's length bound, per field (see ``local.cut_counts``).
         self.cut_counts: collections.Counter[str] = collections.Counter()
-        self._cut_lock = threading.Lock()
         require_runtime()  # fail where the LM is built, not on its first call
         check_shared_settings(self.path, self._settings)
 
@@ -253,7 +254,7 @@ class LlamaCppEngine:
         if not found or not found[0]:
             return
         names, bound = found
-        with self._cut_lock:
+        with _CUT_LOCK:
             fresh = [name for name in names if name not in self.cut_counts]
             self.cut_counts.update(names)
         if fresh:
