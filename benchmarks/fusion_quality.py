@@ -210,7 +210,9 @@ def main() -> int:
                         help="comma-separated bundled models, one draw each (N = their number)")
     for sub in (wmt, math, ifeval):
         sub.add_argument("--fusor", default="qwen2.5-1.5b")
-        sub.add_argument("--max-tokens", type=int, default=200)
+        sub.add_argument("--max-tokens", type=int, default=200,
+                         help="teachers' budget; the grammar bounds free text at about 1 character per token of it "
+                              "(GSM8K reasoning needs about 1024, long IFEval answers 2048+)")
         sub.add_argument("--fusor-max-tokens", type=int, default=None,
                          help="the fusor's budget (default: --max-tokens); the grammar gives each free-text field "
                               "about 1 character per token of it, shared by the comparison and the answer's fields")
