@@ -17,9 +17,9 @@ paired comparisons, bootstrap CIs, costs), both resumable (re-run the same comma
 Every part that fuses also reports, on the same candidates and the same fused answers
 (``Harness(guard=True, strategies=...)``):
 
-* ``fusion+guard``: the selection guard (:mod:`fusion_dspy.guard`): the fused answer joins the
-  candidates, the baseline selector (chrF-MBR, or majority for math) ranks all N+1, and a candidate
-  that strictly outranks the fused answer replaces it. No LM call; ``path`` says what it kept, and
+* ``fusion+guard``: the selection guard (:mod:`fusion_dspy.guard`): the baseline selector (chrF-MBR,
+  or majority for math) picks among the candidates, and its pick replaces the fused answer if it
+  scores higher on the other candidates. No LM call; ``path`` says what it kept, and
   the report ends with how often each guard kept the fused answer.
 * ``fusion:<strategy>`` and ``fusion:<strategy>+guard`` for every ``--strategies`` choice
   (:mod:`fusion_dspy.strategies`, e.g. ``edit`` or ``vote``), at the largest N only.
@@ -37,10 +37,12 @@ Needs the benchmark data directory (``$FUSION_DSPY_DATA_DIR`` or ``../shared/dat
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -64,7 +66,9 @@ def run_wmt(args: argparse.Namespace) -> str:
     from fusion_dspy.selectors import MBRSelector
 
     examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars,
-                                limit=args.segments)
+                                limit=None if args.exclude_run else args.segments)
+    if args.exclude_run:
+        examples = _held_out(examples, args.exclude_run)[: args.segments]
     fusor = local.lm(args.fusor, temperature=0.0, max_tokens=args.fusor_max_tokens or args.max_tokens,
                      grammar=args.grammar, **_local(args))
     # A separate judge model keeps the fusor's llama.cpp prompt-prefix cache warm (one Llama per model).
@@ -160,6 +164,25 @@ def run_ifeval(args: argparse.Namespace) -> str:
     return _finish(harness, args)
 
 
+def _held_out(examples: list, run_dir: str) -> list:
+    """``examples`` less those another run directory's journal holds (by harness example id)."""
+    from fusion_dspy.evaluate import example_id
+
+    journal = Path(run_dir) / "results.jsonl"
+    if not journal.is_file():
+        raise SystemExit(f"--exclude-run: {journal} does not exist; give a run directory of this script.")
+    used = set()
+    with journal.open(encoding="utf-8") as handle:
+        for line in handle:
+            entry = json.loads(line)
+            if entry.get("kind") == "candidates":
+                used.add(entry["example"].split("-")[0])  # "<id>-<k>" is the k-th repeat of <id>
+    kept = [e for e in examples if example_id(e) not in used]
+    logging.getLogger(__name__).warning("--exclude-run: %d of %d segments are held out from %s",
+                                        len(kept), len(examples), run_dir)
+    return kept
+
+
 def _finish(harness: Any, args: argparse.Namespace) -> str:
     """Run the harness (resuming its journal), or with ``--report-only`` just report what the journal holds."""
     if args.report_only:
@@ -191,6 +214,8 @@ def main() -> int:
     wmt = parts.add_parser("wmt", help="WMT24 en-de, 5 recorded systems, local fusor")
     wmt.add_argument("--segments", type=int, default=50)
     wmt.add_argument("--max-chars", type=int, default=60, help="only segments with sources this short")
+    wmt.add_argument("--exclude-run", default=None,
+                     help="a run directory of this script: leave out the segments its journal holds (held-out data)")
     wmt.add_argument("--judge", default="qwen2.5-0.5b",
                      help="LLM-judge model (default: the 0.5B, for speed); 'none' skips bon-judge")
     select = parts.add_parser("wmt-select", help="WMT24 en-de, selection methods only (no LM calls)")

@@ -1,13 +1,17 @@
-"""Offline re-scoring of a harness run: which answers should serve as MBR references inside the guard?
+"""Offline re-scoring of a harness run: which rule should the selection guard decide by?
 
-The selection guard (``fusion_dspy.guard``) ranks the fused answer and the N candidates with the Fuse's
-selector. With chrF-MBR that means every one of the N+1 answers is a pseudo-reference for the others, the
-fused answer included. The fused answer is not an independent draw (it is built from the candidates), so a
-case can be made for scoring all N+1 against the N draws only. This script compares the two rules on the
-candidates and fused answers a ``benchmarks/fusion_quality.py wmt`` run journaled, without any LM call:
+The selection guard (``fusion_dspy.guard``) lets a fused answer compete with the candidates under the
+Fuse's selector, here chrF-MBR. The fused answer is not an independent draw (it is built from the
+candidates, and a weak fusor often copies one verbatim), so which answers serve as MBR references
+matters. This script compares three rules (and no guard, ``none``) on the candidates and fused answers a
+``benchmarks/fusion_quality.py wmt`` run journaled, without any LM call:
 
-- ``all``: today's guard: MBR over the N+1 answers, each against the N others;
-- ``draws``: the fused answer against the N draws; each draw against the other N-1 draws (plain MBR).
+- ``all``: the first guard: MBR over the N+1 answers, each against the N others; the best one is returned;
+- ``draws``: the fused answer against the N draws, each draw against the other N-1 (plain MBR); the best
+  one is returned;
+- ``pick``: today's guard, run through ``fusion_dspy.guard.guard_steps``: MBR's pick among the draws is
+  the fallback; the fused answer replaces it only if it scores at least as well on the other draws,
+  less the one it agrees with most.
 
 It prints, per fused method and per half of the segments (a rule that only wins on one half is noise),
 the mean metric of the guarded answer, its paired delta against ``bon-mbr`` with a bootstrap CI, W/T/L
@@ -29,7 +33,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import dspy
+
+from fusion_dspy.candidate import Candidate
+from fusion_dspy.drivers import drive
+from fusion_dspy.guard import guard_steps
+from fusion_dspy.selectors.mbr import MBRSelector
 from fusion_dspy.selectors.mbr import mbr_scores
+
+RULES = ("none", "all", "draws", "pick")
 
 
 def _bootstrap(deltas: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -53,7 +65,15 @@ def _load(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[s
     return candidates, results
 
 
-def _guarded(fused: str, fused_score: float, texts: list[str], scores: list[float], rule: str) -> tuple[float, bool]:
+def _guarded(fused: str, fused_score: float, texts: list[str], scores: list[float], rule: str,
+             field: str) -> tuple[float, bool]:
+    if rule == "none":  # unguarded: the fused answer as it is
+        return fused_score, True
+    if rule == "pick":
+        pool = [Candidate(index=i, teacher=f"t{i}", sample=0, outputs={field: t}) for i, t in enumerate(texts)]
+        signature = dspy.Signature(f"source -> {field}")
+        decision = drive(guard_steps(MBRSelector(), signature, {}, pool, {field: fused}))
+        return (fused_score, True) if decision.kept_fused else (scores[decision.index], False)
     if rule == "all":
         ranked = mbr_scores([fused, *texts])
         fused_utility, utilities = ranked[0], ranked[1:]
@@ -82,13 +102,13 @@ def main() -> int:
             texts = [str(c["outputs"][args.field]) for c in pool]
             scores = [per[f"single:{c['teacher']}"]["score"] for c in pool]
             fused = str((per[method]["output"] or {}).get(args.field, ""))
-            row = {"mbr": per["bon-mbr"]["score"]}
-            for rule in ("all", "draws"):
-                row[rule] = _guarded(fused, per[method]["score"], texts, scores, rule)
+            row = {"mbr": per["bon-mbr"]["score"], "fused": per[method]["score"]}
+            for rule in RULES:
+                row[rule] = _guarded(fused, per[method]["score"], texts, scores, rule, args.field)
             rows.append(row)
         print(f"{method}: {len(rows)} segments with a fused answer")
         half = len(rows) // 2
-        for rule in ("all", "draws"):
+        for rule in RULES:
             for label, part in (("all", rows), ("1st half", rows[:half]), ("2nd half", rows[half:])):
                 deltas = [r[rule][0] - r["mbr"] for r in part]
                 mean, low, high = _bootstrap(deltas)
@@ -98,6 +118,9 @@ def main() -> int:
                 ties = len(part) - wins - losses
                 print(f"  refs={rule:5s} {label:8s} n={len(part):3d} mean {quality:6.2f}"
                       f"  vs MBR {mean:+.2f} [{low:+.2f}, {high:+.2f}]  W/T/L {wins}/{ties}/{losses}  kept {kept:.0%}")
+            mean, low, high = _bootstrap([r[rule][0] - r["fused"] for r in rows])
+            if rule != "none":
+                print(f"  refs={rule:5s} vs unguarded {method}: {mean:+.2f} [{low:+.2f}, {high:+.2f}]")
     return 0
 
 

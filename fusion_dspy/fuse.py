@@ -74,12 +74,13 @@ class Fuse(dspy.Module):
         store: A :class:`~fusion_dspy.store.CandidateStore`: draws found there are not generated
             again, and new draws are added: answers, and malformed answers as failures; transient
             faults are retried on the next call (see :mod:`fusion_dspy.store`).
-        guard: After fusing, rank the fused answer with the N candidates using ``selector`` and
-            return a candidate that strictly outranks it (see :mod:`fusion_dspy.guard`); the decision
-            is in ``pred.fusion.guard``. ``None`` (auto, the default): on in ``fuse`` and ``auto``
-            mode when the selector ranks without an LM call (mbr, majority, reward), off for an LLM
-            judge or USC (it would cost calls); ``True``/``False`` force it. The rule is
-            :meth:`FuseSettings.guard_enabled`; :meth:`summary` shows what it resolved to.
+        guard: After fusing, compare the fused answer with ``selector``'s pick among the N
+            candidates and return the pick if it scores higher on the other candidates (see
+            :mod:`fusion_dspy.guard`); the decision is in ``pred.fusion.guard``. ``None`` (auto, the
+            default): on in ``fuse`` and ``auto`` mode when the selector ranks without an LM call
+            (mbr, majority, reward), off for an LLM judge or USC (it would cost calls);
+            ``True``/``False`` force it. The rule is :meth:`FuseSettings.guard_enabled`;
+            :meth:`summary` shows what it resolved to.
 
     Example:
         >>> fuse = Fuse("question -> answer", n=4,

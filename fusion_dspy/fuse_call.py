@@ -50,8 +50,8 @@ from fusion_dspy.errors import error_text
 from fusion_dspy.fusion_signature import FusionFields
 from fusion_dspy.fusion_signature import render_fusor_inputs
 from fusion_dspy.fusion_signature import with_candidate_fence
-from fusion_dspy.guard import decide
-from fusion_dspy.guard import guard_pool
+from fusion_dspy.guard import GUARD_RULE
+from fusion_dspy.guard import guard_steps
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.normalize import answer_key
 from fusion_dspy.outcomes import DrawOutcome
@@ -67,6 +67,7 @@ from fusion_dspy.report import SelectorFailure
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
+from fusion_dspy.selectors.base import check_selection
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.teacher import Draw
 from fusion_dspy.teacher import Teacher
@@ -145,7 +146,8 @@ class FuseCall:
         if path == "fuse":
             path = yield from self._fuse()
         if path == "select":
-            selection, usage, latency = yield from self._run_selector(self.candidates, "select")
+            steps = self.selector.steps(self.signature, self.inputs, self.candidates)
+            selection, usage, latency = yield from self._run_selector(steps, "select", len(self.candidates))
             self._accept_selection(selection, usage, latency)
         return self._finish(path)
 
@@ -177,13 +179,13 @@ class FuseCall:
         self.trace_entries += [self._generate_entry(c) for c in agreeing.values()]
         if not self.settings.guard_enabled(self.selector):
             return "fuse"
-        pool = guard_pool(self.candidates, self.outputs)
-        selection, usage, latency = yield from self._run_selector(pool, "guard")
-        decision = decide(selection, pool)
+        steps = guard_steps(self.selector, self.signature, self.inputs, self.candidates, self.outputs)
+        decision, usage, latency = yield from self._run_selector(steps, "guard")
         self.guard_record = GuardRecord(
             selector=self.selector.name, kept_fused=decision.kept_fused, index=decision.index,
-            scores=decision.scores, margin=decision.margin, rationale=clean_value(selection.rationale)[0],
-            usage=usage, latency_s=latency,
+            pick=decision.pick, references=list(decision.references), source=decision.source,
+            scores=decision.scores, margin=decision.margin, rationale=clean_value(decision.rationale)[0],
+            rule=GUARD_RULE, usage=usage, latency_s=latency,
         )
         if decision.kept_fused:
             return "fuse"
@@ -193,21 +195,23 @@ class FuseCall:
         return "guarded"
 
     def _run_selector(
-        self, pool: Sequence[Candidate], role: str
-    ) -> Generator[Request, Any, tuple[Selection, dict[str, TokenUsage], float]]:
-        """Run the selector's own steps inside this call; its failure becomes a SelectorFailedError."""
+        self, steps: Steps[Any], role: str, count: int | None = None
+    ) -> Generator[Request, Any, tuple[Any, dict[str, TokenUsage], float]]:
+        """Run a selector's steps inside this call (``count``: check the selection fits that many);
+        its failure becomes a SelectorFailedError."""
         start = time.perf_counter()
         replies: list[Any] = []
         try:
-            selection = yield from _forward(self.selector.steps(self.signature, self.inputs, pool), replies)
-            check_selection(selection, len(pool), self.selector.name)
+            value = yield from _forward(steps, replies)
+            if count is not None:
+                check_selection(value, count, self.selector.name)
         except Exception as error:
             self.selector_failure = SelectorFailure(
                 selector=self.selector.name, role=role, error=error_text(error), error_type=type(error).__name__,
                 usage=_usage_of(replies), latency_s=time.perf_counter() - start,
             )
             raise SelectorFailedError(self._report("select" if role == "select" else "fuse"), error) from error
-        return selection, _usage_of(replies), time.perf_counter() - start
+        return value, _usage_of(replies), time.perf_counter() - start
 
     # -- where LM outputs enter --------------------------------------------------------------------
 
@@ -324,25 +328,6 @@ class FuseCall:
         prediction = FusedPrediction(**{name: self.outputs[name] for name in self.output_fields})
         prediction.fusion = self._report(path)
         return prediction
-
-
-def check_selection(selection: Any, count: int, selector: str) -> None:
-    """Refuse a selection that does not fit ``count`` candidates, saying what is wrong."""
-    if not isinstance(selection, Selection):
-        raise TypeError(
-            f"Selector {selector!r} returned {type(selection).__name__}, not a Selection; return "
-            "Selection(position=..., scores=...)."
-        )
-    if not 0 <= selection.position < count:
-        raise IndexError(
-            f"Selector {selector!r} returned position {selection.position} for {count} candidates; "
-            f"a position must be in 0..{count - 1}."
-        )
-    if selection.scores is not None and len(selection.scores) != count:
-        raise ValueError(
-            f"Selector {selector!r} returned {len(selection.scores)} scores for {count} candidates; "
-            "return one score per candidate, in the order given, or scores=None."
-        )
 
 
 def _forward(steps: Steps[Any], replies: list[Any]) -> Steps[Any]:

@@ -1,21 +1,34 @@
-"""The selection guard: a fused answer is kept only if the Fuse's own selector ranks it first.
+"""The selection guard: a fused answer replaces the selector's pick only if it beats it on fair ground.
 
 A fusor can write an answer worse than the best candidate it was shown (a small fusor mostly copies,
-and copies the wrong parts). The guard lets the fused answer compete with the candidates under the
-same selector that ``mode="select"`` would use: the fused answer joins the N candidates, the selector
-ranks all N+1, and a candidate that *strictly* outranks the fused answer is returned instead. Ties
-keep the fused answer.
+and copies the wrong parts). The guard makes the fused answer compete with what ``mode="select"``
+would have returned, under the same selector, in two steps:
 
-The module is sans-I/O: :func:`guard_pool` builds the list to rank and :func:`decide` reads the
-selector's verdict; running the selector (sync or async, with or without LM calls) is the caller's
-job. For MBR, majority and reward selectors ranking N+1 costs no LM call, which is why the guard
-is on by default for them (``Fuse(guard=None)``, decided by :meth:`fusion_dspy.FuseSettings.guard_enabled`
-from the selector's ``calls_lm``) and off for an LLM judge or USC unless forced with ``guard=True``.
+1. **The pick.** The selector ranks the N draws, as selection would: its choice is the fallback, so
+   a rejected fused answer gives exactly the answer selection gives.
+2. **The comparison.** The selector ranks ``[fused, pick, *references]``, where the references are
+   the other draws minus the one the fused answer agrees with most (:meth:`Selector.closest
+   <fusion_dspy.selectors.Selector.closest>`: its likeliest source, if that is not the pick). The
+   fused answer is kept if it scores at least as well as the pick (ties keep it; a rank-only
+   selector must put it first); otherwise the pick is returned. With no draw left as a reference
+   (N <= 2), the two are compared head to head.
+
+Why not simply rank all N+1 answers? Measured on WMT24 en-de (200 segments, a weak fusor that copies a
+candidate verbatim on 68% of segments; ``benchmarks/guard_references.py``): the fused answer then
+votes for the candidate it copied, and that vote is worse than MBR's. Ranking all N+1 scored -1.2 chrF
+against MBR (95% CI [-2.8, +0.3]), and still -1.0 when the fused answer was never kept, because the
+fused reference changed which candidate won. The two-step rule's fallback is MBR's own pick, and the
+copy's self-match is out of the references.
+
+The module is sans-I/O: :func:`guard_steps` yields the selector's requests (an LLM judge's calls),
+and the caller drives it (:func:`fusion_dspy.drivers.drive`, or a ``Fuse`` call's own driver).
+For MBR, majority and reward selectors the guard costs no LM call, which is why it is on by default
+for them (``Fuse(guard=None)``, decided by :meth:`fusion_dspy.FuseSettings.guard_enabled` from the
+selector's ``calls_lm``); an LLM judge or USC pays two rankings, so it is off for them unless forced.
 
 Example:
-    >>> pool = guard_pool(candidates, fused_outputs)
-    >>> decision = decide(selector.select(signature, inputs, pool), pool)
-    >>> decision.kept_fused, decision.index
+    >>> decision = drive(guard_steps(MBRSelector(), signature, inputs, candidates, fused_outputs))
+    >>> decision.kept_fused, decision.index, decision.pick
 """
 
 from __future__ import annotations
@@ -23,17 +36,36 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 from fusion_dspy.candidate import Candidate
 from fusion_dspy.selectors.base import Selection
+from fusion_dspy.selectors.base import check_selection
 
-__all__ = ["FUSED_INDEX", "FUSED_TEACHER", "GuardDecision", "decide", "guard_pool"]
+if TYPE_CHECKING:
+    import dspy
+
+    from fusion_dspy.drivers import Steps
+    from fusion_dspy.selectors.base import Selector
+
+__all__ = [
+    "FUSED_INDEX",
+    "FUSED_TEACHER",
+    "GUARD_RULE",
+    "GuardDecision",
+    "comparison_pool",
+    "decide",
+    "fused_candidate",
+    "guard_steps",
+]
 
 #: ``Candidate.index`` of the fused answer inside the guard's pool (real draws are ``0 .. n-1``).
 FUSED_INDEX = -1
 #: ``Candidate.teacher`` of the fused answer inside the guard's pool.
 FUSED_TEACHER = "fusor"
+#: Name of the decision rule; a journal entry made under another rule is stale (the harness redoes it).
+GUARD_RULE = "pick-vs-fused"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,57 +73,105 @@ class GuardDecision:
     """What the guard decided for one call.
 
     Attributes:
-        kept_fused: ``True`` when the fused answer was ranked first (or tied for first).
+        kept_fused: ``True`` when the fused answer scored at least as well as the pick.
         index: ``Candidate.index`` of the returned answer: :data:`FUSED_INDEX` for the fused answer,
-            otherwise the index of the winning draw.
-        scores: The selector's score per ``Candidate.index`` (the fused answer under
+            otherwise the pick's.
+        pick: ``Candidate.index`` of the selector's pick among the draws (the fallback).
+        references: ``Candidate.index`` of the draws the comparison used as references.
+        source: ``Candidate.index`` of the draw the fused answer agrees with most, left out of the references.
+        scores: The selector's score in the comparison per ``Candidate.index`` (the fused answer under
             :data:`FUSED_INDEX`), when the selector scores; ``None`` for rank-only selectors.
-        margin: Best candidate score minus the fused answer's score (positive: a candidate won),
-            when scores exist.
+        margin: The pick's score minus the fused answer's (positive: the pick won), when scores exist.
+        rationale: The selector's explanation of the comparison, when it gives one.
     """
 
     kept_fused: bool
     index: int
+    pick: int
+    references: tuple[int, ...] = ()
+    source: int | None = None
     scores: dict[int, float] | None = None
     margin: float | None = None
+    rationale: str | None = None
 
 
-def guard_pool(candidates: Sequence[Candidate], fused_outputs: Mapping[str, Any]) -> list[Candidate]:
-    """The N+1 answers the selector ranks: the fused answer first, then the candidates in order.
+def fused_candidate(fused_outputs: Mapping[str, Any]) -> Candidate:
+    """The fused answer as a :class:`~fusion_dspy.candidate.Candidate` (index :data:`FUSED_INDEX`)."""
+    return Candidate(index=FUSED_INDEX, teacher=FUSED_TEACHER, sample=0, outputs=dict(fused_outputs))
 
-    The fused answer goes first because selectors break ties towards the lower position, which makes
-    ties keep the fused answer (a candidate must strictly outrank it to replace it).
+
+def comparison_pool(fused: Candidate, pick: Candidate, references: Sequence[Candidate]) -> list[Candidate]:
+    """What the selector ranks in step 2: the fused answer first, then the pick, then the references.
+
+    The fused answer goes first because selectors break ties towards the lower position, so a
+    rank-only selector that cannot tell the two apart keeps the fused answer.
     """
-    fused = Candidate(index=FUSED_INDEX, teacher=FUSED_TEACHER, sample=0, outputs=dict(fused_outputs))
-    return [fused, *candidates]
+    if fused.index != FUSED_INDEX:
+        raise ValueError(f"comparison_pool() needs the fused answer (index {FUSED_INDEX}) first, got index "
+                         f"{fused.index}; build it with fused_candidate().")
+    return [fused, pick, *references]
 
 
-def decide(selection: Selection, pool: Sequence[Candidate]) -> GuardDecision:
-    """Read the selector's verdict on the :func:`guard_pool` list.
+def decide(selection: Selection, pool: Sequence[Candidate], *, source: int | None = None) -> GuardDecision:
+    """Read the selector's verdict on a :func:`comparison_pool` list: the fused answer or the pick.
 
     Raises:
-        ValueError: ``pool`` is not a guard pool, or the selection does not fit it (position out of
-            range, or a score count other than one per answer).
+        ValueError: ``pool`` is not a comparison pool, or the selection does not fit it (position out
+            of range, or a score count other than one per answer).
     """
-    if not pool or pool[0].index != FUSED_INDEX:
-        raise ValueError("decide() needs the list built by guard_pool(): the fused answer first.")
+    if len(pool) < 2 or pool[0].index != FUSED_INDEX:
+        raise ValueError("decide() needs the list built by comparison_pool(): the fused answer, then the pick.")
     if not 0 <= selection.position < len(pool):
         raise ValueError(f"The selector returned position {selection.position} for {len(pool)} answers.")
-    scores = None
-    margin = None
-    if selection.scores is not None:
-        if len(selection.scores) != len(pool):
-            raise ValueError(
-                f"The selector returned {len(selection.scores)} scores for {len(pool)} answers; "
-                "a selector must score every answer it is given."
-            )
-        scores = {answer.index: float(score) for answer, score in zip(pool, selection.scores, strict=True)}
-        best_other = max(float(s) for s in selection.scores[1:]) if len(pool) > 1 else float("-inf")
-        margin = best_other - float(selection.scores[0])
-        if margin <= 0:  # the fused answer is ranked first or tied: it stays
-            return GuardDecision(kept_fused=True, index=FUSED_INDEX, scores=scores, margin=margin)
-        # The scores decide: the first candidate with the best score (selectors tie towards lower positions).
-        position = 1 + [float(s) for s in selection.scores[1:]].index(best_other)
-        return GuardDecision(kept_fused=False, index=pool[position].index, scores=scores, margin=margin)
-    chosen = pool[selection.position]
-    return GuardDecision(kept_fused=chosen.index == FUSED_INDEX, index=chosen.index, scores=scores, margin=margin)
+    pick, references = pool[1].index, tuple(c.index for c in pool[2:])
+    if selection.scores is None:  # rank-only: the fused answer must be ranked first
+        kept = selection.position == 0
+        return GuardDecision(kept_fused=kept, index=FUSED_INDEX if kept else pick, pick=pick,
+                             references=references, source=source, rationale=selection.rationale)
+    if len(selection.scores) != len(pool):
+        raise ValueError(
+            f"The selector returned {len(selection.scores)} scores for {len(pool)} answers; "
+            "a selector must score every answer it is given."
+        )
+    scores = {answer.index: float(score) for answer, score in zip(pool, selection.scores, strict=True)}
+    margin = scores[pick] - scores[FUSED_INDEX]
+    kept = margin <= 0  # ties keep the fused answer
+    return GuardDecision(kept_fused=kept, index=FUSED_INDEX if kept else pick, pick=pick, references=references,
+                         source=source, scores=scores, margin=margin, rationale=selection.rationale)
+
+
+def guard_steps(
+    selector: Selector,
+    signature: type[dspy.Signature],
+    inputs: Mapping[str, Any],
+    candidates: Sequence[Candidate],
+    fused_outputs: Mapping[str, Any],
+    *,
+    pick: Selection | None = None,
+) -> Steps[GuardDecision]:
+    """The guard for one fused answer, as sans-I/O steps: the pick, then the comparison.
+
+    Args:
+        selector: The Fuse's selector; its own steps run inside these (an LLM judge's calls are yielded).
+        signature: The task signature.
+        inputs: The task inputs.
+        candidates: The N successful draws (never empty).
+        fused_outputs: The fused answer's output fields.
+        pick: The selector's ranking of ``candidates`` when the caller has it already (step 1 is skipped).
+
+    Raises:
+        ValueError: ``candidates`` is empty, or a selection does not fit what it ranked.
+    """
+    if not candidates:
+        raise ValueError("guard_steps() needs at least one candidate to compare the fused answer with.")
+    if pick is None:
+        pick = yield from selector.steps(signature, inputs, candidates)
+    check_selection(pick, len(candidates), selector.name)
+    chosen = candidates[pick.position]
+    fused = fused_candidate(fused_outputs)
+    source = candidates[selector.closest(signature, fused, candidates)].index
+    references = [c for c in candidates if c.index not in (chosen.index, source)]
+    pool = comparison_pool(fused, chosen, references)
+    selection = yield from selector.steps(signature, inputs, pool)
+    check_selection(selection, len(pool), selector.name)
+    return decide(selection, pool, source=source)

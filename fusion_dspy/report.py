@@ -136,20 +136,28 @@ class SelectionRecord(BaseModel):
 
 
 class GuardRecord(BaseModel):
-    """What the selection guard decided: the fused answer ranked against the N candidates.
+    """What the selection guard decided (:mod:`fusion_dspy.guard`): the fused answer or the selector's pick.
 
-    ``index`` is the returned answer (``-1``: the fused answer, else a candidate's index);
-    ``scores`` maps each answer's index (the fused one under ``-1``) to the selector's score, and
-    ``margin`` is the best candidate's score minus the fused answer's (when the selector scores).
-    ``usage`` and ``latency_s`` are the selector call's (no LM call for mbr, majority, reward).
+    ``pick`` is the selector's choice among the draws (what ``mode="select"`` returns), ``index`` the
+    returned answer (``-1``: the fused answer, else the pick). The comparison ranked the fused answer,
+    the pick and the ``references`` (the other draws, less ``source``: the draw the fused answer agrees
+    with most). ``scores`` maps each compared answer's index (the fused one under ``-1``) to the
+    selector's score, and ``margin`` is the pick's score minus the fused answer's (when the selector
+    scores). ``rule`` names the decision rule (``None``: a report written before the rule had a name,
+    which ranked all N+1 answers). ``usage`` and ``latency_s`` are the selector's, both rankings (no LM
+    call for mbr, majority, reward).
     """
 
     selector: str
     kept_fused: bool
     index: int
+    pick: int | None = None
+    references: list[int] = Field(default_factory=list)
+    source: int | None = None
     scores: dict[int, float] | None = None
     margin: float | None = None
     rationale: str | None = None
+    rule: str | None = None
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
     latency_s: float = 0.0
 
@@ -253,7 +261,7 @@ class FusionReport(BaseModel):
             )
         if self.guard is not None:
             guard = self.guard
-            kept = "kept the fused answer" if guard.kept_fused else f"returned candidate #{guard.index} instead"
+            kept = "kept the fused answer" if guard.kept_fused else f"returned the pick, candidate #{guard.index}"
             margin = f", margin {guard.margin:+.3g}" if guard.margin is not None else ""
             lines.append(f"guard ({guard.selector}): {kept}{margin}")
         if self.selector_failure is not None:

@@ -8,6 +8,11 @@ configuration is compared with the best one by a paired bootstrap over the same 
 those whose difference is not significant at ``alpha`` are equivalent, and the cheapest of them
 (then the higher mean, then the earlier trial) is chosen. The choice reports its own bootstrap
 confidence interval and its paired comparison with the best mean.
+
+A floor keeps "cheaper" from meaning "worse than a teacher alone": configurations marked as the
+floor (the optimizer marks each teacher alone at N=1) are confirmed too, and nothing whose valset
+mean is below the best of them is chosen. So the chosen configuration is never below the best
+single teacher on the valset; whether it holds on held-out data is a measurement, not a guarantee.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Choice:
         vs_best: Paired comparison chosen - best: ``diff``, ``ci_low``, ``ci_high``, ``p_bootstrap``
             (all zero when the best itself is chosen).
         equivalent: Trials not significantly worse than the best (the chosen one among them).
+        floor: The best valset mean among the floor trials, when any were given; nothing below it is chosen.
     """
 
     chosen: int
@@ -58,21 +64,30 @@ class Choice:
     ci: tuple[float, float, float]
     vs_best: dict[str, float]
     equivalent: tuple[int, ...]
+    floor: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def choose_confirmed(
-    confirmed: Sequence[Confirmed | Mapping[str, Any]], *, alpha: float = 0.05, resamples: int = 2000, seed: int = 0
+    confirmed: Sequence[Confirmed | Mapping[str, Any]],
+    *,
+    floor_trials: Sequence[int] = (),
+    alpha: float = 0.05,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> Choice:
-    """Pick the cheapest configuration not significantly worse than the best mean.
+    """Pick the cheapest configuration not significantly worse than the best mean, nor below the floor.
 
     "Significantly worse" means the paired bootstrap CI (level ``1 - alpha``) of ``candidate - best``
-    lies entirely below zero. Mappings need ``trial``, ``quality``, ``cost`` and ``scores``.
+    lies entirely below zero. The floor is the best mean among ``floor_trials`` (trial numbers in
+    ``confirmed``); a configuration with a lower mean is never chosen. Mappings need ``trial``,
+    ``quality``, ``cost`` and ``scores``.
 
     Raises:
-        ValueError: ``confirmed`` is empty, or the score lists differ in length (not paired).
+        ValueError: ``confirmed`` is empty, the score lists differ in length (not paired), or a floor
+            trial is not among the confirmed ones.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
@@ -82,6 +97,12 @@ def choose_confirmed(
         raise ValueError("choose_confirmed() needs at least one confirmed configuration.")
     if len({len(c.scores) for c in items}) != 1 or not items[0].scores:
         raise ValueError("every confirmed configuration needs scores on the same, non-empty valset.")
+    by_trial = {c.trial: c for c in items}
+    missing = sorted(set(floor_trials) - set(by_trial))
+    if missing:
+        raise ValueError(f"floor_trials {missing} are not among the confirmed trials {sorted(by_trial)}; "
+                         "confirm the floor configurations too.")
+    floor = max((by_trial[t].quality for t in floor_trials), default=None)
     best = max(items, key=lambda c: (c.quality, -c.cost, -c.trial))
     comparisons: dict[int, dict[str, float]] = {}
     equivalent = []
@@ -93,9 +114,9 @@ def choose_confirmed(
         paired = paired_bootstrap(item.scores, best.scores, confidence=1 - alpha, resamples=resamples, seed=seed)
         comparisons[item.trial] = {"diff": paired.diff, "ci_low": paired.ci_low, "ci_high": paired.ci_high,
                                    "p_bootstrap": paired.p_bootstrap}
-        if paired.ci_high >= 0:  # not significantly worse
+        if paired.ci_high >= 0 and (floor is None or item.quality >= floor):  # not significantly worse
             equivalent.append(item)
     chosen = min(equivalent, key=lambda c: (c.cost, -c.quality, c.trial))
     ci = bootstrap_ci(list(chosen.scores), confidence=1 - alpha, resamples=resamples, seed=seed)
     return Choice(chosen=chosen.trial, best=best.trial, ci=ci, vs_best=comparisons[chosen.trial],
-                  equivalent=tuple(c.trial for c in equivalent))
+                  equivalent=tuple(c.trial for c in equivalent), floor=floor)

@@ -382,7 +382,8 @@ class FusionOptimizer(Teleprompter):
         return self._compiled(session, student, best["config"], score=best["quality"])
 
     def _confirm(self, session: Session) -> dict[str, Any]:
-        """Score the best few configurations on the full valset and keep the best (cheaper on ties)."""
+        """Score the best few configurations, and each teacher alone, on the full valset; choose with
+        :func:`~fusion_dspy.optimizers.confirm.choose_confirmed` (the best teacher alone is the floor)."""
         finished = [t for t in session.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                     if "result" in t.user_attrs]
         if not finished:
@@ -391,13 +392,25 @@ class FusionOptimizer(Teleprompter):
                 "Check the trial table (opt.report()) for errors; raise `trials` if they were all pruned."
             )
         finished.sort(key=lambda t: (-t.value, t.user_attrs["result"]["cost"], t.number))
-        picked, keys = [], set()
+        picked: list[optuna.trial.FrozenTrial] = []
+        keys: set[str] = set()
         for trial in finished:
             if trial.user_attrs["result"]["config_key"] not in keys:
                 keys.add(trial.user_attrs["result"]["config_key"])
                 picked.append(trial)
             if len(picked) == self.budget.confirm:
                 break
+        # The floor: each teacher alone (every Fuse at N=1), its best trial, confirmed as well.
+        floor: dict[tuple[tuple[str, ...], ...], optuna.trial.FrozenTrial] = {}
+        for trial in finished:
+            config = trial.user_attrs["config"]
+            if all(int(s.get("n", 0)) == 1 for s in config.values()):
+                floor.setdefault(tuple(tuple(s.get("teachers") or ()) for _, s in sorted(config.items())), trial)
+        by_key = {t.user_attrs["result"]["config_key"]: t for t in picked}
+        for trial in floor.values():
+            by_key.setdefault(trial.user_attrs["result"]["config_key"], trial)
+        picked = list(by_key.values())
+        floor_trials = sorted({by_key[t.user_attrs["result"]["config_key"]].number for t in floor.values()})
         everything = list(range(len(session.evaluator.examples)))
         confirmed = []
         for trial in picked:
@@ -407,7 +420,8 @@ class FusionOptimizer(Teleprompter):
                               "config": trial.user_attrs["config"], **{k: v for k, v in evaluation.summary().items()
                                                                        if k in ("lm_calls", "memo_hits")},
                               "scores": [evaluation.results[i].score for i in everything]})
-        choice = choose_confirmed(confirmed)  # the cheapest not significantly worse than the best mean
+        # The cheapest not significantly worse than the best mean, and not below the best teacher alone.
+        choice = choose_confirmed(confirmed, floor_trials=floor_trials)
         for c in confirmed:
             c["within_noise"] = c["trial"] in choice.equivalent
             if c["trial"] == choice.chosen:

@@ -42,7 +42,8 @@ class Budget(_Options):
         trials: Trial budget of the study (a resumed study runs only the missing ones).
         minibatch_size: Examples per step between pruning decisions.
         confirm: How many of the best configurations are scored on the full valset before one is
-            chosen (single objective; results already measured are re-used, not re-run).
+            chosen (single objective; results already measured are re-used, not re-run). Each
+            teacher alone at N=1, when it ran, is scored too: it is the floor of the choice.
         max_cost: With two objectives, the cost budget ``compile`` selects under.
         baselines: Run the student's configuration and each teacher alone at N=1 first.
     """

@@ -84,8 +84,8 @@ class SearchSpace(BaseModel):
         languages: Choices for the output-language slot (``None``: the task's language).
         strategies: Fusor strategies to try (:mod:`fusion_dspy.strategies`: ``paper``, ``analyse``,
             ``edit``, ``vote``).
-        guards: Choices for the selection guard (``Fuse(guard=...)``: keep the fused answer only if
-            the selector ranks it above every candidate); searched in ``fuse``/``auto`` mode. On a
+        guards: Choices for the selection guard (``Fuse(guard=...)``: keep the fused answer unless
+            the selector's pick scores higher, :mod:`fusion_dspy.guard`); searched in ``fuse``/``auto`` mode. On a
             ``Fuse`` without the guard only ``False`` is possible and ``True`` is ignored.
         self_moa: With ``pools``, also offer every pool member alone as a pool named
             ``"self:<teacher>"``: one teacher sampled N times (Self-MoA), the counterpart of a

@@ -57,8 +57,8 @@ def path_note(prediction: Any) -> str:
     notes = {"fuse": "The fusor wrote this answer.", "select": "A selector picked this answer among the candidates.",
              "consensus": "The candidates agreed, so their common answer was returned without fusing.",
              "single": "Only one candidate was available; it was returned as is.",
-             "guarded": "The fusor wrote an answer, but the selection guard ranked a candidate above it, "
-                        "so that candidate was returned."}
+             "guarded": "The fusor wrote an answer, but the selector's pick among the candidates scored "
+                        "higher than it, so the pick was returned."}
     note = notes.get(report.path, f"Path: {report.path}.")
     if report.fallback:
         note += f" (Fallback: {report.fallback}.)"

@@ -90,3 +90,19 @@ def test_unknown_strategy_is_a_cli_error(tmp_path, monkeypatch, capsys, fake_loc
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match=r"--strategies: unknown \['fancy'\]"):
         _bench().main()
+
+
+def test_exclude_run_holds_out_exactly_the_segments_another_run_journaled(tmp_path):
+    from fusion_dspy.evaluate import example_id
+
+    examples = [dspy.Example(source=f"s{i}", target_language="German").with_inputs("source", "target_language")
+                for i in range(5)]
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"kind": "header"}, {"kind": "candidates", "example": example_id(examples[1]), "n": 5, "candidates": []},
+             {"kind": "candidates", "example": example_id(examples[3]) + "-1", "n": 5, "candidates": []}]
+    (run / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    held = _bench()._held_out(examples, str(run))
+    assert [e.source for e in held] == ["s0", "s2", "s4"]
+    with pytest.raises(SystemExit, match="--exclude-run: .* does not exist"):
+        _bench()._held_out(examples, str(tmp_path / "nothing"))

@@ -215,10 +215,12 @@ def test_an_outranked_fused_answer_is_replaced_without_an_extra_lm_call(call):
     assert pred.fusion.path == "guarded" and not guard.kept_fused and guard.selector == "mbr"
     chosen = next(c for c in pred.fusion.candidates if c.index == guard.index)
     assert pred.answer == chosen.outputs["answer"]
-    assert set(guard.scores) == {FUSED_INDEX, 0, 1, 2} and guard.margin > 0
+    assert guard.index == guard.pick == pred.fusion.candidates[0].index  # MBR's pick: what select returns
+    assert set(guard.scores) == {FUSED_INDEX, guard.pick, *guard.references} and guard.margin > 0
+    assert guard.rule == "pick-vs-fused" and guard.source not in guard.references
     assert guard.usage == {}  # MBR calls no model
     assert sum(e.calls for e in engines) + fusor.calls == 4  # n teachers + 1 fusor, nothing more
-    assert "guard (mbr): returned candidate" in pred.fusion.summary()
+    assert "guard (mbr): returned the pick, candidate #" in pred.fusion.summary()
     json.loads(pred.fusion.model_dump_json())
 
 
@@ -232,7 +234,7 @@ def test_a_fused_answer_that_ranks_first_is_kept(call):
     assert "guard (majority): kept the fused answer" in pred.fusion.summary()
 
 
-def test_an_llm_selector_ranks_all_n_plus_1_and_its_cost_is_in_the_report(call):
+def test_an_llm_selector_pays_both_rankings_and_their_cost_is_in_the_report(call):
     def score(request):
         return {"reasoning": "r", "score": 9.0 if "zzz" in request.inputs["candidate"] else 3.0}
 
@@ -242,8 +244,11 @@ def test_an_llm_selector_ranks_all_n_plus_1_and_its_cost_is_in_the_report(call):
                 selector=LLMJudge(lm=judge.lm()))
     pred = call(fuse, question="q")
     guard = pred.fusion.guard
-    assert guard.kept_fused and pred.answer == "zzz" and judge.calls == 4
-    assert guard.usage["local/judge"].calls == 4 and pred.fusion.usage["local/judge"].calls == 4
+    assert guard.kept_fused and pred.answer == "zzz"
+    # The pick scores the 3 draws; the comparison scores the fused answer, the pick and 2 references
+    # ("zzz" shares nothing with any draw, so its closest is the first, the pick itself: no draw is left out).
+    assert guard.source == guard.pick and len(guard.references) == 2 and judge.calls == 3 + 4
+    assert guard.usage["local/judge"].calls == 7 and pred.fusion.usage["local/judge"].calls == 7
     assert guard.margin == pytest.approx(-6.0)
 
 

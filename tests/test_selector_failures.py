@@ -79,7 +79,7 @@ def test_a_failing_guard_is_reported_as_the_guard(call):
     with pytest.raises(SelectorFailedError) as info:
         call(make_fuse(3, selector=TooFewScores(), guard=True), question="q")
     failure = info.value.report.selector_failure
-    assert failure.role == "guard" and "1 scores for 4 candidates" in failure.error
+    assert failure.role == "guard" and "1 scores for 3 candidates" in failure.error  # the pick, on the 3 draws
     assert info.value.report.fusor.error is None  # the fusor answered; the guard failed
 
 

@@ -129,8 +129,10 @@ def test_vote_strategy_on_a_typed_signature():
     fusor = FakeEngine(name="fusor", responder=lambda r: {"comparison": "c", "reasoning": "r", "answer": 3.0})
     teacher = FakeEngine(name="t",
                          responder=lambda r: {"reasoning": f"s{r.seed}", "answer": 3.0 if r.seed % 2 else 4.0})
+    # guard=False: this is about what the fusor is shown and writes (MBR over these 2-character
+    # reasonings would prefer a candidate's text to the fusor's "r").
     fuse = Fuse(Solve, 4, teachers=[Teacher(teacher.lm(), name="t", samples=4, temperature=0.8)], fusor=fusor.lm(),
-                prompt=FusorPrompt(strategy="vote"), max_threads=1)
+                prompt=FusorPrompt(strategy="vote"), max_threads=1, guard=False)
     pred = fuse(question="q")
     assert pred.answer == 3.0
     shown = fusor.requests[0].inputs["candidates"]

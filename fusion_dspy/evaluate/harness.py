@@ -36,6 +36,7 @@ from fusion_dspy.candidate import Candidate
 from fusion_dspy.concurrency import bounded_map
 from fusion_dspy.concurrency import check_concurrency
 from fusion_dspy.concurrency import fuse_variant
+from fusion_dspy.drivers import drive
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.evaluate.report import GUARD_SUFFIX
@@ -43,8 +44,8 @@ from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
 from fusion_dspy.evaluate.report import summarize
 from fusion_dspy.fuse import Fuse
-from fusion_dspy.guard import decide
-from fusion_dspy.guard import guard_pool
+from fusion_dspy.guard import GUARD_RULE
+from fusion_dspy.guard import guard_steps
 from fusion_dspy.limits import QuotaExhaustedError
 from fusion_dspy.limits import report_error_types
 from fusion_dspy.limits import stop_cause
@@ -95,6 +96,12 @@ def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
     return total
 
 
+def _stale_guard(result: Mapping[str, Any]) -> bool:
+    """A journaled ``+guard`` result made under another guard rule: not reported, and redone on resume
+    (from the journaled fused answer and candidates: no fusor call)."""
+    return str(result.get("method", "")).endswith(GUARD_SUFFIX) and result.get("guard_rule") != GUARD_RULE
+
+
 def _is_fused(method: str) -> bool:
     """``fusion`` and ``fusion:<strategy>``: the methods the guard re-ranks."""
     return (method == "fusion" or method.startswith("fusion:")) and not method.endswith(GUARD_SUFFIX)
@@ -140,9 +147,9 @@ class Harness:
     surviving candidate), ``oracle`` (best candidate by the reference metric: the
     selection ceiling), and ``single:<teacher>`` (that teacher's first sample, N=1). With ``strategies``:
     ``fusion:<strategy>`` (largest N only). With ``guard=True``: ``fusion+guard`` at every N and
-    ``fusion:<strategy>+guard``, where the fused answer joins the first N candidates, the baseline
-    selector (``selectors[0]``) ranks all N+1, and a candidate that strictly outranks the fused answer
-    replaces it (path ``"select"``; kept: path ``"fuse"``). Its tokens are the fusion's (plus the
+    ``fusion:<strategy>+guard``: :mod:`fusion_dspy.guard` with the baseline selector (``selectors[0]``)
+    on the first N candidates; its pick replaces the fused answer if it scores higher on the other
+    candidates (path ``"select"``; kept: path ``"fuse"``). Its tokens are the fusion's (plus the
     selector's own LM calls, none for mbr, majority or reward selectors), its time the fusion's plus
     the selector's. A fusion that did not fuse (path other than ``"fuse"``, or no output) passes
     through unchanged. ``EvalReport.to_markdown`` says how often each guard kept the fused answer.
@@ -283,7 +290,7 @@ class Harness:
         """Summarize the journal for the current examples and write JSON, Markdown and plots."""
         results: dict[str, dict[tuple[str, int], MethodResult]] = {}
         for entry in self.journal:
-            if entry.get("kind") == "result":
+            if entry.get("kind") == "result" and not _stale_guard(entry["result"]):
                 result = MethodResult.model_validate(entry["result"])
                 results.setdefault(result.example, {})[(result.method, result.n)] = result
         ids = example_ids(self.examples)
@@ -382,17 +389,19 @@ class Harness:
         drawn = [Candidate(c["index"], c["teacher"], c["sample"], c["outputs"])
                  for c in self._first(candidates, n) if c["outputs"] is not None]
         if fused.path != "fuse" or fused.output is None or not drawn:
-            return fused.model_copy(update={"method": method})  # nothing fused to guard: as the fusion went
+            # Nothing fused to guard: as the fusion went.
+            return fused.model_copy(update={"method": method, "guard_rule": GUARD_RULE})
         # The JSON form, as the candidates are and as a resumed run reads it back: the same decision either way.
-        pool = guard_pool(drawn, fused.model_dump(mode="json")["output"])
+        fused_outputs = fused.model_dump(mode="json")["output"]
         start = time.perf_counter()
         with dspy.track_usage() as tracker:  # an LLM-judge baseline pays its calls; mbr/majority/reward make none
-            selection = self.selectors[0].select(self.fuse.signature, dict(example.inputs()), pool)
+            decision = drive(guard_steps(self.selectors[0], self.fuse.signature, dict(example.inputs()), drawn,
+                                         fused_outputs))
         took = time.perf_counter() - start
-        decision = decide(selection, pool)
         judged = _usage_sum([usage_from_tracker(tracker.usage_data)])
         self._count(judged.input_tokens + judged.output_tokens)
-        changes = {"method": method, "usage": fused.usage + judged, "time_s": fused.time_s + took}
+        changes = {"method": method, "usage": fused.usage + judged, "time_s": fused.time_s + took,
+                   "guard_rule": GUARD_RULE}
         if decision.kept_fused:
             return fused.model_copy(update=changes)
         chosen = next(c for c in drawn if c.index == decision.index)
@@ -575,7 +584,7 @@ class Harness:
         for entry in self.journal:
             if entry.get("kind") == "candidates":
                 done.setdefault(entry["example"], {})[("candidates", entry["n"])] = entry["candidates"]
-            elif entry.get("kind") == "result":
+            elif entry.get("kind") == "result" and not _stale_guard(entry["result"]):
                 result = entry["result"]
                 method = result["method"]
                 # A fused method keeps its result (JSON), so a later guard=True can re-rank it without a fusor call.

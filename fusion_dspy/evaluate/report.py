@@ -35,6 +35,8 @@ class MethodResult(BaseModel):
 
     ``time_s`` is the summed latency of the LM calls the method needs (candidates, fusor, judge):
     the wall time on a serial backend such as one llama.cpp model, an upper bound with parallel APIs.
+    ``guard_rule`` is :data:`fusion_dspy.guard.GUARD_RULE` on a ``+guard`` result (the harness redoes
+    one made under an older rule).
     """
 
     example: str
@@ -48,6 +50,7 @@ class MethodResult(BaseModel):
     attribution: float | None = None
     error: str | None = None
     comparison: str | None = None
+    guard_rule: str | None = None
 
 
 class MethodSummary(BaseModel):
@@ -132,8 +135,8 @@ class EvalReport(BaseModel):
     def guard_summary(self) -> str:
         """How often each selection-guard method (``...+guard``) kept the fused answer; ``""`` without one.
 
-        Read from the paths: ``fuse`` kept the fused answer, ``select`` took a candidate the baseline
-        selector ranked higher. An example whose fusion did not fuse (a fallback to select, a single
+        Read from the paths: ``fuse`` kept the fused answer, ``select`` returned the baseline
+        selector's pick (:mod:`fusion_dspy.guard`). An example whose fusion did not fuse (a fallback to select, a single
         candidate, no output) had nothing to guard and keeps its fusion's path, so the guarded
         method's own row (same N) tells those apart.
         """
@@ -147,8 +150,7 @@ class EvalReport(BaseModel):
             passed = max(0, m.count - kept - replaced)
             if kept + replaced:
                 line = (f"`{m.method}` N={m.n}: kept the fused answer on {kept} of {kept + replaced} examples "
-                        f"({100 * kept / (kept + replaced):.0f}%), else a candidate that `{self.baseline}` ranked "
-                        "higher")
+                        f"({100 * kept / (kept + replaced):.0f}%), else `{self.baseline}`'s pick")
                 lines.append(line + (f"; {passed} more had no fused answer to guard." if passed else "."))
             else:
                 lines.append(f"`{m.method}` N={m.n}: no fused answer to guard ({passed} examples passed through).")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from fusion_dspy.candidate import Candidate
 
-__all__ = ["Selection", "SelectionError", "Selector"]
+__all__ = ["Selection", "SelectionError", "Selector", "check_selection"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,5 +99,45 @@ class Selector:
         """Async :meth:`select`: the same steps, with the LM calls as asyncio tasks."""
         return await adrive(self.steps(signature, inputs, candidates))
 
+    def closest(
+        self,
+        signature: type[dspy.Signature],
+        answer: Candidate,
+        candidates: Sequence[Candidate],
+    ) -> int:
+        """Position of the candidate ``answer`` agrees with most: the one it was most likely copied from.
+
+        The selection guard (:mod:`fusion_dspy.guard`) leaves that candidate out of the references
+        it compares the fused answer on, so a copy cannot vote for itself. The default compares all
+        output fields as text with chrF (MBR's utility); a selector that judges agreement on part of
+        the answer overrides it (:class:`~fusion_dspy.selectors.MajorityVote` on its vote fields).
+        Must not call an LM.
+        """
+        from fusion_dspy.selectors._common import candidate_texts
+        from fusion_dspy.selectors._common import output_fields
+        from fusion_dspy.selectors.mbr import closest_text
+
+        fields = output_fields(signature, candidates)
+        return closest_text(answer.text(fields), candidate_texts(candidates, fields))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def check_selection(selection: Any, count: int, selector: str) -> None:
+    """Refuse a selection that does not fit ``count`` candidates, saying what is wrong."""
+    if not isinstance(selection, Selection):
+        raise TypeError(
+            f"Selector {selector!r} returned {type(selection).__name__}, not a Selection; return "
+            "Selection(position=..., scores=...)."
+        )
+    if not 0 <= selection.position < count:
+        raise IndexError(
+            f"Selector {selector!r} returned position {selection.position} for {count} candidates; "
+            f"a position must be in 0..{count - 1}."
+        )
+    if selection.scores is not None and len(selection.scores) != count:
+        raise ValueError(
+            f"Selector {selector!r} returned {len(selection.scores)} scores for {count} candidates; "
+            "return one score per candidate, in the order given, or scores=None."
+        )

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from fusion_dspy.candidate import Candidate
 
-__all__ = ["MBR_EXCERPTS", "MBR_MAX_CHARS", "MBR_METRICS", "MBRSelector", "excerpt", "mbr_scores"]
+__all__ = ["MBR_EXCERPTS", "MBR_MAX_CHARS", "MBR_METRICS", "MBRSelector", "closest_text", "excerpt", "mbr_scores"]
 
 _logger = logging.getLogger(__name__)
 
@@ -94,6 +94,25 @@ def mbr_scores(
             total += cache[key]
         scores.append(total / (count - 1))
     return scores
+
+
+def closest_text(
+    target: str, texts: Sequence[str], *, metric: str = "chrf", max_chars: int | None = MBR_MAX_CHARS
+) -> int:
+    """Position of the text in ``texts`` that ``target`` agrees with most (its likeliest source).
+
+    Agreement is MBR's utility in MBR's direction: ``metric(hypothesis=target, reference=texts[i])``,
+    so "the text ``target`` would count most on as a pseudo-reference". Ties go to the lowest position.
+
+    Raises:
+        ValueError: ``texts`` is empty.
+    """
+    if not texts:
+        raise ValueError("closest_text() needs at least one text to compare with, got none.")
+    _check_max_chars(max_chars)
+    scorer = _make_scorer(metric)
+    hypothesis = excerpt(target, max_chars)
+    return best_position([scorer.sentence_score(hypothesis, [excerpt(text, max_chars)]).score for text in texts])
 
 
 class MBRSelector(Selector):

@@ -19,7 +19,7 @@ def test_run_prints_candidates_and_answer(tmp_path, capsys):
     assert out.count("#") >= 3 and "local/a" not in out  # teachers shown by their config names
     assert "  #0 a " in out and "  #1 b " in out and "  #2 b " in out
     # The default guard is on (mbr ranks for free): the fake fusor's text loses to candidate #0.
-    assert "Answer (guarded):" in out and "guard (mbr): returned candidate #0 instead" in out and "tokens:" in out
+    assert "Answer (guarded):" in out and "guard (mbr): returned the pick, candidate #0" in out and "tokens:" in out
 
 
 def test_run_json_output(tmp_path, capsys):

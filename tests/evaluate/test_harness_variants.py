@@ -12,6 +12,7 @@ from fusion_dspy import Fuse
 from fusion_dspy import Teacher
 from fusion_dspy.evaluate import Harness
 from fusion_dspy.evaluate import example_id
+from fusion_dspy.guard import GUARD_RULE
 from fusion_dspy.selectors import MajorityVote
 from fusion_dspy.testing import FakeEngine
 
@@ -97,7 +98,7 @@ def test_guard_replaces_a_worse_fused_answer_and_keeps_a_good_one(tmp_path):
     assert fused["q2"]["path"] == "select" and fused["q2"]["error"] is not None
     for key in [(eid["q2"], 3)] + [(eid[q], 1) for q in GOLD]:
         assert results[(key[0], "fusion+guard", key[1])] == {**results[(key[0], "fusion", key[1])],
-                                                            "method": "fusion+guard"}
+                                                            "method": "fusion+guard", "guard_rule": GUARD_RULE}
     # Tokens are the fusion's (majority makes no LM call); time adds the selector's on top.
     for q in GOLD:
         guarded = results[(eid[q], "fusion+guard", 3)]
@@ -111,8 +112,8 @@ def test_guard_replaces_a_worse_fused_answer_and_keeps_a_good_one(tmp_path):
     # No LM call for the guard: one draw of 3 per question, one fusor call per question at N=2 and N=3.
     assert (teacher.calls, fusor.calls) == (9, 6)
     markdown = report.to_markdown()
-    assert ("`fusion+guard` N=3: kept the fused answer on 1 of 2 examples (50%), else a candidate that "
-            "`bon-majority` ranked higher; 1 more had no fused answer to guard.") in markdown
+    assert ("`fusion+guard` N=3: kept the fused answer on 1 of 2 examples (50%), else `bon-majority`'s pick; "
+            "1 more had no fused answer to guard.") in markdown
     assert "`fusion+guard` N=2: kept the fused answer on 2 of 2 examples (100%)" in markdown
     assert "`fusion+guard` N=1: no fused answer to guard (3 examples passed through)." in markdown
     assert (tmp_path / "report.md").read_text() == markdown
@@ -177,6 +178,32 @@ def test_adding_guard_and_a_strategy_to_a_finished_run_only_computes_the_new_met
     _, teacher, fusor = again = make(tmp_path / "run", guard=True, strategies=["vote"])
     again[0].run()
     assert teacher.calls == fusor.calls == 0 and len(journal_results(tmp_path / "run")) == len(after)
+
+
+def test_guard_results_of_an_older_rule_are_not_reported_and_are_redone_without_a_fusor_call(tmp_path):
+    make(tmp_path, guard=True)[0].run()
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    current = {(e["result"]["example"], e["result"]["n"]): dict(e["result"]) for e in entries
+               if e.get("kind") == "result" and e["result"]["method"] == "fusion+guard"}
+    # Rewrite the journal as an older version left it: its guard results have no rule and a made-up score.
+    old = []
+    for entry in entries:
+        if entry.get("kind") == "result" and entry["result"]["method"] == "fusion+guard":
+            entry["result"].pop("guard_rule")
+            entry["result"]["score"] = -5.0
+        old.append(json.dumps(entry))
+    path.write_text("\n".join(old) + "\n")
+    harness, teacher, fusor = make(tmp_path, guard=True)
+    assert all(m.method != "fusion+guard" for m in harness.report().methods)  # stale: not reported
+    report = harness.run()
+    assert teacher.calls == fusor.calls == 0  # redone from the journaled fused answers and candidates
+    assert report.get("fusion+guard", 3).mean == 1.0
+    redone = {(r["example"], r["n"]): r for r in journal_results(tmp_path)
+              if r["method"] == "fusion+guard" and r.get("guard_rule") == GUARD_RULE}
+    assert {k: {f: v for f, v in r.items() if f != "time_s"} for k, r in redone.items()} == {
+        k: {f: v for f, v in r.items() if f != "time_s"} for k, r in current.items()}
 
 
 def test_a_journal_written_without_guard_opens_with_guard_and_strategies(tmp_path):

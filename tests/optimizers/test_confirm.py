@@ -69,3 +69,43 @@ def test_the_report_marks_the_chosen_configuration_and_its_interval():
     opt.compile(problem.fuse(), trainset=examples(5))
     text = str(opt.report())
     assert text.count("(chosen, 95% CI [") == 1
+
+
+def test_nothing_below_the_best_teacher_alone_is_chosen():
+    fusion = Confirmed(trial=0, quality=0.6, cost=900.0, scores=(1, 0, 1, 1, 0))
+    strong = Confirmed(trial=1, quality=0.6, cost=10.0, scores=(1, 1, 1, 0, 0))
+    weak = Confirmed(trial=2, quality=0.4, cost=5.0, scores=(1, 0, 0, 1, 0))  # cheaper, within noise
+    assert choose_confirmed([fusion, strong, weak]).chosen == 2  # without a floor: the cheapest equivalent
+    choice = choose_confirmed([fusion, strong, weak], floor_trials=[1, 2])
+    assert choice.chosen == 1 and choice.floor == pytest.approx(0.6) and 2 not in choice.equivalent
+    # A floor above every other configuration: the best teacher alone itself.
+    rows = [Confirmed(0, 0.5, 900.0, (1, 0, 1, 0)), Confirmed(1, 0.75, 10.0, (1, 1, 1, 0))]
+    assert choose_confirmed(rows, floor_trials=[1]).chosen == 1
+
+
+def test_a_floor_trial_must_be_confirmed():
+    with pytest.raises(ValueError, match=r"floor_trials \[5\] are not among the confirmed trials \[0\]"):
+        choose_confirmed([Confirmed(0, 1.0, 1.0, (1.0,))], floor_trials=[5])
+
+
+def test_the_optimizer_confirms_each_teacher_alone_and_never_chooses_below_the_best():
+    problem = poisoned_pool()
+    opt = FusionOptimizer(metric=exact, teachers=problem.teachers, fusors=[problem.fusor_lm], trials=6,
+                          search_space=SearchSpace(modes=("select",), temperatures=None), num_instructions=0,
+                          pruner=None)
+    opt.compile(problem.fuse(), trainset=examples(6))
+    choice = opt.study.user_attrs[CHOICE_ATTR]
+    confirmed = {c["trial"]: c for c in opt.study.user_attrs["fusion_dspy.confirmed"]}
+    singles = [t for t in opt.study.trials if t.user_attrs.get("baseline")
+               and all(s["n"] == 1 for s in t.user_attrs.get("config", {}).values())]
+    assert len(singles) == len(problem.teachers)  # each teacher alone ran first ...
+
+    def alone(number):
+        config = opt.study.trials[number].user_attrs["config"]
+        return all(s["n"] == 1 for s in config.values()), tuple(s["teachers"][0] for s in config.values())
+
+    confirmed_alone = {alone(t)[1] for t in confirmed if alone(t)[0]}
+    assert confirmed_alone == {alone(t.number)[1] for t in singles}  # ... and each is confirmed on the full valset
+    single_best = max(confirmed[t]["quality"] for t in confirmed if alone(t)[0])
+    assert choice["floor"] == pytest.approx(single_best)
+    assert confirmed[choice["chosen"]]["quality"] >= single_best

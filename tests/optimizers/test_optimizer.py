@@ -46,19 +46,22 @@ def test_compile_never_mutates_the_student():
     assert compiled.generate is not student.generate
 
 
-def test_select_wins_where_fake_teachers_make_fusion_worse():
+@pytest.mark.parametrize(("guards", "fuse_score"), [((False,), 0.0), ((True,), 1.0)])
+def test_select_wins_where_fake_teachers_make_fusion_worse(guards, fuse_score):
     problem = poisoned_pool()
     weak, strong = problem.teachers
     teachers = [weak, strong.replace(samples=2)]  # plan W S S: the strong teacher holds the majority
     space = SearchSpace(n=(3, 3), search_pool=False, temperatures=None, modes=("fuse", "select"),
                         selectors=("majority",), instructions=False, criteria=(("content",),),
-                        discard_worst=(True,), length_control=(False,))
+                        discard_worst=(True,), length_control=(False,), guards=guards)
     opt = FusionOptimizer(metric=exact, teachers=teachers, fusors=[problem.fusor_lm], trials=4, search_space=space,
                           num_instructions=0, baselines=False, pruner=None)
     compiled = opt.compile(Fuse("question -> answer", n=3, teachers=teachers, fusor=problem.fusor_lm),
                            trainset=examples(6))
     by_mode = {t.params["self.mode"]: t.value for t in opt.study.get_trials()}
-    assert by_mode == {"fuse": 0.0, "select": 1.0}
+    # Unguarded, the fusor copies the weak teacher's wrong answer. Guarded, majority vote's pick (the
+    # strong teacher's answer) beats that copy: fusion ties selection, and selection is cheaper.
+    assert by_mode == {"fuse": fuse_score, "select": 1.0}
     assert compiled.mode == "select" and compiled.score == 1.0
     assert compiled(question="q9").answer == right("q9")
 

@@ -27,8 +27,9 @@ def _queue_teacher(field, values, **extra):
 def test_chrf_feedback_scores_like_chrf_and_names_the_best_candidate():
     teacher = _queue_teacher("translation", ["Der Hund schläft.", "Die Katze schläft.", "Ein Hund."])
     fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "translation": "Ein Hund."})
+    # guard=False: the feedback is on the fused answer (the guard would return MBR's pick, the best one).
     program = TranslationProgram(n=3, teachers=[Teacher(teacher.lm(), name="t", samples=3, temperature=0.8)],
-                                 fusor=fusor.lm(), max_threads=1)
+                                 fusor=fusor.lm(), max_threads=1, guard=False)
     example = dspy.Example(source="The dog sleeps.", target="Der Hund schläft.").with_inputs("source")
     pred = program(source="The dog sleeps.", target_language="German")
     result = chrf_feedback(example, pred)
@@ -47,8 +48,9 @@ def test_chrf_feedback_scores_like_chrf_and_names_the_best_candidate():
 def test_math_feedback_says_right_or_wrong_and_gives_the_majority_answer():
     teacher = _queue_teacher("answer", ["18", "18", "17"], reasoning="r")
     fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "reasoning": "r", "answer": "17"})
+    # guard=False: the feedback is on the fused answer (the guard would return the majority's 18).
     program = MathProgram(n=3, teachers=[Teacher(teacher.lm(), name="t", samples=3, temperature=0.8)],
-                          fusor=fusor.lm(), mode="fuse", max_threads=1)
+                          fusor=fusor.lm(), mode="fuse", max_threads=1, guard=False)
     example = dspy.Example(question="9*2?", answer="18").with_inputs("question")
     pred = program(question="9*2?")
     result = exact_number_match_feedback(example, pred)
