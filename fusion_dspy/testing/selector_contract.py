@@ -22,7 +22,8 @@ finite score per candidate or none), one candidate, empty input (a clear ``Value
 failures (a valid selection anyway, or a :class:`~fusion_dspy.errors.FusionError`, never a raw
 exception), use inside a ``Fuse`` through both drivers (``forward`` and ``aforward``), and the
 ``calls_lm`` declaration (a bool; a selector declaring ``calls_lm = False``, which turns the guard's
-auto default on, makes no LM call).
+auto default on, makes no LM call), and :meth:`~fusion_dspy.selectors.Selector.closest` (a verbatim
+copy's closest candidate is the one it copies; no LM call).
 """
 
 from __future__ import annotations
@@ -198,6 +199,20 @@ class SelectorContract:
         assert batches == 0 and engine.calls == 0, (
             f"the selector declares calls_lm = False but made {batches + engine.calls} LM call(s); declare "
             "calls_lm = True (the selection guard then defaults to off for it)")
+
+    def test_closest_names_a_candidate_without_an_lm_call(self) -> None:
+        from fusion_dspy.guard import fused_candidate
+        from fusion_dspy.testing.fake_lm import FakeEngine
+
+        selector = self.make_selector()
+        candidates = self.candidates(*VARIED)
+        engine = FakeEngine(name="contract-unused", responder=_same_answer)
+        with dspy.context(lm=engine.lm()):
+            copy = selector.closest(self.signature, fused_candidate({"answer": VARIED[2]}), candidates)
+            other = selector.closest(self.signature, fused_candidate({"answer": "Berlin"}), candidates)
+        assert copy == 2, f"closest() of a verbatim copy of candidate 2 must be 2, got {copy!r}"
+        assert isinstance(other, int) and 0 <= other < len(candidates), f"closest() returned {other!r}"
+        assert engine.calls == 0, "closest() must not call an LM (the selection guard runs it on every fused answer)"
 
     def test_works_inside_a_fuse_through_both_drivers(self) -> None:
         from fusion_dspy import Fuse
