@@ -82,7 +82,7 @@ def run_wmt(args: argparse.Namespace) -> str:
     harness = Harness(fuse=fuse, metric=chrf, corpus_metric=corpus_chrf, examples=examples, ns=[5],
                       selectors=selectors, out_dir=args.out, metric_name="chrF",
                       task="wmt24 en-de (5 recorded systems)", guard=True, strategies=_strategies(args))
-    return _finish(harness, args)
+    return _finish(harness, args, {args.fusor: fusor})
 
 
 def run_wmt_select(args: argparse.Namespace) -> str:
@@ -134,7 +134,7 @@ def run_math(args: argparse.Namespace) -> str:
                       selectors=[MajorityVote(fields=["answer"]), MBRSelector()], out_dir=args.out,
                       metric_name="exact match", task=f"math ({args.data or 'gsm8k'}, {pool})",
                       guard=True, strategies=_strategies(args))
-    return _finish(harness, args)
+    return _finish(harness, args, {**{t.name: t.lm for t in teachers}, args.fusor: fusor})
 
 
 def run_ifeval(args: argparse.Namespace) -> str:
@@ -161,7 +161,7 @@ def run_ifeval(args: argparse.Namespace) -> str:
     harness = Harness(fuse=fuse, metric=instruction_accuracy, examples=examples, ns=[len(teachers)],
                       selectors=[MBRSelector()], out_dir=args.out, metric_name="IFEval instruction strict",
                       task="ifeval (local pool)", guard=True, strategies=_strategies(args))
-    return _finish(harness, args)
+    return _finish(harness, args, {**{t.name: t.lm for t in teachers}, args.fusor: fusor})
 
 
 def _held_out(examples: list, run_dir: str) -> list:
@@ -183,11 +183,22 @@ def _held_out(examples: list, run_dir: str) -> list:
     return kept
 
 
-def _finish(harness: Any, args: argparse.Namespace) -> str:
-    """Run the harness (resuming its journal), or with ``--report-only`` just report what the journal holds."""
+def _finish(harness: Any, args: argparse.Namespace, models: dict[str, Any] | None = None) -> str:
+    """Run the harness (resuming its journal), or with ``--report-only`` just report what the journal holds.
+
+    ``models`` (name -> local LM): after a run, say how many of their replies filled the grammar's
+    free-text length bound (they parse, but were most likely cut short), counted in this process.
+    """
     if args.report_only:
         return harness.report().to_markdown()
-    return harness.run(time_budget_s=args.budget_min * 60).to_markdown()
+    table = harness.run(time_budget_s=args.budget_min * 60).to_markdown()
+    from fusion_dspy import local
+
+    cut = {name: local.cut_counts(lm) for name, lm in (models or {}).items()}
+    text = "; ".join(f"{name} {field} x{count}" for name, fields in cut.items() for field, count in fields.items())
+    if text:
+        table += f"\nCut at their length bound (in this process; they parse, but end mid-sentence): {text}.\n"
+    return table
 
 
 def _local(args: argparse.Namespace) -> dict:
