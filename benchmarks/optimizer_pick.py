@@ -35,7 +35,6 @@ def _scores(program, examples, metric) -> list[float]:
 
 def main() -> int:
     import optuna
-    from fusion_dspy.evaluate.stats import paired_bootstrap
     from fusion_dspy.optimizers import FusionOptimizer
     from fusion_dspy.optimizers import SearchSpace
     from fusion_dspy.optimizers.optimizer import CHOICE_ATTR
@@ -46,6 +45,7 @@ def main() -> int:
     from fusion_dspy.programs.translate import load_wmt_general
 
     from fusion_dspy import Fuse
+    from fusion_dspy.evaluate.stats import paired_bootstrap
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segments", type=int, default=300)
