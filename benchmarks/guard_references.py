@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -65,14 +66,18 @@ def _load(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[s
     return candidates, results
 
 
+@functools.cache
+def _signature(field: str) -> type[dspy.Signature]:
+    return dspy.Signature(f"source -> {field}")
+
+
 def _guarded(fused: str, fused_score: float, texts: list[str], scores: list[float], rule: str,
              field: str) -> tuple[float, bool]:
     if rule == "none":  # unguarded: the fused answer as it is
         return fused_score, True
     if rule == "pick":
         pool = [Candidate(index=i, teacher=f"t{i}", sample=0, outputs={field: t}) for i, t in enumerate(texts)]
-        signature = dspy.Signature(f"source -> {field}")
-        decision = drive(guard_steps(MBRSelector(), signature, {}, pool, {field: fused}))
+        decision = drive(guard_steps(MBRSelector(), _signature(field), {}, pool, {field: fused}))
         return (fused_score, True) if decision.kept_fused else (scores[decision.index], False)
     if rule == "all":
         ranked = mbr_scores([fused, *texts])

@@ -146,8 +146,6 @@ def guard_steps(
     inputs: Mapping[str, Any],
     candidates: Sequence[Candidate],
     fused_outputs: Mapping[str, Any],
-    *,
-    pick: Selection | None = None,
 ) -> Steps[GuardDecision]:
     """The guard for one fused answer, as sans-I/O steps: the pick, then the comparison.
 
@@ -157,15 +155,13 @@ def guard_steps(
         inputs: The task inputs.
         candidates: The N successful draws (never empty).
         fused_outputs: The fused answer's output fields.
-        pick: The selector's ranking of ``candidates`` when the caller has it already (step 1 is skipped).
 
     Raises:
         ValueError: ``candidates`` is empty, or a selection does not fit what it ranked.
     """
     if not candidates:
         raise ValueError("guard_steps() needs at least one candidate to compare the fused answer with.")
-    if pick is None:
-        pick = yield from selector.steps(signature, inputs, candidates)
+    pick = yield from selector.steps(signature, inputs, candidates)
     check_selection(pick, len(candidates), selector.name)
     chosen = candidates[pick.position]
     fused = fused_candidate(fused_outputs)

@@ -20,7 +20,6 @@ from fusion_dspy.selectors._common import output_fields
 from fusion_dspy.selectors._common import require_candidates
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
-from fusion_dspy.selectors.mbr import closest_text
 from fusion_dspy.selectors.mbr import mbr_scores
 
 if TYPE_CHECKING:
@@ -102,12 +101,12 @@ class MajorityVote(Selector):
     ) -> int:
         """The candidate ``answer`` was most likely copied from: among those with its answer key (on the
         vote fields), the closest by chrF over all output fields; without any, the closest of all."""
-        all_fields = output_fields(signature, candidates)
-        key = answer_key(answer.outputs, self.fields or all_fields)
-        same = [p for p, c in enumerate(candidates) if answer_key(c.outputs, self.fields or all_fields) == key]
-        pool = same or list(range(len(candidates)))
-        texts = candidate_texts([candidates[p] for p in pool], all_fields)
-        return pool[closest_text(answer.text(all_fields), texts)]
+        vote_fields = self.fields or output_fields(signature, candidates)
+        key = answer_key(answer.outputs, vote_fields)
+        same = [p for p, c in enumerate(candidates) if answer_key(c.outputs, vote_fields) == key]
+        if not same:
+            return super().closest(signature, answer, candidates)
+        return same[super().closest(signature, answer, [candidates[p] for p in same])]
 
     def spec_args(self) -> dict[str, Any]:
         """The JSON constructor arguments (see :func:`fusion_dspy.selectors.selector_spec`)."""
