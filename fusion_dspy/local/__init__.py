@@ -131,7 +131,8 @@ def lm(
 
 
 def cut_counts(lm: Any) -> dict[str, int]:
-    """How many replies of a local ``lm`` had each free-text field cut at the grammar's length bound.
+    """How many replies of a local ``lm`` had each free-text field closed because it ran out of its share of
+    ``max_tokens`` (see :mod:`fusion_dspy.local.budget`).
 
     Such a reply parses, so nothing else shows it; the engine also warns once per field. ``{}`` for an LM
     that does not run on :class:`LlamaCppEngine` (or had nothing cut). Copies of an LM share the count.
