@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import types
+from pathlib import Path
 from typing import Any
 from typing import Literal
 
@@ -52,3 +55,12 @@ class Typed(dspy.Signature):
     tags: list[str] = dspy.OutputField()
     person: Person = dspy.OutputField()
     verdict: Literal["yes", "no"] = dspy.OutputField()
+
+
+def load_script(path: Path, name: str) -> types.ModuleType:
+    """Import a benchmark or example script (not a package module) by its file path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.helpers import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("compare_runs", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "compare_runs")
 
 
 def _journal(run: Path, scores: dict[str, list[float | None]], comparison: str = "") -> Path:

@@ -6,7 +6,6 @@ the ``math`` part runs end to end with fake local models (``local.lm`` and the d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,15 +14,13 @@ import dspy
 import pytest
 
 from fusion_dspy.testing import FakeEngine
+from tests.helpers import load_script
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fusion_quality.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("fusion_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "fusion_quality")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ them through ``fusion_dspy.local.lm``), so these tests check the examples' code,
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from fusion_dspy import local
 from fusion_dspy.testing import FakeEngine
+from tests.helpers import load_script
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -47,9 +47,7 @@ def fake_local(monkeypatch):
 
 
 def _run(name: str, monkeypatch, *argv: str) -> None:
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(EXAMPLES / f"{name}.py", f"example_{name}")
     monkeypatch.setattr(sys, "argv", [f"{name}.py", *argv])
     module.main()
 
