@@ -14,23 +14,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from fusion_dspy.evaluate import paired_bootstrap
+from fusion_dspy.journal import read_entries
 
 
 def load_results(run: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """method -> example id -> the journaled result (the last one, as the harness reads it on resume)."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    with (run / "results.jsonl").open(encoding="utf-8") as handle:
-        for line in handle:
-            entry = json.loads(line)
-            if entry.get("kind") == "result" and entry["result"].get("error") is None:
-                result = entry["result"]
-                results.setdefault(result["method"], {})[result["example"]] = result
+    for entry in read_entries(run / "results.jsonl"):  # read-only: the run may still be going, or was killed
+        if entry.get("kind") == "result" and entry["result"].get("error") is None:
+            result = entry["result"]
+            results.setdefault(result["method"], {})[result["example"]] = result
     return results
 
 

@@ -37,7 +37,6 @@ Needs the benchmark data directory (``$FUSION_DSPY_DATA_DIR`` or ``../shared/dat
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -167,16 +166,15 @@ def run_ifeval(args: argparse.Namespace) -> str:
 def _held_out(examples: list, run_dir: str) -> list:
     """``examples`` less those another run directory's journal holds (by harness example id)."""
     from fusion_dspy.evaluate import example_id
+    from fusion_dspy.journal import read_entries
 
     journal = Path(run_dir) / "results.jsonl"
     if not journal.is_file():
         raise SystemExit(f"--exclude-run: {journal} does not exist; give a run directory of this script.")
     used = set()
-    with journal.open(encoding="utf-8") as handle:
-        for line in handle:
-            entry = json.loads(line)
-            if entry.get("kind") == "candidates":
-                used.add(entry["example"].split("-")[0])  # "<id>-<k>" is the k-th repeat of <id>
+    for entry in read_entries(journal):  # read-only: that run may still be going
+        if entry.get("kind") == "candidates":
+            used.add(entry["example"].split("-")[0])  # "<id>-<k>" is the k-th repeat of <id>
     kept = [e for e in examples if example_id(e) not in used]
     logging.getLogger(__name__).warning("--exclude-run: %d of %d segments are held out from %s",
                                         len(kept), len(examples), run_dir)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ import dspy
 from fusion_dspy.candidate import Candidate
 from fusion_dspy.drivers import drive
 from fusion_dspy.guard import guard_steps
+from fusion_dspy.journal import read_entries
 from fusion_dspy.selectors.mbr import MBRSelector
 from fusion_dspy.selectors.mbr import mbr_scores
 
@@ -55,14 +55,12 @@ def _bootstrap(deltas: Sequence[float], *, resamples: int = 2000, seed: int = 0)
 def _load(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
     candidates: dict[str, list[dict[str, Any]]] = {}
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            entry = json.loads(line)
-            if entry.get("kind") == "candidates":
-                candidates[entry["example"]] = [c for c in entry["candidates"] if c.get("outputs")]
-            elif entry.get("kind") == "result":
-                result = entry["result"]
-                results.setdefault(result["example"], {})[result["method"]] = result
+    for entry in read_entries(path):  # read-only: the run may still be going, or was killed
+        if entry.get("kind") == "candidates":
+            candidates[entry["example"]] = [c for c in entry["candidates"] if c.get("outputs")]
+        elif entry.get("kind") == "result":
+            result = entry["result"]
+            results.setdefault(result["example"], {})[result["method"]] = result
     return candidates, results
 
 

@@ -18,6 +18,9 @@ one write discipline and one torn-tail policy:
   under the same lock, so the fragment is certainly a dead writer's and the next entry is never
   glued onto it. The cut is logged and counted in :attr:`Journal.repaired_bytes` /
   :attr:`Journal.torn`. Readers skip a last line that is not yet complete.
+* **Read-only access.** :func:`read_entries` reads a journal without opening it for writing (no
+  repair, no lock): for scripts that report on a run another process may still be writing, or
+  one that was killed mid-write.
 * **Unreadable lines** (complete lines that are not a JSON object) are skipped, logged and counted
   in :attr:`Journal.skipped`; blank lines are ignored.
 * **Text.** Entries are written as UTF-8 with non-ASCII text kept readable; an entry holding text
@@ -46,7 +49,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "read_entries"]
 
 _logger = logging.getLogger(__name__)
 
@@ -145,21 +148,9 @@ class Journal:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every readable entry in file order; sets :attr:`skipped` once the iteration completes."""
-        skipped = 0
-        if self.path.exists():
-            with self.path.open("rb") as handle:
-                for number, raw in enumerate(handle, start=1):
-                    if not raw.strip():
-                        continue
-                    entry = _decode(raw)
-                    if entry is None:
-                        if not raw.endswith(b"\n"):
-                            continue  # A last line still being written (or torn): not an entry yet.
-                        skipped += 1
-                        _logger.warning("%s:%d: skipping an unreadable entry (%d bytes)", self.path, number, len(raw))
-                        continue
-                    yield entry
-        self.skipped = skipped
+        skipped = [0]
+        yield from _entries(self.path, skipped)
+        self.skipped = skipped[0]
 
     def read(self) -> list[dict[str, Any]]:
         """Every readable entry, as a list."""
@@ -197,6 +188,34 @@ class Journal:
 
 
 _CHUNK = 4096
+
+
+def read_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every readable entry of the journal at ``path``, in file order, without writing to the file.
+
+    Unlike constructing a :class:`Journal`, this never cuts a torn tail: a last line without its
+    newline (a writer still at work, or killed) is skipped and left in place, as are unreadable
+    lines (logged). A missing file has no entries.
+    """
+    return _entries(Path(path), [0])
+
+
+def _entries(path: Path, skipped: list[int]) -> Iterator[dict[str, Any]]:
+    """The entries of ``path``; ``skipped[0]`` counts the unreadable complete lines met."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            entry = _decode(raw)
+            if entry is None:
+                if not raw.endswith(b"\n"):
+                    continue  # A last line still being written (or torn): not an entry yet.
+                skipped[0] += 1
+                _logger.warning("%s:%d: skipping an unreadable entry (%d bytes)", path, number, len(raw))
+                continue
+            yield entry
 
 
 class _Pending:

@@ -38,5 +38,8 @@ def test_deltas_are_paired_on_the_examples_both_runs_finished(tmp_path: Path) ->
     assert "| fusion | 3 | 60.00 | 62.00 | +2.00 [+2.00, +2.00] |" in rows["fusion"]  # e3 unfinished in B
     assert "3/0/0" in rows["fusion"] and "10.0 / 40.0" in rows["fusion"]
     assert "+0.00" in rows["bon-mbr"] and "| 4 |" in rows["bon-mbr"]
+    with (b / "results.jsonl").open("a") as handle:  # run B is still being written (or was killed)
+        handle.write('{"kind": "result", "result": {"example": "e3", "meth')
+    assert _bench().compare(a, b) == table
     only = _bench().compare(a, b, ["bon-mbr"])
     assert "fusion" not in only

@@ -98,8 +98,11 @@ def test_exclude_run_holds_out_exactly_the_segments_another_run_journaled(tmp_pa
     run.mkdir()
     lines = [{"kind": "header"}, {"kind": "candidates", "example": example_id(examples[1]), "n": 5, "candidates": []},
              {"kind": "candidates", "example": example_id(examples[3]) + "-1", "n": 5, "candidates": []}]
-    (run / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # That run is still going (or was killed): its journal ends in half a line, which is neither read nor cut.
+    text = "".join(json.dumps(line) + "\n" for line in lines) + '{"kind": "candidates", "example": "'
+    (run / "results.jsonl").write_text(text)
     held = _bench()._held_out(examples, str(run))
+    assert (run / "results.jsonl").read_text() == text
     assert [e.source for e in held] == ["s0", "s2", "s4"]
     with pytest.raises(SystemExit, match="--exclude-run: .* does not exist"):
         _bench()._held_out(examples, str(tmp_path / "nothing"))

@@ -205,3 +205,21 @@ def test_a_failed_group_write_raises_in_every_append_it_carried(tmp_path, monkey
     assert set(ok) <= on_disk
     journal.append({"i": "after"})  # the journal keeps working
     assert Journal(path).read()[-1] == {"i": "after"}
+
+
+def test_read_entries_reads_a_torn_journal_without_repairing_it(tmp_path, caplog):
+    from fusion_dspy.journal import read_entries
+
+    path = tmp_path / "j.jsonl"
+    Journal(path, fsync=False).append({"i": 1})
+    with path.open("ab") as handle:
+        handle.write(b"not json\n")  # complete but unreadable: skipped and logged
+        handle.write(b'{"i": 2}\n{"i": 3, "half')  # a writer killed mid-line
+    before = path.read_bytes()
+    with caplog.at_level("WARNING", logger="fusion_dspy.journal"):
+        entries = list(read_entries(path))
+    assert entries == [{"i": 1}, {"i": 2}]
+    assert path.read_bytes() == before  # a reader never cuts what a live writer may still finish
+    assert any("unreadable" in record.getMessage() for record in caplog.records)
+    assert list(read_entries(tmp_path / "missing.jsonl")) == []
+    assert not (tmp_path / "missing.jsonl").exists()
