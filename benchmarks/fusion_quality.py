@@ -185,7 +185,7 @@ def _finish(harness: Any, args: argparse.Namespace, models: dict[str, Any] | Non
     """Run the harness (resuming its journal), or with ``--report-only`` just report what the journal holds.
 
     ``models`` (name -> local LM): after a run, say how many of their replies filled the grammar's
-    free-text length bound (they parse, but were most likely cut short), counted in this process.
+    share of max_tokens (they parse, but were most likely cut short), counted in this process.
     """
     if args.report_only:
         return harness.report().to_markdown()
@@ -195,7 +195,7 @@ def _finish(harness: Any, args: argparse.Namespace, models: dict[str, Any] | Non
     cut = {name: local.cut_counts(lm) for name, lm in (models or {}).items()}
     text = "; ".join(f"{name} {field} x{count}" for name, fields in cut.items() for field, count in fields.items())
     if text:
-        table += f"\nCut at their length bound (in this process; they parse, but end mid-sentence): {text}.\n"
+        table += f"\nClosed at their share of max_tokens (in this process; they parse, but end mid-sentence): {text}.\n"
     return table
 
 
@@ -245,11 +245,11 @@ def main() -> int:
     for sub in (wmt, math, ifeval):
         sub.add_argument("--fusor", default="qwen2.5-1.5b")
         sub.add_argument("--max-tokens", type=int, default=200,
-                         help="teachers' budget; the grammar bounds free text at about 1 character per token of it "
+                         help="teachers' budget, shared in tokens by the reply's free-text fields "
                               "(GSM8K reasoning needs about 1024, long IFEval answers 2048+)")
         sub.add_argument("--fusor-max-tokens", type=int, default=None,
-                         help="the fusor's budget (default: --max-tokens); the grammar gives each free-text field "
-                              "about 1 character per token of it, shared by the comparison and the answer's fields")
+                         help="the fusor's budget (default: --max-tokens), shared in tokens by the comparison and "
+                              "the answer's fields")
         sub.add_argument("--grammar", choices=("auto", "off"), default="auto")
         sub.add_argument("--budget-min", type=float, default=60.0, help="start no new example after this")
         sub.add_argument("--threads", type=int, default=None,

@@ -54,8 +54,8 @@ def chat_messages(question: str) -> list[dict[str, str]]:
     return adapter.format(dspy.Signature(SIGNATURE), demos=[], inputs={"question": question})
 
 
-def grammar_for(messages: list[dict[str, str]], max_tokens: int) -> str:
-    gbnf = derive_gbnf(system=messages[0]["content"], messages=messages, response_format=None, max_tokens=max_tokens)
+def grammar_for(messages: list[dict[str, str]]) -> str:
+    gbnf = derive_gbnf(system=messages[0]["content"], messages=messages, response_format=None)
     assert gbnf is not None
     return gbnf
 
@@ -174,7 +174,7 @@ def measure(runtimes: list[Any], args: argparse.Namespace) -> dict[str, dict[str
     # Parse rate with and without the grammar (greedy).
     for rt in runtimes:
         free = [parses(rt.call(m, max_tokens=args.max_tokens)["text"]) for m in prompts]
-        constrained = [parses(rt.call(m, max_tokens=args.max_tokens, grammar=grammar_for(m, args.max_tokens))["text"])
+        constrained = [parses(rt.call(m, max_tokens=args.max_tokens, grammar=grammar_for(m))["text"])
                        for m in prompts]
         results[rt.name]["parse_free"] = f"{sum(free)}/{len(free)}"
         results[rt.name]["parse_grammar"] = f"{sum(constrained)}/{len(constrained)}"

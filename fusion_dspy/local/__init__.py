@@ -57,6 +57,7 @@ __all__ = [
     "is_installed",
     "list_models",
     "lm",
+    "REPLY_FORMAT",
     "model_id",
     "release_shared_llama",
     "resolve_model_path",
@@ -131,7 +132,8 @@ def lm(
 
 
 def cut_counts(lm: Any) -> dict[str, int]:
-    """How many replies of a local ``lm`` had each free-text field cut at the grammar's length bound.
+    """How many replies of a local ``lm`` had each free-text field closed because it ran out of its share of
+    ``max_tokens`` (see :mod:`fusion_dspy.local.budget`).
 
     Such a reply parses, so nothing else shows it; the engine also warns once per field. ``{}`` for an LM
     that does not run on :class:`LlamaCppEngine` (or had nothing cut). Copies of an LM share the count.
@@ -142,12 +144,19 @@ def cut_counts(lm: Any) -> dict[str, int]:
     return dict(engine.cut_counts) if isinstance(engine, LlamaCppEngine) else {}
 
 
+#: Revision of the replies the grammar-constrained engine writes, part of :func:`model_id`. Bump it whenever the
+#: same request can get another reply. 2 (December 2026): the fields share max_tokens in tokens
+#: (:mod:`fusion_dspy.local.budget`); before, free text was bounded at 1 character per token.
+REPLY_FORMAT = 2
+
+
 def model_id(name_or_path: str | os.PathLike[str], *, grammar: GrammarMode = "auto") -> str:
     """The DSPy model string for a local model, which is also part of DSPy's cache key.
 
     Catalog models are ``local/<name>``. A path becomes ``local/<stem>-<hash of its absolute path>`` so two files
-    with the same name never share cache entries. Unconstrained decoding appends ``+free``, because the engine's
-    settings are not otherwise part of the key.
+    with the same name never share cache entries. The engine's settings are not otherwise part of the key, so
+    grammar-constrained decoding appends ``@<REPLY_FORMAT>`` (a reply cached under an older format is not
+    returned) and unconstrained decoding appends ``+free``.
     """
     text = os.fspath(name_or_path)
     if text in MODELS:
@@ -156,7 +165,7 @@ def model_id(name_or_path: str | os.PathLike[str], *, grammar: GrammarMode = "au
         path = Path(text).expanduser().resolve()
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
         base = f"local/{path.stem}-{digest}"
-    return base if grammar == "auto" else f"{base}+free"
+    return f"{base}@{REPLY_FORMAT}" if grammar == "auto" else f"{base}+free"
 
 
 def __getattr__(name: str) -> Any:

@@ -48,9 +48,15 @@ from fusion_dspy.local._shared import SharedServer
 from fusion_dspy.local._shared import check_shared_settings
 from fusion_dspy.local._shared import get_shared_server
 from fusion_dspy.local._shared import require_runtime
+from fusion_dspy.local.budget import MARKER_TOKENS
+from fusion_dspy.local.budget import Outcome
+from fusion_dspy.local.budget import Reply
+from fusion_dspy.local.budget import field_shares
+from fusion_dspy.local.budget import reply_steps
 from fusion_dspy.local.grammar import GrammarMode
+from fusion_dspy.local.grammar import OutputField
+from fusion_dspy.local.grammar import chat_fields
 from fusion_dspy.local.grammar import derive_gbnf
-from fusion_dspy.local.grammar import fields_at_text_bound
 
 __all__ = ["AsyncLlamaCppEngine", "LlamaCppEngine"]
 
@@ -161,7 +167,7 @@ class LlamaCppEngine:
             "verbose": verbose,
         }
         self._shared: SharedServer | None = None
-        #: Replies whose free-text field filled the grammar's length bound, per field (see ``local.cut_counts``).
+        #: Replies whose free-text field was closed at its share of max_tokens, per field (see ``local.cut_counts``).
         self.cut_counts: collections.Counter[str] = collections.Counter()
         require_runtime()  # fail where the LM is built, not on its first call
         check_shared_settings(self.path, self._settings)
@@ -169,42 +175,81 @@ class LlamaCppEngine:
     # -- DSPy engine contract -------------------------------------------------------------------------------
 
     def complete(self, request: Request) -> Response:
-        """Run one chat completion for a canonical DSPy request."""
-        body, gbnf = self._request_body(request)
+        """Run one chat completion for a canonical DSPy request.
+
+        A ChatAdapter reply under a grammar may take a few calls: a free-text field that runs out of its share of
+        ``max_tokens`` is closed and the reply continued (see :mod:`fusion_dspy.local.budget`). The calls hold the
+        model's lock together and their usage is summed.
+        """
+        body, gbnf, fields = self._request_body(request)
         shared = self.shared_server()
-        if gbnf is not None and gbnf not in _rejected_grammars:
-            body["grammar"] = gbnf
         with COMPUTE_LOCK, shared.lock:
-            out = shared.server.handle_chat_completions(body)
-            if "grammar" in body and _BAD_GRAMMAR in str((out.get("error") or {}).get("message", "")):
-                _rejected_grammars.add(gbnf)
-                _logger.warning(
-                    "llama.cpp rejected the grammar derived for this request; decoding without it. "
-                    "Please report this with the grammar:\n%s",
-                    gbnf,
-                )
-                del body["grammar"]
-                out = shared.server.handle_chat_completions(body)
-        if out.get("error"):
-            raise self._error(out["error"])
-        choice = out["choices"][0]
-        text = choice["message"].get("content") or ""
-        if "grammar" in body:
-            self._note_cut(body["grammar"], text, body["max_tokens"])
-        usage = out.get("usage") or {}
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+            if fields is not None:
+                text, length, outs = self._budgeted(shared, body, fields)
+            else:
+                out, _ = self._chat(shared, body, gbnf)
+                choice, outs = out["choices"][0], [out]
+                text, length = choice["message"].get("content") or "", choice.get("finish_reason") == "length"
         return Response(
-            id=out.get("id"),
+            id=outs[-1].get("id"),
             model=request.model,
             message=Message.assistant([TextPart(text)]),
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            usage=Usage(
-                input_tokens=usage.get("prompt_tokens"),
-                output_tokens=usage.get("completion_tokens"),
-                total_tokens=usage.get("total_tokens"),
-                cache_read_tokens=cached,
-            ),
+            finish_reason="length" if length else "stop",
+            usage=_summed_usage([out.get("usage") or {} for out in outs]),
         )
+
+    def _chat(self, shared: SharedServer, body: dict[str, Any], gbnf: str | None) -> tuple[dict[str, Any], bool]:
+        """One server call under ``gbnf`` (if any): its output, and whether the grammar was used. A grammar
+        llama.cpp cannot parse is reported once and the call decoded without it; a server error is raised."""
+        if gbnf is not None and gbnf not in _rejected_grammars:
+            body = {**body, "grammar": gbnf}
+        out = shared.server.handle_chat_completions(body)
+        if "grammar" in body and _BAD_GRAMMAR in str((out.get("error") or {}).get("message", "")):
+            _rejected_grammars.add(gbnf)
+            _logger.warning(
+                "llama.cpp rejected the grammar derived for this request; decoding without it. "
+                "Please report this with the grammar:\n%s",
+                gbnf,
+            )
+            body = {key: value for key, value in body.items() if key != "grammar"}
+            out = shared.server.handle_chat_completions(body)
+        if out.get("error"):
+            raise self._error(out["error"])
+        return out, "grammar" in body
+
+    def _budgeted(
+        self, shared: SharedServer, body: dict[str, Any], fields: list[OutputField]
+    ) -> tuple[str, bool, list[dict[str, Any]]]:
+        """Drive :func:`~fusion_dspy.local.budget.reply_steps`: the reply text, whether the budget ran out,
+        and every call's server output."""
+        steps = reply_steps(fields, body["max_tokens"])
+        outs: list[dict[str, Any]] = []
+        step = next(steps)
+        while True:
+            call = {**body, "max_tokens": step.max_tokens}
+            if step.prefill:
+                # Continue the reply as the assistant's own text. The prompt and the prefill were just evaluated
+                # under this lock, so reusing that KV cache keeps the reply a function of the request.
+                call["messages"] = [*body["messages"], {"role": "assistant", "content": step.prefill}]
+                call["cache_prompt"] = True
+            out, constrained = self._chat(shared, call, step.gbnf)
+            outs.append(out)
+            choice = out["choices"][0]
+            content = choice["message"].get("content") or ""
+            text = content if content.startswith(step.prefill) else step.prefill + content
+            length = choice.get("finish_reason") == "length"
+            if not constrained:  # no grammar, no field structure to continue
+                return text, length, outs
+            completion = int((out.get("usage") or {}).get("completion_tokens") or step.max_tokens)
+            try:
+                step = steps.send(Outcome(text=text, length=length, completion_tokens=completion))
+            except StopIteration as stop:
+                reply: Reply = stop.value
+                break
+        shares = field_shares(fields, body["max_tokens"])
+        self._note_cut(reply.cut, body["max_tokens"],
+                       {field.name: tokens - MARKER_TOKENS for field, tokens in zip(fields, shares, strict=True)})
+        return reply.text, reply.length, outs
 
     def stream(self, request: Request) -> Iterator[Any]:
         """Stream events for one request (the completion is produced whole, then replayed as events)."""
@@ -246,23 +291,22 @@ class LlamaCppEngine:
         """OpenAI-compatible HTTP endpoint of the loaded model on 127.0.0.1 (loads it if needed)."""
         return self.shared_server().base_url
 
-    def _note_cut(self, gbnf: str, text: str, max_tokens: int) -> None:
-        """Count, and warn once per field, a free-text value that filled the grammar's length bound: the reply
-        parses, but the model was most likely stopped mid-thought (GSM8K reasoning at max_tokens=320 was cut at
-        286 characters)."""
-        found = fields_at_text_bound(gbnf, text)
-        if not found or not found[0]:
+    def _note_cut(
+        self, names: tuple[str, ...], max_tokens: int, share: Mapping[str, int]) -> None:
+        """Count, and warn once per field, a free-text value closed because it ran out of its share of
+        ``max_tokens``: the reply parses, but the model was stopped mid-thought."""
+        if not names:
             return
-        names, bound = found
         with _CUT_LOCK:
             fresh = [name for name in names if name not in self.cut_counts]
             self.cut_counts.update(names)
         if fresh:
             _logger.warning(
-                "%s: %s filled the grammar's length bound (%d characters, from max_tokens=%d), so it was most "
-                "likely cut short; the reply still parses. Raise max_tokens: free text gets about 1 character per "
-                "token. (Warned once per field; fusion_dspy.local.cut_counts(lm) counts them.)",
-                self.model, ", ".join(f"`{name}`" for name in fresh), bound, max_tokens,
+                "%s: %s ran out of its share of max_tokens=%d (%s tokens) and was closed there, so it was most "
+                "likely cut short; the reply still parses. Raise max_tokens. (Warned once per field; "
+                "fusion_dspy.local.cut_counts(lm) counts them.)",
+                self.model, ", ".join(f"`{name}`" for name in fresh), max_tokens,
+                ", ".join(str(share[name]) for name in fresh),
             )
 
     def _error(self, error: Mapping[str, Any]) -> Exception:
@@ -277,8 +321,11 @@ class LlamaCppEngine:
             return InvalidRequestError(message)
         return ServerError(f"{message} (llama.cpp failed)")
 
-    def _request_body(self, request: Request) -> tuple[dict[str, Any], str | None]:
-        """The chat-completion request for the server and the GBNF grammar (if any) for a DSPy request."""
+    def _request_body(
+        self, request: Request
+    ) -> tuple[dict[str, Any], str | None, list[OutputField] | None]:
+        """The chat-completion request for the server, and how to constrain its reply: a GBNF grammar for one
+        call, or the ChatAdapter fields whose reply :func:`~fusion_dspy.local.budget.reply_steps` writes."""
         config = request.config
         if request.tools:
             raise UnsupportedFeatureError(
@@ -307,19 +354,17 @@ class LlamaCppEngine:
             value = getattr(config, name)
             if value is not None:
                 body[name] = value
-        gbnf = None
+        gbnf, fields = None, None
         if self.grammar == "auto":
             system = messages[0]["content"] if messages and messages[0]["role"] == "system" else _system_text(request)
             try:
-                gbnf = derive_gbnf(
-                    system=system,
-                    messages=messages,
-                    response_format=config.response_format,
-                    max_tokens=body["max_tokens"],
-                )
+                if config.response_format is None:
+                    fields = chat_fields(system=system, messages=messages)
+                if fields is None:
+                    gbnf = derive_gbnf(system=system, messages=messages, response_format=config.response_format)
             except Exception:  # an exotic schema the converter does not cover: decode unconstrained
                 _logger.warning("Could not derive a grammar for this request; decoding without it.", exc_info=True)
-        return body, gbnf
+        return body, gbnf, fields
 
     def _messages(self, request: Request) -> list[dict[str, str]]:
         system = _system_text(request)
@@ -389,6 +434,22 @@ class AsyncLlamaCppEngine:
     def load_state(cls, state: Mapping[str, Any]) -> AsyncLlamaCppEngine:
         """Rebuild from :meth:`dump_state` output."""
         return cls(LlamaCppEngine.load_state(state))
+
+
+def _summed_usage(usages: list[Mapping[str, Any]]) -> Usage:
+    """One Usage for the calls of a reply (each call's prompt counts: a continuation re-reads the reply so far)."""
+
+    def total(key: str, nested: str | None = None) -> int | None:
+        values = [(u.get(key) or {}).get(nested) if nested else u.get(key) for u in usages]
+        present = [int(v) for v in values if v is not None]
+        return sum(present) if present else None
+
+    return Usage(
+        input_tokens=total("prompt_tokens"),
+        output_tokens=total("completion_tokens"),
+        total_tokens=total("total_tokens"),
+        cache_read_tokens=total("prompt_tokens_details", "cached_tokens"),
+    )
 
 
 def _system_text(request: Request) -> str | None:

@@ -46,8 +46,8 @@ __all__ = [
     "OutputField",
     "chat_adapter_fields",
     "chat_adapter_gbnf",
+    "chat_fields",
     "derive_gbnf",
-    "fields_at_text_bound",
     "json_adapter_fields",
     "json_schema_gbnf",
 ]
@@ -80,20 +80,6 @@ text-open ::= [^\n\[{#`< \t]
 text-rest ::= [^\n\[{] | "[" [^\n\[{#] | "{" [^\n\[{a-zA-Z_] | "\n" text-first | "\n\n" text-first
 """.strip()
 
-# Budget for free-text fields: one character per generated token left after the markers and typed values. A token
-# is at least one character (except for characters the tokenizer splits into bytes), so a reply closes every field
-# before max_tokens runs out, whatever the model does; a truncated reply cannot parse. Larger ratios were not safe:
-# SmolLM2 loops on "1\n2\n3\n..." or "True\nTrue\n" at about one character per token, and Qwen splits numbers
-# into single digits. The price: prose (about 4 characters per token) gets a quarter of max_tokens, so give
-# text-heavy signatures a generous max_tokens (a model that finishes early stops early; the budget caps loops).
-_CHARS_PER_TOKEN = 1
-_MIN_FIELD_CHARS = 32
-# Tokens kept back from the free-text budget for each field's marker and for each typed value, so the typed
-# fields after a long text field still fit (a list or object value gets more).
-_MARKER_TOKENS = 8
-_TYPED_TOKENS = {"int": 8, "float": 10, "bool": 2, "choice": 8, "json": 48}
-
-
 @dataclasses.dataclass(frozen=True)
 class OutputField:
     """One output field as the adapter described it to the model.
@@ -117,7 +103,6 @@ def derive_gbnf(
     system: str | None,
     messages: Sequence[Mapping[str, Any]],
     response_format: Mapping[str, Any] | None,
-    max_tokens: int | None = None,
 ) -> str | None:
     """The GBNF grammar implied by a request, or ``None`` when nothing can be derived.
 
@@ -126,10 +111,11 @@ def derive_gbnf(
         messages: Chat messages as ``{"role": ..., "content": str}``; the last user message holds the reminder.
         response_format: The request's ``Config.response_format`` (OpenAI-style ``json_schema`` or
             ``json_object``), if any.
-        max_tokens: The request's generation budget. Free-text ChatAdapter fields share 1 character per token
-            left after the markers and typed values are provided for, so every field fits before the budget ends.
+
+    Free-text ChatAdapter fields are not bounded here: the engine shares ``max_tokens`` among the fields in
+    tokens (:mod:`fusion_dspy.local.budget`).
     """
-    last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+    last_user = _last_user(messages)
     if response_format is not None:
         schema = _schema_from_response_format(response_format)
         if schema is None:
@@ -137,14 +123,16 @@ def derive_gbnf(
             schema = _object_schema(fields) if fields else {}
         return json_schema_gbnf(schema)
     fields = chat_adapter_fields(system, last_user)
-    if not fields:
-        return None
-    max_chars = None
-    if max_tokens:
-        n_text = sum(field.kind == "text" for field in fields) or 1
-        reserved = _MARKER_TOKENS * (len(fields) + 1) + sum(_TYPED_TOKENS.get(field.kind, 0) for field in fields)
-        max_chars = max(_MIN_FIELD_CHARS, _CHARS_PER_TOKEN * max(0, max_tokens - reserved) // n_text)
-    return chat_adapter_gbnf(fields, max_chars=max_chars)
+    return chat_adapter_gbnf(fields) if fields else None
+
+
+def chat_fields(*, system: str | None, messages: Sequence[Mapping[str, Any]]) -> list[OutputField] | None:
+    """The output fields of a ChatAdapter request given as chat messages, or ``None`` if it is not one."""
+    return chat_adapter_fields(system, _last_user(messages))
+
+
+def _last_user(messages: Sequence[Mapping[str, Any]]) -> str:
+    return next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def chat_adapter_fields(system: str | None, last_user: str) -> list[OutputField] | None:
@@ -180,20 +168,36 @@ def json_adapter_fields(system: str | None, last_user: str) -> list[OutputField]
     return [_field_from_note(name, notes.get(name)) for name in names]
 
 
-def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = None) -> str:
-    """GBNF for ``[[ ## a ## ]]\\n<a>\\n\\n[[ ## b ## ]]\\n<b>\\n\\n[[ ## completed ## ]]``.
+def chat_adapter_gbnf(
+    fields: Sequence[OutputField], *, max_chars: int | None = None, start: int = 0, open_text: bool = False
+) -> str:
+    """GBNF for ``[[ ## a ## ]]\\n<a>\\n\\n[[ ## b ## ]]\\n<b>\\n\\n[[ ## completed ## ]]``, or for its rest.
 
     Args:
         fields: The output fields, in the order the adapter asked for them.
         max_chars: Upper bound on each free-text value's length (about; ``None`` for unbounded).
+        start: The first field the grammar writes; the reply before it already exists (the engine continues a
+            reply cut by ``max_tokens``, see :mod:`fusion_dspy.local.budget`).
+        open_text: The existing reply ends inside field ``start``'s free-text value (after a visible character),
+            so the grammar continues that value instead of opening the field with its marker.
     """
+    if not 0 <= start < len(fields):
+        raise ValueError(f"start must index one of the {len(fields)} fields, not {start!r}.")
+    if open_text and fields[start].kind != "text":
+        raise ValueError(f"open_text needs a free-text field at start={start}, not a {fields[start].kind!r} one.")
     rules: dict[str, str] = {}
     converter = None
     parts: list[str] = []
     for index, field in enumerate(fields):
+        if index < start:
+            continue
+        rule = f"field-{index}-{_RULE_NAME_INVALID.sub('-', field.name)}"
+        if index == start and open_text:
+            parts.append(rule)
+            rules[rule] = "text-rest*" if max_chars is None else f"text-rest{{0,{max(0, max_chars)}}}"
+            continue
         marker = f"[[ ## {field.name} ## ]]\n"
         parts.append(_literal(marker if index == 0 else f"\n\n{marker}"))
-        rule = f"field-{index}-{_RULE_NAME_INVALID.sub('-', field.name)}"
         if field.kind == "text":
             rest = "text-rest*" if max_chars is None else f"text-rest{{0,{max(1, max_chars - 1)}}}"
             rules[rule] = f"text-first {rest}"
@@ -214,30 +218,11 @@ def chat_adapter_gbnf(fields: Sequence[OutputField], *, max_chars: int | None = 
     parts.append(_literal("\n\n[[ ## completed ## ]]"))
     lines = [f"root ::= {' '.join(parts)}"]
     lines += [f"{name} ::= {body}" for name, body in rules.items()]
-    if any(field.kind == "text" for field in fields):
+    if any(field.kind == "text" for field in fields[start:]):
         lines.append(_TEXT_RULES)
     if converter is not None:
         lines.append(converter.format().rstrip("\n"))
     return "\n".join(lines) + "\n"
-
-
-_TEXT_FIELD_BOUND = re.compile(r"^field-(\d+)-[a-zA-Z0-9-]+ ::= text-first text-rest\{0,(\d+)\}$", re.MULTILINE)
-_REPLY_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## \w+ ## \]\]|\Z)", re.DOTALL)
-
-
-def fields_at_text_bound(gbnf: str, reply: str) -> tuple[list[str], int] | None:
-    """The free-text fields of a ChatAdapter ``reply`` whose value filled the length bound ``gbnf`` set.
-
-    A value that long was most likely cut by the grammar, not finished by the model; the reply still parses,
-    so nothing else would tell. Returns ``(names, bound)`` (``names`` possibly empty), or ``None`` when
-    ``gbnf`` bounds no free-text field.
-    """
-    bounds = {int(index): int(top) + 1 for index, top in _TEXT_FIELD_BOUND.findall(gbnf)}
-    if not bounds:
-        return None
-    names = [name for index, (name, value) in enumerate(_REPLY_FIELD.findall(reply))
-             if index in bounds and len(value) >= bounds[index]]
-    return names, max(bounds.values())
 
 
 def json_schema_gbnf(schema: Mapping[str, Any]) -> str:

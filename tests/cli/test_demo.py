@@ -51,7 +51,7 @@ def test_demo_pipeline_with_fake_models(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--limit", "3", "--n", "4", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "Cut at their length bound (they parse, but end mid-sentence): smollm2-135m answer x2." in printed
+    assert "Closed at their share of max_tokens (they parse, but end mid-sentence): smollm2-135m answer x2." in printed
     for method in ("fusion", "fusion+guard", "bon-majority", "bon-mbr", "single:smollm2-135m", "alone:qwen2.5-1.5b",
                    "oracle"):
         assert f"| {method} |" in printed

@@ -138,7 +138,7 @@ def test_local_paths(tmp_path: Path) -> None:
 
 
 def test_model_ids(tmp_path: Path) -> None:
-    assert local.model_id("qwen2.5-0.5b") == "local/qwen2.5-0.5b"
+    assert local.model_id("qwen2.5-0.5b") == f"local/qwen2.5-0.5b@{local.REPLY_FORMAT}"
     assert local.model_id("qwen2.5-0.5b", grammar="off") == "local/qwen2.5-0.5b+free"
     a, b = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf"
     assert local.model_id(a).startswith("local/m-") and local.model_id(a) != local.model_id(b)

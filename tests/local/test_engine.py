@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import json
 import logging
@@ -68,9 +67,9 @@ def test_grammar_forces_the_format(smollm2: dspy.LM, smollm2_free: dspy.LM) -> N
     request = Request(model="local/x", messages=(Message.user("Hi"),), config=Config(max_tokens=8))
     with dspy.context(adapter=chat()):
         chat_request = _capture_request(smollm2, "question -> answer")
-    assert smollm2.engine._request_body(chat_request)[1] is not None
-    assert smollm2_free.engine._request_body(chat_request)[1] is None
-    assert smollm2.engine._request_body(request)[1] is None  # a plain prompt has no format to force
+    assert [f.name for f in smollm2.engine._request_body(chat_request)[2]] == ["answer"]  # fields to budget
+    assert smollm2_free.engine._request_body(chat_request)[1:] == (None, None)
+    assert smollm2.engine._request_body(request)[1:] == (None, None)  # a plain prompt has no format to force
 
 
 def _capture_request(lm: dspy.LM, signature: str) -> Request:
@@ -306,28 +305,57 @@ def test_system_prompt_merged_for_templates_without_system(smollm2_path: Path) -
     assert plain._messages(request)[0] == {"role": "system", "content": "Be brief."}
 
 
-def test_a_value_cut_by_the_grammar_bound_is_reported(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A free-text value that fills the grammar's length bound parses, so only a warning tells the user that
-    the model was stopped mid-thought (GSM8K reasoning at max_tokens=320 was cut at 286 characters). The
-    property, whatever this build writes: the warnings name exactly the fields that reached the bound, each once."""
-    from fusion_dspy import local
-    from fusion_dspy.local.grammar import OutputField
-    from fusion_dspy.local.grammar import chat_adapter_gbnf
-    from fusion_dspy.local.grammar import fields_at_text_bound
+def test_chain_of_thought_gets_the_tokens_it_pays_for(smollm2_path: Path) -> None:
+    """The repro: at max_tokens=256 the grammar bounded free text at 1 character per token of the budget left
+    after the markers, (256 - 3 x 8) // 2 = 116 characters of reasoning, about a quarter of what the tokens buy.
+    Now the fields share max_tokens in tokens: the reasoning may run past 116 characters, every reply parses, and
+    no reply costs more than max_tokens."""
+    lm = local.lm("smollm2-135m", n_threads=1, cache=False, max_tokens=256)
+    lengths = []
+    with dspy.context(lm=lm, adapter=chat()):
+        for seed in range(3):
+            prediction = dspy.ChainOfThought("question -> answer")(
+                question="Explain in detail how a bicycle works.", config={"temperature": 1.0, "seed": seed})
+            assert isinstance(prediction.reasoning, str) and isinstance(prediction.answer, str)
+            assert lm.history[-1]["response"].usage.output_tokens <= 256
+            lengths.append(len(prediction.reasoning))
+    assert max(lengths) > 116, lengths
 
-    lm = local.lm("smollm2-135m", n_threads=1, cache=False, max_tokens=56)  # (56 - 3 markers x 8) / 2 -> 32 characters
-    same_bound = chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer")], max_chars=32)
-    cut: collections.Counter[str] = collections.Counter()
+
+def test_a_field_closed_at_its_share_is_reported(smollm2_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A free-text value that runs out of its share of max_tokens is closed and the reply continued, so it
+    parses and only a warning tells the user the model was stopped mid-thought. The property, whatever this
+    build writes: every reply parses within max_tokens; the warnings name exactly the fields counted as cut,
+    each once."""
+    lm = local.lm("smollm2-135m", n_threads=1, cache=False, max_tokens=80)  # (80 - 3 markers x 10) / 2 = 25 tokens
     with caplog.at_level(logging.WARNING, logger="fusion_dspy.local.engine"):
         for seed in range(4):
             with dspy.context(lm=lm, adapter=chat()):
-                dspy.Predict("question -> reasoning, answer")(
+                prediction = dspy.Predict("question -> reasoning, answer")(
                     question="Explain in detail how a bicycle works.", config={"temperature": 1.0, "seed": seed})
-            names, bound = fields_at_text_bound(same_bound, lm.history[-1]["outputs"][0])
-            cut.update(names)
-    assert cut, "a 135M model asked for detail fills 32 characters at least once in four draws"
-    warned = [name for record in caplog.records if "length bound" in record.getMessage()
+            assert prediction.reasoning and prediction.answer
+            assert lm.history[-1]["response"].usage.output_tokens <= 80
+    cut = local.cut_counts(lm)
+    assert cut, "a 135M model asked for detail fills 25 tokens at least once in four draws"
+    warned = [name for record in caplog.records if "share of max_tokens" in record.getMessage()
               for name in ("reasoning", "answer") if f"`{name}`" in record.getMessage()]
     assert sorted(warned) == sorted(cut)  # every cut field, once
-    assert local.cut_counts(lm) == dict(cut)  # and every cut reply counted
     assert local.cut_counts(dspy.LM("openai/none")) == {}
+
+
+def test_a_continued_reply_does_not_depend_on_the_request_before(smollm2: dspy.LM) -> None:
+    """A continuation reuses the KV cache of the call it continues (same lock, same request), so a reply that
+    needed several calls is still a function of its request."""
+    lm = local.lm("smollm2-135m", n_threads=1, cache=False, max_tokens=70)
+
+    def ask(seed: int) -> tuple[str, int | None]:
+        with dspy.context(lm=lm, adapter=chat()):
+            dspy.Predict("question -> reasoning, answer")(
+                question="Describe a city in detail.", config={"temperature": 0.9, "seed": seed})
+        return lm.history[-1]["outputs"][0], lm.history[-1]["response"].usage.cache_read_tokens
+
+    first = [ask(seed) for seed in (1, 2)]
+    assert any(cached for _, cached in first), "at 70 tokens a detailed description needs a continuation"
+    with dspy.context(lm=smollm2, adapter=chat()):
+        dspy.Predict("question -> answer")(question=QUESTIONS[0])
+    assert [ask(seed) for seed in (2, 1)] == first[::-1]

@@ -17,11 +17,14 @@ from dspy.lm15 import Usage
 from fusion_dspy.local.grammar import OutputField
 from fusion_dspy.local.grammar import chat_adapter_fields
 from fusion_dspy.local.grammar import chat_adapter_gbnf
+from fusion_dspy.local.grammar import chat_fields
 from fusion_dspy.local.grammar import derive_gbnf
 from fusion_dspy.local.grammar import json_adapter_fields
 from fusion_dspy.local.grammar import json_schema_gbnf
 from fusion_dspy.local.json_gbnf import FLOAT_RULE
 from fusion_dspy.local.json_gbnf import INT_RULE
+from tests.local.gbnf import gbnf_regex
+from tests.local.gbnf import gbnf_rules
 
 
 class Typed(dspy.Signature):
@@ -97,13 +100,38 @@ def test_chat_adapter_gbnf_shape() -> None:
     assert "field-0-reasoning ::= text-first text-rest{0,99}\n" in capped
 
 
-def test_text_budget_follows_max_tokens() -> None:
+def test_derived_chat_grammar_leaves_length_to_the_token_budget() -> None:
+    """Free text is not bounded in characters any more: at 1 character per token ChainOfThought got 116
+    characters of reasoning at max_tokens=256. The engine shares max_tokens in tokens (fusion_dspy.local.budget)."""
     request = capture("question -> reasoning, answer", dspy.ChatAdapter(use_json_adapter_fallback=False))
-    gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format=None, max_tokens=100)
+    gbnf = derive_gbnf(system=request.system, messages=as_messages(request), response_format=None)
     assert gbnf is not None
-    # 1 char per token left after 3 markers (8 tokens each), shared by 2 text fields: (100 - 24) // 2 = 38
-    assert "field-0-reasoning ::= text-first text-rest{0,37}" in gbnf
-    assert "field-1-answer ::= text-first text-rest{0,37}" in gbnf
+    assert "field-0-reasoning ::= text-first text-rest*\n" in gbnf
+    assert "field-1-answer ::= text-first text-rest*\n" in gbnf
+    fields = chat_fields(system=request.system, messages=as_messages(request))
+    assert [field.name for field in fields or []] == ["reasoning", "answer"]
+
+
+def test_rest_of_a_reply_grammar() -> None:
+    """The grammar for a continued reply: from a later field's marker, or inside an open free-text value."""
+    fields = [OutputField(name="reasoning"), OutputField(name="n", kind="int"), OutputField(name="note")]
+    full = gbnf_regex(chat_adapter_gbnf(fields))
+    reply = ("[[ ## reasoning ## ]]\nTwo plus two.\n\n[[ ## n ## ]]\n4\n\n[[ ## note ## ]]\nEasy."
+             "\n\n[[ ## completed ## ]]")
+    assert full.fullmatch(reply)
+    rest_n = gbnf_regex(chat_adapter_gbnf(fields, start=1))
+    assert rest_n.fullmatch(reply[reply.index("\n\n[[ ## n"):])
+    assert not rest_n.fullmatch(reply[reply.index("[[ ## n"):])  # a later field's marker opens with a blank line
+    open_reasoning = gbnf_regex(chat_adapter_gbnf(fields, start=0, open_text=True))
+    assert open_reasoning.fullmatch(reply[len("[[ ## reasoning ## ]]\nTwo plus"):])
+    assert open_reasoning.fullmatch(reply[len("[[ ## reasoning ## ]]\nTwo plus two."):])  # may close at once
+    assert not open_reasoning.fullmatch("[[ ## x ## ]]" + reply[len("[[ ## reasoning ## ]]\nTwo plus"):])
+    open_note = gbnf_regex(chat_adapter_gbnf(fields, start=2, open_text=True))
+    assert open_note.fullmatch(" and hard.\n\n[[ ## completed ## ]]")
+    with pytest.raises(ValueError, match="open_text"):
+        chat_adapter_gbnf(fields, start=1, open_text=True)
+    with pytest.raises(ValueError, match="start"):
+        chat_adapter_gbnf(fields, start=3)
 
 
 def test_no_grammar_for_plain_prompts() -> None:
@@ -153,10 +181,6 @@ def test_chat_gbnf_with_nested_schema() -> None:
     assert json.dumps("[[ ## why ## ]]\n")[1:-1] in gbnf
 
 
-def _rules(gbnf: str) -> dict[str, str]:
-    return dict(line.split(" ::= ", 1) for line in gbnf.splitlines() if " ::= " in line)
-
-
 def test_number_rules_cannot_run_on() -> None:
     """Typed numbers have bounded digits, no exponent and no leading zeros."""
     assert INT_RULE == '"-"? ("0" | [1-9] [0-9]{0,11})'
@@ -164,9 +188,9 @@ def test_number_rules_cannot_run_on() -> None:
     for rule in (INT_RULE, FLOAT_RULE):
         assert "*" not in rule and "+" not in rule and "e" not in rule.lower()
     float_field = chat_adapter_gbnf([OutputField(name="x", kind="float")])
-    assert _rules(float_field)["field-0-x"] == FLOAT_RULE
+    assert gbnf_rules(float_field)["field-0-x"] == FLOAT_RULE
     nested = json_schema_gbnf({"type": "object", "properties": {"v": {"type": "array", "items": {"type": "number"}}}})
-    assert _rules(nested)["float-value"] == FLOAT_RULE
+    assert gbnf_rules(nested)["float-value"] == FLOAT_RULE
 
 
 def test_schema_grammar_covers_dspy_schemas() -> None:
@@ -185,7 +209,7 @@ def test_schema_grammar_covers_dspy_schemas() -> None:
         },
     }
     gbnf = json_schema_gbnf(schema)
-    rules = _rules(gbnf)
+    rules = gbnf_rules(gbnf)
     referenced = {
         re.sub(r"[?*]|\{.*", "", token)
         for body in rules.values()
@@ -198,41 +222,13 @@ def test_schema_grammar_covers_dspy_schemas() -> None:
     assert rules["root-fixed"] == '"3"'
 
 
-_GBNF_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|\{\d+,\d*\}|[()|*+?]|[a-zA-Z0-9-]+|\s+')
-
-
-def _gbnf_regex(gbnf: str, rule: str = "root") -> re.Pattern[str]:
-    """The language of a non-recursive GBNF rule as a Python regex (our grammars' free-text rules are regular).
-
-    Literals are JSON strings (as ``_literal`` writes them); character classes use the escapes Python's ``re``
-    reads the same way (``\\n``, ``\\t``, ``\\[``).
-    """
-    rules = _rules(gbnf)
-
-    def convert(body: str) -> str:
-        out = []
-        for token in _GBNF_TOKEN.findall(body):
-            if token.isspace():
-                continue
-            if token.startswith('"'):
-                out.append(re.escape(json.loads(token)))
-            elif token[0].isalnum():
-                out.append(f"(?:{convert(rules[token])})")
-            else:
-                out.append(token)
-        assert "".join(_GBNF_TOKEN.findall(body)).replace(" ", "") == body.replace(" ", ""), body
-        return "".join(out)
-
-    return re.compile(convert(rules[rule]), re.DOTALL)
-
-
 def _reply(value: str) -> str:
     return f"[[ ## answer ## ]]\n{value}\n\n[[ ## completed ## ]]"
 
 
 def test_free_text_may_hold_paragraphs_but_no_marker() -> None:
     """A blank line inside a value is allowed (Qwen writes "steps:\\n\\n1. ..."); a line never opens with "["."""
-    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
+    grammar = gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
     for value in ("Canberra", "Steps:\n\n1. add\n2. check", "Fruit:\n- apple\n  - green\n\t- red", "Zürich (CH)"):
         assert grammar.fullmatch(_reply(value)), value
     for value in ("[## answer", "{answer}", "# Title", "```python", "ok\n[[ ## answer ## ]]\nagain", "a\n\n\nb"):
@@ -242,7 +238,7 @@ def test_free_text_may_hold_paragraphs_but_no_marker() -> None:
 def test_free_text_cannot_pad_with_blank_lines() -> None:
     """Qwen2.5-1.5B answered "Canberra" and then looped on "\\n  " for 50 lines until the budget ended; a line
     holding only spaces is impossible now, so the model must close the field (or say something)."""
-    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
+    grammar = gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=200))
     for value in ("Canberra\n  \n  \n  ", "Canberra\n  ", "   ", "Canberra\n\t\n", "a\n         b"):
         assert not grammar.fullmatch(_reply(value)), repr(value)
     assert grammar.fullmatch(_reply("Canberra\n        indented by eight"))
@@ -250,25 +246,8 @@ def test_free_text_cannot_pad_with_blank_lines() -> None:
 
 def test_free_text_budget_is_enforced() -> None:
     """The budget bounds the value's length, so a looping model closes the field before max_tokens ends."""
-    grammar = _gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=40))
+    grammar = gbnf_regex(chat_adapter_gbnf([OutputField(name="answer")], max_chars=40))
     assert grammar.fullmatch(_reply("x" * 40))
     assert not grammar.fullmatch(_reply("x" * 41))
 
 
-def test_fields_at_text_bound_names_the_cut_free_text_fields() -> None:
-    from fusion_dspy.local.grammar import fields_at_text_bound
-
-    gbnf = chat_adapter_gbnf([OutputField(name="reasoning"), OutputField(name="answer", kind="float"),
-                              OutputField(name="note")], max_chars=40)
-    grammar = _gbnf_regex(gbnf)
-
-    def reply(reasoning: str, note: str) -> str:
-        text = f"[[ ## reasoning ## ]]\n{reasoning}\n\n[[ ## answer ## ]]\n9\n\n[[ ## note ## ]]\n{note}"
-        return text + "\n\n[[ ## completed ## ]]"
-
-    assert grammar.fullmatch(reply("x" * 40, "ok")) and grammar.fullmatch(reply("x" * 39, "y" * 40))
-    assert fields_at_text_bound(gbnf, reply("x" * 40, "ok")) == (["reasoning"], 40)
-    assert fields_at_text_bound(gbnf, reply("x" * 39, "y" * 40)) == (["note"], 40)
-    assert fields_at_text_bound(gbnf, reply("short", "ok")) == ([], 40)
-    assert fields_at_text_bound(chat_adapter_gbnf([OutputField(name="n", kind="int")]), "[[ ## n ## ]]\n3") is None
-    assert fields_at_text_bound(chat_adapter_gbnf([OutputField(name="a")]), "[[ ## a ## ]]\nx") is None  # unbounded
