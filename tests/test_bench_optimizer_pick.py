@@ -1,0 +1,55 @@
+"""benchmarks/optimizer_pick.py: the held-out check of the optimizer's pick, with and without a fusor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dspy
+
+from fusion_dspy.testing import FakeEngine
+from tests.helpers import load_script
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "optimizer_pick.py"
+SYSTEMS = ["A", "B", "C"]
+
+
+def _examples(count: int = 16) -> list[dspy.Example]:
+    rows = []
+    for i in range(count):
+        target = f"Der Hund {i} schläft im Garten."
+        outputs = {"A": target, "B": f"Der Hund {i} schläft.", "C": f"Eine Katze {i} läuft im Haus."}
+        rows.append(dspy.Example(source=f"The dog {i} sleeps in the garden.", source_language="English",
+                                 target_language="German", target=target, system_outputs=outputs)
+                    .with_inputs("source", "source_language", "target_language"))
+    return rows
+
+
+def test_with_a_fusor_the_space_fuses_and_guards_and_the_pick_keeps_its_floor():
+    bench = load_script(BENCH, "optimizer_pick")
+    # A fusor that writes a poor translation: fused configurations lose, guarded ones fall back to the selection.
+    engine = FakeEngine(responder=lambda request: {"translation": "Etwas ganz anderes.", "comparison": "x"},
+                        name="optimizer-pick-fusor")  # its own entries in DSPy's memory cache
+    lines: list[str] = []
+    examples = _examples()
+    # cache=True as local.lm has it: a trial that differs only in the guard re-sends the same fusor request.
+    result = bench.run(examples, systems=SYSTEMS, fusor=engine.lm(cache=True), splits=1, trials=14,
+                       emit=lines.append)
+    params = [t.params for t in result["studies"][0].trials]
+    assert any(p.get("self.mode") == "fuse" for p in params)  # fusion is in the space ...
+    assert any("self.guard" in p for p in params)  # ... and so is the guard
+    # The named pools keep the fusor's work small: with 3 systems, N=2 or 3 of "all" are the only fused sets.
+    assert 0 < engine.calls <= 2 * len(examples)
+    row = result["rows"][0]
+    assert row["val_chosen"] >= row["val_single"] - 1e-9  # never below the best system alone on its valset
+    assert row["single"] == "A"
+    assert len(result["pooled"]["chosen"]) == len(result["pooled"]["single"]) == 8  # the held-out half, paired
+    assert len(lines) == 3 and lines[2].startswith("| 0 | ")
+
+
+def test_without_a_fusor_no_lm_is_called_and_the_space_only_selects():
+    bench = load_script(BENCH, "optimizer_pick")
+    result = bench.run(_examples(), systems=SYSTEMS, splits=2, trials=8, emit=lambda line: None)
+    for study in result["studies"]:
+        assert {t.params.get("self.mode", "select") for t in study.trials} == {"select"}
+    assert [row["split"] for row in result["rows"]] == [0, 1]
+    assert all(row["val_chosen"] >= row["val_single"] - 1e-9 for row in result["rows"])
