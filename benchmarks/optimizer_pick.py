@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import time
+from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -55,8 +56,11 @@ def search_space(*, fusion: bool, strategies: tuple[str, ...] = ("paper",), syst
 
 
 def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...] = ("paper",), splits: int = 5,
-        trials: int = 30, emit=print) -> dict:
+        trials: int = 30, storage_dir: str | None = None, emit=print) -> dict:
     """Optimize on each split's valset and score its held-out half; ``emit`` gets the table lines.
+
+    With ``storage_dir`` each split's study (and the optimizer's candidate bank and memo) lives in
+    ``<storage_dir>/split-<k>.jsonl``, so a killed run resumes where it stopped.
 
     Returns ``{"rows": [...], "pooled": {"chosen": [...], "single": [...], "mbr": [...]}, "studies": [...]}``.
     """
@@ -86,8 +90,10 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
         random.Random(split).shuffle(order)
         half = len(order) // 2
         val, held = [examples[i] for i in order[:half]], [examples[i] for i in order[half:]]
+        storage = {} if storage_dir is None else {
+            "storage": str(Path(storage_dir) / f"split-{split}.jsonl"), "study_name": f"optimizer-pick-{split}"}
         opt = FusionOptimizer(metric=chrf, teachers=teachers, search_space=space, trials=trials,
-                              num_instructions=0, pruner=None, seed=split, confirm=3,
+                              num_instructions=0, pruner=None, seed=split, confirm=3, **storage,
                               **({"fusors": {"fusor": fusor}} if fusor is not None else {}))
         compiled = opt.compile(student, trainset=val, valset=val)
         studies.append(opt.study)
@@ -126,6 +132,7 @@ def main() -> int:
     parser.add_argument("--fusor-max-tokens", type=int, default=160)
     parser.add_argument("--strategies", default="paper", help="fusor strategies searched, comma-separated")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads for the fusor")
+    parser.add_argument("--out", default=None, help="directory for the studies (Optuna journals); a rerun resumes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -142,7 +149,7 @@ def main() -> int:
     strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
     examples = load_wmt_general(pair="en-de", systems=SYSTEMS, max_source_chars=args.max_chars, limit=args.segments)
     result = run(examples, systems=SYSTEMS, fusor=fusor, strategies=strategies, splits=args.splits,
-                 trials=args.trials)
+                 trials=args.trials, storage_dir=args.out)
     pooled = result["pooled"]
     for other, label in (("single", "the best single system on the valset"), ("mbr", "5-way chrF-MBR")):
         paired = paired_bootstrap(pooled["chosen"], pooled[other])

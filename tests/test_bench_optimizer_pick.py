@@ -53,3 +53,14 @@ def test_without_a_fusor_no_lm_is_called_and_the_space_only_selects():
         assert {t.params.get("self.mode", "select") for t in study.trials} == {"select"}
     assert [row["split"] for row in result["rows"]] == [0, 1]
     assert all(row["val_chosen"] >= row["val_single"] - 1e-9 for row in result["rows"])
+
+
+def test_a_stored_study_resumes_instead_of_starting_again(tmp_path):
+    bench = load_script(BENCH, "optimizer_pick")
+    first = bench.run(_examples(), systems=SYSTEMS, splits=1, trials=6, storage_dir=str(tmp_path),
+                      emit=lambda line: None)
+    assert (tmp_path / "split-0.jsonl").is_file()
+    again = bench.run(_examples(), systems=SYSTEMS, splits=1, trials=6, storage_dir=str(tmp_path),
+                      emit=lambda line: None)
+    assert len(again["studies"][0].trials) == len(first["studies"][0].trials)  # the budget was spent already
+    assert again["rows"] == first["rows"]
