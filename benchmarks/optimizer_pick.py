@@ -151,6 +151,13 @@ def main() -> int:
     result = run(examples, systems=SYSTEMS, fusor=fusor, strategies=strategies, splits=args.splits,
                  trials=args.trials, storage_dir=args.out)
     pooled = result["pooled"]
+    for split, study in enumerate(result["studies"]):
+        print(f"\nsplit {split}, completed trials (valset chrF; pruned ones are duplicate draws of a recorded system):")
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.name == "COMPLETE":
+                params = ", ".join(f"{k.removeprefix('self.')}={v}" for k, v in sorted(trial.params.items()))
+                print(f"- trial {trial.number}: {trial.value:.2f} ({params})")
+    print()
     for other, label in (("single", "the best single system on the valset"), ("mbr", "5-way chrF-MBR")):
         paired = paired_bootstrap(pooled["chosen"], pooled[other])
         print(f"held-out, chosen - {label}, pooled over {args.splits} splits ({len(pooled['chosen'])} scores): "
