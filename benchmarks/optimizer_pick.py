@@ -47,12 +47,15 @@ def search_space(*, fusion: bool, strategies: tuple[str, ...] = ("paper",), syst
     if not fusion:
         return SearchSpace(n=(1, 5), temperatures=None, modes=("select",), selectors=("mbr", "majority"),
                            instructions=False)
+    from fusion_dspy import FusorPrompt
+
     pools = {"all": tuple(systems), **{name: (name,) for name in systems}}
-    # The prompt's slots stay at the paper's: each choice there would be another fusor call per segment.
+    # The prompt's slots stay at FusorPrompt's defaults: each choice there would be another fusor call per segment.
+    prompt = FusorPrompt()
     return SearchSpace(n=(1, 5), temperatures=None, pools=pools, modes=("select", "fuse"),
                        selectors=("mbr", "majority"), guards=(False, True), strategies=strategies,
-                       instructions=False, criteria=(("content", "language quality", "responsibility"),),
-                       discard_worst=(True,), length_control=(False,))
+                       instructions=False, criteria=(prompt.criteria,), discard_worst=(prompt.discard_worst,),
+                       length_control=(prompt.length_control,))
 
 
 def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...] = ("paper",), splits: int = 5,
@@ -153,10 +156,9 @@ def main() -> int:
     pooled = result["pooled"]
     for split, study in enumerate(result["studies"]):
         print(f"\nsplit {split}, completed trials (valset chrF; pruned ones are duplicate draws of a recorded system):")
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state.name == "COMPLETE":
-                params = ", ".join(f"{k.removeprefix('self.')}={v}" for k, v in sorted(trial.params.items()))
-                print(f"- trial {trial.number}: {trial.value:.2f} ({params})")
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            params = ", ".join(f"{k.removeprefix('self.')}={v}" for k, v in sorted(trial.params.items()))
+            print(f"- trial {trial.number}: {trial.value:.2f} ({params})")
     print()
     for other, label in (("single", "the best single system on the valset"), ("mbr", "5-way chrF-MBR")):
         paired = paired_bootstrap(pooled["chosen"], pooled[other])
