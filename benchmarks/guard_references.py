@@ -9,7 +9,7 @@ matters. This script compares three rules (and no guard, ``none``) on the candid
 - ``all``: the first guard: MBR over the N+1 answers, each against the N others; the best one is returned;
 - ``draws``: the fused answer against the N draws, each draw against the other N-1 (plain MBR); the best
   one is returned;
-- ``pick``: today's guard, run through ``fusion_dspy.guard.guard_steps``: MBR's pick among the draws is
+- ``pick``: today's guard, run through ``fusion_dspy.guard_decision``: MBR's pick among the draws is
   the fallback; the fused answer replaces it only if it scores at least as well on the other draws,
   less the one it agrees with most.
 
@@ -35,12 +35,11 @@ from typing import Any
 
 import dspy
 
-from fusion_dspy.candidate import Candidate
-from fusion_dspy.drivers import drive
-from fusion_dspy.guard import guard_steps
+from fusion_dspy import Candidate
+from fusion_dspy import guard_decision
 from fusion_dspy.journal import read_entries
-from fusion_dspy.selectors.mbr import MBRSelector
-from fusion_dspy.selectors.mbr import mbr_scores
+from fusion_dspy.selectors import MBRSelector
+from fusion_dspy.selectors import mbr_scores
 
 RULES = ("none", "all", "draws", "pick")
 
@@ -75,7 +74,7 @@ def _guarded(fused: str, fused_score: float, texts: list[str], scores: list[floa
         return fused_score, True
     if rule == "pick":
         pool = [Candidate(index=i, teacher=f"t{i}", sample=0, outputs={field: t}) for i, t in enumerate(texts)]
-        decision = drive(guard_steps(MBRSelector(), _signature(field), {}, pool, {field: fused}))
+        decision = guard_decision(MBRSelector(), _signature(field), {}, pool, {field: fused})
         return (fused_score, True) if decision.kept_fused else (scores[decision.index], False)
     if rule == "all":
         ranked = mbr_scores([fused, *texts])

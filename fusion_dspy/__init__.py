@@ -12,6 +12,9 @@ from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import FusionError
 from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.fuse import Fuse
+from fusion_dspy.guard import GuardDecision
+from fusion_dspy.guard import aguard_decision
+from fusion_dspy.guard import guard_decision
 from fusion_dspy.outcomes import TeacherTimeoutError
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import DEFAULT_FUSOR_INSTRUCTION
@@ -37,9 +40,12 @@ __all__ = [
     "FusionReport",
     "FusorPrompt",
     "FusorRecord",
+    "GuardDecision",
     "SelectionRecord",
     "SelectorFailedError",
     "Teacher",
     "TeacherTimeoutError",
     "TokenUsage",
+    "aguard_decision",
+    "guard_decision",
 ]

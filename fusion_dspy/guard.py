@@ -20,14 +20,16 @@ against MBR (95% CI [-2.8, +0.3]), and still -1.0 when the fused answer was neve
 fused reference changed which candidate won. The two-step rule's fallback is MBR's own pick, and the
 copy's self-match is out of the references.
 
-The module is sans-I/O: :func:`guard_steps` yields the selector's requests (an LLM judge's calls),
-and the caller drives it (:func:`fusion_dspy.drivers.drive`, or a ``Fuse`` call's own driver).
+The core is sans-I/O: :func:`guard_steps` yields the selector's requests (an LLM judge's calls), and
+a ``Fuse`` call drives it with its own driver. To guard answers outside a ``Fuse`` (re-scoring a
+journaled run, say), :func:`guard_decision` and :func:`aguard_decision` drive the same steps, sync and
+async, and are exported from :mod:`fusion_dspy`.
 For MBR, majority and reward selectors the guard costs no LM call, which is why it is on by default
 for them (``Fuse(guard=None)``, decided by :meth:`fusion_dspy.FuseSettings.guard_enabled` from the
 selector's ``calls_lm``); an LLM judge or USC pays two rankings, so it is off for them unless forced.
 
 Example:
-    >>> decision = drive(guard_steps(MBRSelector(), signature, inputs, candidates, fused_outputs))
+    >>> decision = guard_decision(MBRSelector(), signature, inputs, candidates, fused_outputs)
     >>> decision.kept_fused, decision.index, decision.pick
 """
 
@@ -40,6 +42,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from fusion_dspy.candidate import Candidate
+from fusion_dspy.drivers import adrive
+from fusion_dspy.drivers import drive
 from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import check_selection
 
@@ -54,9 +58,11 @@ __all__ = [
     "FUSED_TEACHER",
     "GUARD_RULE",
     "GuardDecision",
+    "aguard_decision",
     "comparison_pool",
     "decide",
     "fused_candidate",
+    "guard_decision",
     "guard_steps",
 ]
 
@@ -171,3 +177,29 @@ def guard_steps(
     selection = yield from selector.steps(signature, inputs, pool)
     check_selection(selection, len(pool), selector.name)
     return decide(selection, pool, source=source)
+
+
+def guard_decision(
+    selector: Selector,
+    signature: type[dspy.Signature],
+    inputs: Mapping[str, Any],
+    candidates: Sequence[Candidate],
+    fused_outputs: Mapping[str, Any],
+) -> GuardDecision:
+    """The guard's decision on one fused answer, run synchronously (arguments as :func:`guard_steps`).
+
+    An LLM judge's calls are made here, under the current ``dspy.settings``; MBR, majority and reward
+    selectors make none.
+    """
+    return drive(guard_steps(selector, signature, inputs, candidates, fused_outputs))
+
+
+async def aguard_decision(
+    selector: Selector,
+    signature: type[dspy.Signature],
+    inputs: Mapping[str, Any],
+    candidates: Sequence[Candidate],
+    fused_outputs: Mapping[str, Any],
+) -> GuardDecision:
+    """:func:`guard_decision` for async code: the same steps, with an LLM judge's calls awaited."""
+    return await adrive(guard_steps(selector, signature, inputs, candidates, fused_outputs))

@@ -198,3 +198,42 @@ def test_guard_steps_with_a_rank_only_selector():
     assert _guard(RankOnly(), cands, "the longest answer of all").kept_fused
     decision = _guard(RankOnly(), cands, "tiny")
     assert not decision.kept_fused and decision.index == 1 and decision.scores is None
+
+
+def test_the_public_drivers_decide_as_the_steps_do_sync_and_async():
+    import asyncio
+
+    from fusion_dspy import aguard_decision
+    from fusion_dspy import guard_decision
+
+    rng = random.Random(1)
+    words = ["the", "cat", "a", "dog", "sat", "slept", "on", "mat"]
+    for _ in range(20):
+        cands = _candidates(*(" ".join(rng.choices(words, k=rng.randint(2, 6))) for _ in range(rng.randint(1, 5))))
+        fused = " ".join(rng.choices(words, k=rng.randint(2, 6)))
+        for selector in (MBRSelector(), MajorityVote()):
+            expected = _guard(selector, cands, fused)
+            args = (selector, SIG, {"question": "?"}, cands, {"answer": fused})
+            assert guard_decision(*args) == expected
+            assert asyncio.run(aguard_decision(*args)) == expected
+
+
+def test_the_public_drivers_make_an_llm_judges_calls_twice():
+    import asyncio
+
+    from fusion_dspy import aguard_decision
+    from fusion_dspy import guard_decision
+    from fusion_dspy.selectors import LLMJudge
+    from fusion_dspy.testing import FakeEngine
+
+    # The judge rates the fused answer ("best") 9 and every draw 3: the fused answer is kept.
+    judge = FakeEngine(name="judge", responder=lambda r: {"reasoning": "r", "score": 9.0 if "best" in str(r.inputs)
+                                                           else 3.0})
+    cands = _candidates("one", "two", "three")
+    args = (LLMJudge(lm=judge.lm()), SIG, {"question": "?"}, cands, {"answer": "best"})
+    decision = guard_decision(*args)
+    assert decision.kept_fused and decision.index == FUSED_INDEX
+    sync_calls = judge.calls
+    assert sync_calls >= len(cands) + 2  # the pick over 3 draws, then the comparison (fused, pick, refs)
+    assert asyncio.run(aguard_decision(*args)) == decision
+    assert judge.calls == 2 * sync_calls
