@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Generator
 from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
@@ -148,9 +149,7 @@ class Journal:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Every readable entry in file order; sets :attr:`skipped` once the iteration completes."""
-        skipped = [0]
-        yield from _entries(self.path, skipped)
-        self.skipped = skipped[0]
+        self.skipped = yield from _entries(self.path)
 
     def read(self) -> list[dict[str, Any]]:
         """Every readable entry, as a list."""
@@ -197,13 +196,14 @@ def read_entries(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     newline (a writer still at work, or killed) is skipped and left in place, as are unreadable
     lines (logged). A missing file has no entries.
     """
-    return _entries(Path(path), [0])
+    return _entries(Path(path))
 
 
-def _entries(path: Path, skipped: list[int]) -> Iterator[dict[str, Any]]:
-    """The entries of ``path``; ``skipped[0]`` counts the unreadable complete lines met."""
+def _entries(path: Path) -> Generator[dict[str, Any], None, int]:
+    """The entries of ``path``; the generator returns how many unreadable complete lines it skipped."""
+    skipped = 0
     if not path.exists():
-        return
+        return skipped
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
@@ -212,10 +212,11 @@ def _entries(path: Path, skipped: list[int]) -> Iterator[dict[str, Any]]:
             if entry is None:
                 if not raw.endswith(b"\n"):
                     continue  # A last line still being written (or torn): not an entry yet.
-                skipped[0] += 1
+                skipped += 1
                 _logger.warning("%s:%d: skipping an unreadable entry (%d bytes)", path, number, len(raw))
                 continue
             yield entry
+    return skipped
 
 
 class _Pending:
