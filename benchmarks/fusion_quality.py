@@ -200,8 +200,10 @@ def _finish(harness: Any, args: argparse.Namespace, models: dict[str, Any] | Non
 
 
 def _local(args: argparse.Namespace) -> dict:
-    """``local.lm`` options shared by every model of a part: ``--threads`` and ``--prompt-cache``."""
+    """``local.lm`` options shared by every model of a part: ``--threads``, ``--n-ctx`` and ``--prompt-cache``."""
     options: dict = {"n_threads": args.threads} if getattr(args, "threads", None) else {}
+    if getattr(args, "n_ctx", None):
+        options["n_ctx"] = args.n_ctx
     if getattr(args, "prompt_cache", False):
         options["prompt_cache"] = True
     return options
@@ -254,6 +256,9 @@ def main() -> int:
         sub.add_argument("--budget-min", type=float, default=60.0, help="start no new example after this")
         sub.add_argument("--threads", type=int, default=None,
                          help="llama.cpp threads per model (1 when another model job shares the CPU)")
+        sub.add_argument("--n-ctx", type=int, default=None,
+                         help="llama.cpp context window per model (default 4096); the fusor's prompt holds every "
+                              "candidate, so long answers (IFEval at 2048 tokens) need about N x max-tokens + 2048")
         sub.add_argument("--strategies", default="",
                          help="extra fusor strategies to run on the same candidates, e.g. edit,vote")
         sub.add_argument("--prompt-cache", action="store_true",

@@ -80,6 +80,14 @@ def test_prompt_cache_flag_reaches_every_local_model(tmp_path, monkeypatch, caps
           "--out", str(tmp_path))
     assert sorted(name for name, _ in made) == ["qwen2.5-0.5b", "qwen2.5-1.5b"]
     assert all(options["prompt_cache"] is True and options["n_threads"] == 1 for _, options in made)
+    assert all("n_ctx" not in options for _, options in made)  # the engine's default unless asked
+
+
+def test_n_ctx_flag_reaches_every_local_model(tmp_path, monkeypatch, capsys, fake_local):
+    made, _ = fake_local
+    _main(monkeypatch, capsys, "math", "--problems", "1", "--samples", "3", "--n-ctx", "12288", "--out", str(tmp_path))
+    assert sorted(name for name, _ in made) == ["qwen2.5-0.5b", "qwen2.5-1.5b"]
+    assert all(options["n_ctx"] == 12288 for _, options in made)
 
 
 def test_unknown_strategy_is_a_cli_error(tmp_path, monkeypatch, capsys, fake_local):
