@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fusion_dspy.candidate import Candidate
 from fusion_dspy.config import FuseSettings
+from fusion_dspy.drivers import skip_response_cache
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import FusionError
 from fusion_dspy.errors import SelectorFailedError
@@ -48,4 +49,5 @@ __all__ = [
     "TokenUsage",
     "aguard_decision",
     "guard_decision",
+    "skip_response_cache",
 ]

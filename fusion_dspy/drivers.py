@@ -36,17 +36,23 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
   tracker (so its usage is attributable), with DSPy trace recording off (the engine adds the steps it
   accepted to the trace itself). Usage of calls that return in time is merged into the caller's
   ``dspy.track_usage()`` tracker; a late answer's usage is not (that tracker's block may have ended).
+* **DSPy's response cache.** Calls use it as their LM is configured, except inside
+  :func:`skip_response_cache`: there every call is made (``config={"cache": False}``). A cache hit
+  reports no token usage, so code that measures what an answer costs (the optimizer) needs the calls
+  made; it keeps its own records of what it already paid for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
 from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Generator
+from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 from typing import TypeVar
@@ -67,12 +73,36 @@ from fusion_dspy.outcomes import tracked
 from fusion_dspy.threads import _POOL
 from fusion_dspy.threads import bind_context
 
-__all__ = ["Batch", "Invoke", "LMCall", "Request", "Stepper", "adrive", "drive"]
+__all__ = ["Batch", "Invoke", "LMCall", "Request", "Stepper", "adrive", "drive", "skip_response_cache"]
 
 T = TypeVar("T")
 
 #: An event loop that takes longer than this to come back to a call's watcher is congested.
 _LOOP_LAG_S = 0.005
+#: The ``dspy.context`` key set by :func:`skip_response_cache` (a DSPy override, so threads carry it).
+_SKIP_CACHE = "fusion_dspy_skip_response_cache"
+
+
+@contextlib.contextmanager
+def skip_response_cache() -> Iterator[None]:
+    """Inside this block, every LM call a Fuse or a selector makes bypasses DSPy's response cache.
+
+    A cached answer reports no token usage (DSPy clears it on a hit), so its cost would count as
+    zero, and a configuration would look cheaper because an earlier run asked the same question. The
+    optimizer scores configurations inside this block; it re-uses answers through its own candidate
+    bank and evaluation memo, which keep their original cost. Calls made outside a Fuse (a program's
+    other predictors) are not affected. Thread- and task-safe: it is a ``dspy.context`` override.
+    """
+    with dspy.context(**{_SKIP_CACHE: True}):
+        yield
+
+
+def _cache_policy(calls: tuple[LMCall, ...]) -> tuple[LMCall, ...]:
+    """``calls`` as they must run here: with ``cache=False`` in their config inside :func:`skip_response_cache`."""
+    if not dspy.settings.get(_SKIP_CACHE):
+        return calls
+    return tuple(LMCall(c.predict, {**c.kwargs, "config": {**(c.kwargs.get("config") or {}), "cache": False}})
+                 for c in calls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +215,7 @@ def _run_batch(batch: Batch) -> list[Tracked]:
             changed.notify_all()
 
     jobs = []
-    for position, call in enumerate(batch.calls):
+    for position, call in enumerate(_cache_policy(batch.calls)):
         lm = _lm_of(call)
         jobs.append(_Job(call, position, _slots_for(lm), _LMClock(notify, reports=isinstance(lm, dspy.BaseLM))))
     if len(jobs) == 1 and batch.timeout is None:
@@ -302,7 +332,7 @@ async def _arun_batch(batch: Batch) -> list[Tracked]:
             task.add_done_callback(lambda t: None if t.cancelled() else on_late(position, t.result()))
         return _timed_out(batch.timeout)
 
-    runs = [one(i, call, _lm_of(call)) for i, call in enumerate(batch.calls)]
+    runs = [one(i, call, _lm_of(call)) for i, call in enumerate(_cache_policy(batch.calls))]
     results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
     merge_into_parent_tracker([r for r in results if not isinstance(r.error, TeacherTimeoutError)], parent)
     return results

@@ -32,6 +32,7 @@ from fusion_dspy import Fuse
 from fusion_dspy import FuseSettings
 from fusion_dspy import FusionReport
 from fusion_dspy import TokenUsage
+from fusion_dspy import skip_response_cache
 from fusion_dspy.credentials import redact
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.report import usage_from_tracker
@@ -199,7 +200,11 @@ class Evaluator:
         score = 0.0
         with dspy.context(callbacks=[*(dspy.settings.callbacks or []), collector]), dspy.track_usage() as tracker:
             try:
-                prediction = program(**example.inputs())
+                # Every Fuse call is made, not read from DSPy's cache: a hit reports no usage, so a
+                # configuration would look free because an earlier run asked the same (the memo and
+                # the bank re-use what this study paid for, at its cost).
+                with skip_response_cache():
+                    prediction = program(**example.inputs())
             except Exception as exc:  # The program failed on this example: it scores 0, counted and reported.
                 error = redact(f"{type(exc).__name__}: {exc}")  # stored in the study
             if error is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -144,3 +145,36 @@ def test_a_selectors_own_aselect_is_used_by_the_async_driver():
     fuse = make_fuse(2, mode="select", selector=TwoFaced())
     assert fuse(question="q").fusion.selection.rationale == "sync"
     assert asyncio.run(fuse.acall(question="q")).fusion.selection.rationale == "async"
+
+
+_skip_ids = itertools.count()
+
+
+def test_skip_response_cache_makes_every_call_of_a_fuse_sync_and_async(call):
+    """DSPy's cache answers a repeated request with no usage; inside skip_response_cache the calls
+    are made (and their usage reported), in worker threads and tasks too; outside it the cache applies."""
+
+    from fusion_dspy import Fuse
+    from fusion_dspy import skip_response_cache
+
+    tag = f"skip-{next(_skip_ids)}-{time.time_ns()}"  # DSPy's cache is process-wide: names of their own
+    engines = [FakeEngine(name=f"t{i}-{tag}") for i in range(3)]
+    fusor = FakeEngine(name=f"fusor-{tag}", responder=lambda r: {"comparison": "c", "answer": "fused"})
+    teachers = [Teacher(e.lm(cache=True), name=f"t{i}", temperature=0.0) for i, e in enumerate(engines)]
+    fuse = Fuse("question -> answer", 3, teachers=teachers, fusor=fusor.lm(cache=True), guard=False)
+    engines.append(fusor)
+
+    def counts():
+        return [e.calls for e in engines]
+
+    call(fuse, question="q")
+    assert counts() == [1, 1, 1, 1]
+    pred = call(fuse, question="q")
+    assert counts() == [1, 1, 1, 1]  # DSPy's cache answered all four, reporting no usage
+    assert not pred.fusion.fusor.usage
+    with skip_response_cache():
+        pred = call(fuse, question="q")
+    assert counts() == [2, 2, 2, 2]
+    assert pred.fusion.fusor.usage and all(c.usage for c in pred.fusion.candidates)
+    call(fuse, question="q")
+    assert counts() == [2, 2, 2, 2]  # outside the block, the cache again

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from fusion_dspy.optimizers import CostModel
 from fusion_dspy.optimizers import FusionOptimizer
@@ -11,6 +13,7 @@ from tests.optimizers.builders import exact
 from tests.optimizers.builders import examples
 from tests.optimizers.builders import poisoned_pool
 
+_unique = itertools.count()
 USAGE = {"local/strong": TokenUsage(input_tokens=1000, output_tokens=100, calls=2),
          "local/fusor": TokenUsage(input_tokens=2000, output_tokens=500, calls=1)}
 
@@ -35,3 +38,36 @@ def test_bank_hits_keep_their_original_cost():
     assert first["lm_calls"] == 3 and first["cost"] > 0
     for result in later:  # the same configuration again: no call, same cost
         assert result["lm_calls"] == 0 and result["cost"] == first["cost"]
+
+
+def test_a_fusor_answered_from_dspys_cache_costs_what_it_did_when_it_was_called():
+    """A second study with a warm DSPy cache must see the same costs (a cache hit reports no usage).
+
+    Found on a resumed WMT study (benchmarks/optimizer_pick.py): the fused trials' replies came from
+    DSPy's disk cache of an earlier run, counted 0 tokens, and fusion looked free to the cost rule.
+    """
+    from fusion_dspy import Fuse
+    from fusion_dspy import Teacher
+    from fusion_dspy.testing import FakeEngine
+
+    problem = poisoned_pool()
+    name = f"cached-fusor-{next(_unique)}"  # DSPy's cache is process-wide: a name of its own
+    fusor = FakeEngine(name=name, responder=lambda r: {"comparison": "c", "answer": r.inputs["question"] + "!"})
+    fusor_lm = fusor.lm(cache=True)
+    teachers = [Teacher(problem.strong.lm(), name="strong", temperature=0.7),
+                Teacher(problem.weak.lm(), name="weak", temperature=0.7)]
+    space = SearchSpace(n=(2, 2), temperatures=None, modes=("fuse",), guards=(False,), instructions=False,
+                        criteria=(("content",),), discard_worst=(True,), length_control=(False,))
+
+    def study() -> dict[str, float]:
+        opt = FusionOptimizer(metric=exact, teachers=teachers, fusors=[fusor_lm], trials=2, search_space=space,
+                              num_instructions=0, pruner=None)
+        opt.compile(Fuse("question -> answer", n=2, teachers=teachers, fusor=fusor_lm), trainset=examples(3))
+        return {t.user_attrs["result"]["config_key"]: t.user_attrs["result"]["cost"] for t in opt.study.trials}
+
+    first = study()
+    calls = fusor.calls
+    assert calls > 0 and all(cost > 0 for cost in first.values())
+    again = study()  # a new in-memory study: no memo, but DSPy's cache holds every fusor reply
+    assert again == first
+    assert fusor.calls > calls  # the fusor was asked again rather than read from DSPy's cache
