@@ -357,9 +357,9 @@ class FusionOptimizer(Teleprompter):
         uncounted = sum(t.user_attrs.get("result", {}).get("uncounted_draws", 0) for t in session.study.trials)
         if uncounted:
             _logger.warning(
-                "%d candidate(s) came from DSPy's cache, which reports no token usage for hits, so their cost "
-                "counted as 0. For honest costs build the teacher LMs with cache=False (the bank already "
-                "re-uses draws) or start with an empty DSPy cache.", uncounted)
+                "%d candidate(s) came from the bank with no recorded token usage (drawn from DSPy's cache, which "
+                "reports none for hits, by a run that did not bypass it), so their cost counted as 0. The "
+                "optimizer's own calls bypass that cache; for honest costs start this bank anew.", uncounted)
 
     @staticmethod
     def _warn_errors(session: Session) -> None:
