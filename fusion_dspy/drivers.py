@@ -85,13 +85,14 @@ _SKIP_CACHE = "fusion_dspy_skip_response_cache"
 
 @contextlib.contextmanager
 def skip_response_cache() -> Iterator[None]:
-    """Inside this block, every LM call a Fuse or a selector makes bypasses DSPy's response cache.
+    """Inside this block, a Fuse's predictor calls (teachers, fusor, LLM judge, USC) skip DSPy's response cache.
 
     A cached answer reports no token usage (DSPy clears it on a hit), so its cost would count as
     zero, and a configuration would look cheaper because an earlier run asked the same question. The
     optimizer scores configurations inside this block; it re-uses answers through its own candidate
-    bank and evaluation memo, which keep their original cost. Calls made outside a Fuse (a program's
-    other predictors) are not affected. Thread- and task-safe: it is a ``dspy.context`` override.
+    bank and evaluation memo, which keep their original cost. Not affected: calls made outside a Fuse
+    (a program's other predictors) and a ``RewardSelector``'s own function. Thread- and task-safe: it
+    is a ``dspy.context`` override.
     """
     with dspy.context(**{_SKIP_CACHE: True}):
         yield
