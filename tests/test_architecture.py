@@ -33,14 +33,23 @@ def _imports(path: Path) -> Iterator[tuple[int, str, list[str]]]:
                 yield node.lineno, alias.name, []
 
 
+def _within(module: str, package: str) -> bool:
+    """``module`` is ``package`` or one of its submodules."""
+    return module == package or module.startswith(package + ".")
+
+
+def _in_programs_or_optimizers(module: str) -> bool:
+    return any(_within(module, package) for package in PACKAGE_DIRS)
+
+
 def _source_of(module: str) -> Path | None:
     """The file defining ``module`` in this checkout, or ``None`` if it is not ours."""
     for package, directory in PACKAGE_DIRS.items():
-        if module == package or module.startswith(package + "."):
+        if _within(module, package):
             base, rest = directory, module[len(package) + 1:]
             break
     else:
-        if module != "fusion_dspy" and not module.startswith("fusion_dspy."):
+        if not _within(module, "fusion_dspy"):
             return None
         base, rest = CORE, module[len("fusion_dspy") + 1:]
     target = base.joinpath(*rest.split(".")) if rest else base
@@ -67,7 +76,7 @@ def test_the_core_never_imports_programs_or_optimizers():
         if "cli" in path.relative_to(CORE).parts:
             continue
         for line, module, _ in _imports(path):
-            if any(module == p or module.startswith(p + ".") for p in PACKAGE_DIRS):
+            if _in_programs_or_optimizers(module):
                 offenders.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not offenders, "the core must not depend on programs/optimizers:\n" + "\n".join(offenders)
 
@@ -77,7 +86,7 @@ def test_clients_use_only_the_public_api_of_the_core(client):
     offenders = []
     for path in _python_files(ROOT / client):
         for line, module, names in _imports(path):
-            if any(module == p or module.startswith(p + ".") for p in PACKAGE_DIRS):
+            if _in_programs_or_optimizers(module):
                 continue  # programs and optimizers may use their own modules and each other's
             source = _source_of(module)
             if source is None:

@@ -157,7 +157,7 @@ def test_skip_response_cache_makes_every_call_of_a_fuse_sync_and_async(call):
     from fusion_dspy import Fuse
     from fusion_dspy import skip_response_cache
 
-    tag = f"skip-{next(_skip_ids)}-{time.time_ns()}"  # DSPy's cache is process-wide: names of their own
+    tag = f"skip-{next(_skip_ids)}"  # DSPy's cache is process-wide: names of their own
     engines = [FakeEngine(name=f"t{i}-{tag}") for i in range(3)]
     fusor = FakeEngine(name=f"fusor-{tag}", responder=lambda r: {"comparison": "c", "answer": "fused"})
     teachers = [Teacher(e.lm(cache=True), name=f"t{i}", temperature=0.0) for i, e in enumerate(engines)]
