@@ -141,6 +141,11 @@ class FusionOptimizer(Teleprompter):
             raise ValueError(f"pruner must be one of {list(_PRUNERS)}, None or an optuna pruner, got {pruner!r}.")
         if sampler is not None and not isinstance(sampler, optuna.samplers.BaseSampler):
             raise TypeError(f"sampler must be an optuna sampler (e.g. optuna.samplers.TPESampler()), got {sampler!r}.")
+        if isinstance(sampler, optuna.samplers.GridSampler):
+            # The study's budget is queued as trials to fill in, which GridSampler refuses at trial 0.
+            raise ValueError("sampler=GridSampler is not supported: the optimizer queues its trial budget, and "
+                             "GridSampler rejects queued trials. Use optuna.samplers.BruteForceSampler() to try "
+                             "every configuration of a small space.")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}.")
         if storage is not None and not isinstance(storage, Storage):

@@ -106,9 +106,20 @@ def test_value_objects_and_keyword_shortcuts_are_one_configuration():
         ({"n_range": (0, 3)}, ValueError, "n must be an int >= 1"),
         ({"pruner": "hyperband"}, ValueError, "pruner must be one of"),
         ({"sampler": "tpe"}, TypeError, "sampler must be an optuna sampler"),
+        ({"sampler": optuna.samplers.GridSampler({"x": [1]})}, ValueError, "GridSampler is not supported"),
         ({"seed": "0"}, TypeError, "seed must be an int"),
     ],
 )
 def test_bad_optimizer_arguments_name_themselves(kwargs, error, match):
     with pytest.raises(error, match=match):
         FusionOptimizer(metric=exact, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_sampler_the_gridsampler_error_recommends_runs_a_study():
+    problem = poisoned_pool()
+    opt = FusionOptimizer(metric=exact, teachers=problem.teachers, fusors=[problem.fusor_lm], trials=3,
+                          num_instructions=0, pruner=None, sampler=optuna.samplers.BruteForceSampler(seed=0))
+    opt.compile(problem.fuse(), trainset=examples(3))
+    states = [t.state for t in opt.study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 3, states
