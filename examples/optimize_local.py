@@ -87,7 +87,8 @@ def main() -> None:
     stats = opt.bank.stats()
     calls = sum(t.user_attrs.get("result", {}).get("lm_calls", 0) for t in opt.study.trials)
     print(f"\n{len(opt.study.trials)} trials, {elapsed:.0f} s in this run; {calls} LM calls made by the trials; "
-          f"{stats.size} teacher generations in the bank ({stats.generated} new in this run, {stats.hits} re-used)")
+          f"{stats.size} teacher generations in the bank ({stats.generated} new in this run, {stats.hits} re-used), "
+          f"{stats.fusor_size} fusor replies ({stats.fusor_stored} new, {stats.fusor_hits} re-used)")
     print(f"student (naive fusion of all three): {describe_config({'self': student.settings.model_dump()})}")
     print(f"chosen configuration:                {describe_config({'self': compiled.settings.model_dump()})} "
           f"-> exact match {compiled.score:.2f} on {len(examples)} problems")

@@ -10,7 +10,8 @@ For each planned draw, in this order:
 3. otherwise the teacher is called, and the result is stored (answers and parse failures; transient
    faults are not, so the next call retries them).
 
-Without a store every draw goes straight to its teacher. :func:`draw_steps` is a sans-I/O step of
+Without a store every draw goes straight to its teacher. :func:`stored_call_steps` applies the same
+sources and rules to a single call, the fusor's. :func:`draw_steps` is a sans-I/O step of
 the call engine: it yields the requests of :mod:`fusion_dspy.drivers` and returns the outcomes.
 A draw that times out and answers later is stored then (it was paid for).
 """
@@ -41,7 +42,7 @@ from fusion_dspy.store import StoredDraw
 from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
 
-__all__ = ["draw_steps"]
+__all__ = ["draw_steps", "replayed", "storable", "stored_call_steps"]
 
 _logger = logging.getLogger(__name__)
 
@@ -156,12 +157,8 @@ class _StoreBook:
         for draw, entry in zip(draws, entries, strict=True):
             if entry is None:
                 missing.append(draw)
-            elif not entry.ok:
-                failure = StoredFailure(entry.error_type or "Error", entry.error or "")
-                found.append(DrawOutcome(draw, Tracked(error=failure), stored=entry))
             else:
-                prediction = dspy.Prediction(**_typed_outputs(self.signature, entry.outputs or {}))
-                found.append(DrawOutcome(draw, Tracked(value=prediction), stored=entry))
+                found.append(DrawOutcome(draw, replayed(entry, self.signature), stored=entry))
         return found, missing
 
     def claim(self, missing: list[Draw]) -> tuple[list[Draw], list[Draw]]:
@@ -192,21 +189,60 @@ class _StoreBook:
         if self.store is None:
             return
         for outcome in fresh:
-            result = outcome.result
-            if result.error is None:
-                outputs = {name: result.value[name] for name in self.signature.output_fields}
-                entry = StoredDraw(outputs=_jsonable(outputs), usage=result.usage, latency_s=result.latency_s)
-            elif isinstance(result.error, AdapterParseError):
-                entry = StoredDraw(
-                    outputs=None,
-                    usage=result.usage,
-                    latency_s=result.latency_s,
-                    error=error_text(result.error),
-                    error_type=type(result.error).__name__,
-                )
-            else:
-                continue  # A transient fault: the next call asks this teacher again.
-            self.store.put(self.keys[outcome.draw.index], entry)
+            entry = storable(outcome.result, self.signature)
+            if entry is not None:
+                self.store.put(self.keys[outcome.draw.index], entry)
+
+
+def storable(result: Tracked, signature: type[dspy.Signature]) -> StoredDraw | None:
+    """What a store keeps of a reply: an answer or a parse failure; ``None`` for a transient fault
+    (a timeout, a connection or rate-limit error), which the next call asks again."""
+    if result.error is None:
+        outputs = {name: result.value[name] for name in signature.output_fields}
+        return StoredDraw(outputs=_jsonable(outputs), usage=result.usage, latency_s=result.latency_s)
+    if isinstance(result.error, AdapterParseError):
+        return StoredDraw(outputs=None, usage=result.usage, latency_s=result.latency_s,
+                          error=error_text(result.error), error_type=type(result.error).__name__)
+    return None
+
+
+def replayed(entry: StoredDraw, signature: type[dspy.Signature]) -> Tracked:
+    """A stored entry as the call's outcome: the typed prediction, or the stored failure."""
+    if not entry.ok:
+        return Tracked(error=StoredFailure(entry.error_type or "Error", entry.error or ""))
+    return Tracked(value=dspy.Prediction(**_typed_outputs(signature, entry.outputs or {})))
+
+
+def stored_call_steps(
+    call: LMCall, *, key: str, signature: type[dspy.Signature], store: CandidateStore | None
+) -> Steps[tuple[Tracked, StoredDraw | None]]:
+    """One LM call (the fusor's), answered by ``store`` under ``key`` when it can, by the same rules
+    as the draws: the stored entry; else another call's result if one is making it (single flight);
+    else the call, whose reply is stored. Returns the outcome and the entry it was replayed from
+    (``None``: the call was made now)."""
+    entry = None if store is None else store.get(key)
+    if entry is None and isinstance(store, ClaimingStore):
+        if not store.claim(key):
+            waited = yield Invoke(lambda: store.wait(key))
+            entry = waited.value if waited.error is None else None
+        else:
+            try:
+                (result,) = yield Batch((call,))
+                _put(store, key, storable(result, signature))
+            finally:
+                store.release(key)
+            return result, None
+    if entry is not None:
+        return replayed(entry, signature), entry
+    (result,) = yield Batch((call,))
+    if store is not None:
+        _put(store, key, storable(result, signature))
+    return result, None
+
+
+def _put(store: CandidateStore, key: str, entry: StoredDraw | None) -> None:
+    if entry is not None:
+        store.put(key, entry)
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:

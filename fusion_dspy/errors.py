@@ -15,6 +15,7 @@ __all__ = [
     "SelectorFailedError",
     "StoredFailure",
     "error_text",
+    "error_type_name",
 ]
 
 _MAX_ERROR_CHARS = 2000
@@ -28,6 +29,11 @@ def error_text(error: BaseException) -> str:
     # It may quote an unencodable answer (lone surrogates) or a credential read from the environment.
     text = redact(clean_text(str(error) or repr(error))[0])
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " [...]"
+
+
+def error_type_name(error: BaseException) -> str:
+    """The class name a report records for ``error``: a replayed failure keeps its original one."""
+    return error.error_type if isinstance(error, StoredFailure) else type(error).__name__
 
 
 class FusionError(RuntimeError):

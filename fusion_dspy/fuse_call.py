@@ -6,7 +6,8 @@ blocking step) and is sent their outcomes; it returns the :class:`FusedPredictio
 serves it with :func:`~fusion_dspy.drivers.drive` (threads) and ``Fuse.aforward`` with
 :func:`~fusion_dspy.drivers.adrive` (asyncio), so every option behaves the same in both. The
 candidate store is read and written in place (local and fast); only its blocking wait for a draw
-another call is making is a request (:mod:`fusion_dspy.draw_source`).
+or a fusor reply another call is making is a request (:mod:`fusion_dspy.draw_source`). The store
+answers the fusor too, when it holds a reply to the same prompt.
 
 LM outputs (candidates' and the fusor's) enter the call state in one place,
 :meth:`FuseCall.enter_outputs`; the fusor's inputs are rendered in one place,
@@ -38,15 +39,15 @@ from fusion_dspy.candidate import render_outputs
 from fusion_dspy.config import FuseSettings
 from fusion_dspy.consensus import find_consensus
 from fusion_dspy.draw_source import draw_steps
-from fusion_dspy.drivers import Batch
+from fusion_dspy.draw_source import stored_call_steps
 from fusion_dspy.drivers import LMCall
 from fusion_dspy.drivers import Request
 from fusion_dspy.drivers import Stepper
 from fusion_dspy.drivers import Steps
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.errors import SelectorFailedError
-from fusion_dspy.errors import StoredFailure
 from fusion_dspy.errors import error_text
+from fusion_dspy.errors import error_type_name
 from fusion_dspy.fusion_signature import FusionFields
 from fusion_dspy.fusion_signature import render_fusor_inputs
 from fusion_dspy.fusion_signature import with_candidate_fence
@@ -69,6 +70,7 @@ from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.selectors.base import check_selection
 from fusion_dspy.store import CandidateStore
+from fusion_dspy.store import fusor_key
 from fusion_dspy.teacher import Draw
 from fusion_dspy.teacher import Teacher
 from fusion_dspy.teacher import plan_draws
@@ -157,15 +159,20 @@ class FuseCall:
         fusor_inputs = render_fusor_inputs(
             self.inputs, shown, settings=self.settings, fields=self.fields, output_fields=self.output_fields
         )
-        kwargs = {**fusor_inputs, "signature": with_candidate_fence(self.fusor.signature, self.fields)}
+        signature = with_candidate_fence(self.fusor.signature, self.fields)
+        kwargs = {**fusor_inputs, "signature": signature}
         if self.fusor_lm is not None:
             kwargs["lm"] = self.fusor_lm
-        (result,) = yield Batch((LMCall(self.fusor, kwargs),))
-        record = FusorRecord(lm=self.settings.fusor, order=[c.index for c in shown], usage=result.usage,
-                             latency_s=result.latency_s)
+        result, stored = yield from stored_call_steps(
+            LMCall(self.fusor, kwargs), key=self._fusor_key(signature, fusor_inputs), signature=signature,
+            store=self.store,
+        )
+        paid = stored if stored is not None else result
+        record = FusorRecord(lm=self.settings.fusor, order=[c.index for c in shown], usage=paid.usage,
+                             latency_s=paid.latency_s, cached=stored is not None)
         self.fusor_record = record
         if result.error is not None:
-            record.error, record.error_type = error_text(result.error), type(result.error).__name__
+            record.error, record.error_type = error_text(result.error), error_type_name(result.error)
             self.fallback = f"fusor failed ({record.error_type}); used select instead"
             _logger.warning("Fuse: the fusor failed (%s); falling back to select.", record.error_type)
             return "select"
@@ -193,6 +200,17 @@ class FuseCall:
         self.outputs = dict(chosen.outputs)
         self.trace_entries = [self._generate_entry(chosen)]
         return "guarded"
+
+    def _fusor_key(self, signature: type[dspy.Signature], fusor_inputs: Mapping[str, Any]) -> str:
+        """The store key of this fusor prompt (see :func:`~fusion_dspy.store.fusor_key`)."""
+        lm = self.fusor_lm or self.fusor.lm or dspy.settings.lm
+        lm_settings = {name: value for name, value in (getattr(lm, "kwargs", None) or {}).items()
+                       if isinstance(value, (str, int, float, bool, type(None)))}
+        return fusor_key(
+            signature=signature.signature, instructions=signature.instructions,
+            demos=[dict(demo) for demo in self.fusor.demos], inputs=fusor_inputs, fusor=self.settings.fusor,
+            lm_settings={"model": str(getattr(lm, "model", type(lm).__name__)), **lm_settings},
+        )
 
     def _run_selector(
         self, steps: Steps[Any], role: str, count: int | None = None
@@ -243,8 +261,7 @@ class FuseCall:
         if result.error is not None:
             error = result.error
             record.error = error_text(error)
-            # A replayed failure keeps the original exception's type name.
-            record.error_type = error.error_type if isinstance(error, StoredFailure) else type(error).__name__
+            record.error_type = error_type_name(error)
             return
         outputs, record.sanitized = self.enter_outputs(result.value)
         record.outputs = outputs

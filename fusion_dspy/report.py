@@ -108,6 +108,8 @@ class FusorRecord(BaseModel):
     """The fusor call: which LM, the order the candidates were shown in, and what it said.
 
     ``sanitized`` counts unencodable characters replaced in its answer, as for a candidate.
+    ``cached``: the reply came from the candidate store (an earlier call sent the fusor the same
+    prompt); ``usage`` and ``latency_s`` are then the original call's, and no model was called now.
     """
 
     lm: str
@@ -118,6 +120,7 @@ class FusorRecord(BaseModel):
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
     latency_s: float = 0.0
     sanitized: int = 0
+    cached: bool = False
 
 
 class SelectionRecord(BaseModel):
@@ -228,7 +231,9 @@ class FusionReport(BaseModel):
     @property
     def spent_usage(self) -> TokenUsage:
         """Tokens actually spent by this call (candidates from a store or cache excluded)."""
-        parts = [c.usage for c in self.candidates if not c.cached] + self._model_calls()
+        replayed = self.fusor.usage if self.fusor is not None and self.fusor.cached else None
+        parts = [c.usage for c in self.candidates if not c.cached] + [
+            part for part in self._model_calls() if part is not replayed]
         total = TokenUsage()
         for part in parts:
             for usage in part.values():
@@ -259,6 +264,9 @@ class FusionReport(BaseModel):
                 f"replayed without a model call: {len(replayed)} (counted at their original cost"
                 + (f"; {unknown} answered by DSPy's cache, whose cost is unknown)" if unknown else ")")
             )
+        if self.fusor is not None and self.fusor.cached:
+            lines.append("fusor reply replayed from the store (same prompt as an earlier call; counted at its "
+                         "original cost)")
         if self.guard is not None:
             guard = self.guard
             kept = "kept the fused answer" if guard.kept_fused else f"returned the pick, candidate #{guard.index}"

@@ -1,10 +1,15 @@
-"""Candidate stores: remember teacher generations so they are paid for once.
+"""Candidate stores: remember teacher generations (and fusor replies) so they are paid for once.
 
 A Fuse with a ``store`` looks every planned draw up before calling its teacher. The key covers
 everything that determines a draw (task signature and generate instruction/demos, inputs, teacher
 name, sample index, temperature, seed), so configurations that differ only in N, the pool subset,
 the fusor, its prompt or the mode re-use the same candidates. This is what makes an optimizer
 study or a method comparison at equal N cheap, and a killed run resumable.
+
+The fusor's replies are stored too, keyed by everything its prompt is made of (fusor signature and
+instructions, demos, the rendered candidates and task inputs, the fusor LM and its settings), so
+configurations that send the fusor the same prompt (the guard on or off, another selector) share
+one paid call, as DSPy's own cache would share it, but with the cost kept.
 
 Stored entries keep the *real* usage and latency of the original call, so cost accounting does
 not drop to zero on a hit (DSPy's own cache reports no usage for hits).
@@ -30,7 +35,16 @@ from fusion_dspy.hashing import stable_hash
 from fusion_dspy.journal import Journal
 from fusion_dspy.report import TokenUsage
 
-__all__ = ["CandidateStore", "ClaimingStore", "JsonlStore", "MemoryStore", "StoredDraw", "draw_key"]
+__all__ = [
+    "FUSOR_KEY_PREFIX",
+    "CandidateStore",
+    "ClaimingStore",
+    "JsonlStore",
+    "MemoryStore",
+    "StoredDraw",
+    "draw_key",
+    "fusor_key",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +119,38 @@ def draw_key(
     )
 
 
+#: How a fusor reply's key begins (:func:`fusor_key`).
+FUSOR_KEY_PREFIX = "fusor:"
+
+
+def fusor_key(
+    *,
+    signature: str,
+    instructions: str,
+    demos: Any,
+    inputs: Mapping[str, Any],
+    fusor: str,
+    lm_settings: Mapping[str, Any],
+) -> str:
+    """A stable key for one fusor reply: the prompt's parts and the LM that answers it.
+
+    ``inputs`` are the fusor's rendered inputs (the candidates in the order shown, the task inputs);
+    ``lm_settings`` the fusor LM's model and scalar settings (temperature, max_tokens...). The key
+    starts with :data:`FUSOR_KEY_PREFIX`, so a store's entries can be told apart (draw keys are hex).
+    """
+    return FUSOR_KEY_PREFIX + stable_hash(
+        {
+            "role": "fusor",
+            "signature": signature,
+            "instructions": instructions,
+            "demos": demos,
+            "inputs": inputs,
+            "fusor": fusor,
+            "lm": lm_settings,
+        }
+    )
+
+
 class MemoryStore:
     """An in-process store (a dict behind a lock) with single-flight claims (:class:`ClaimingStore`)."""
 
@@ -143,6 +189,11 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def keys(self) -> list[str]:
+        """The keys of every entry (a snapshot)."""
+        with self._lock:
+            return list(self._entries)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> MemoryStore:
         return self  # A store is shared state by design: copies of a program share candidates.

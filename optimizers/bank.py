@@ -2,7 +2,8 @@
 
 Every trial of a study runs the program with the same ``store`` on each of its Fuse modules, so a
 teacher draw (example, teacher, temperature, sample, generate instruction) is generated once and
-re-used by every later configuration that plans it; only the fusor calls are new. Persisted as
+re-used by every later configuration that plans it. So is a fusor reply: configurations that send
+the fusor the same prompt (the guard on and off, another selector) pay for it once. Persisted as
 JSON Lines next to the study, it survives Ctrl-C and ``kill -9`` (each entry is fsync'ed), and
 distributed workers on one machine or a shared filesystem see each other's draws after
 :meth:`CandidateBank.refresh`.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.store import FUSOR_KEY_PREFIX
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import JsonlStore
@@ -33,13 +36,21 @@ class BankStats:
         hits: Draws answered from the bank (no LM call).
         misses: Draws the bank did not have (each one became a teacher call).
         generated: New draws added (misses that succeeded).
-        size: Entries in the bank, including those loaded from disk or added by other processes.
+        size: Draws in the bank, including those loaded from disk or added by other processes
+            (-1: the store cannot list its entries).
+        fusor_hits: Fusor replies answered from the bank (another configuration had sent the fusor
+            the same prompt).
+        fusor_stored: New fusor replies added.
+        fusor_size: Fusor replies in the bank (-1: unknown).
     """
 
     hits: int
     misses: int
     generated: int
     size: int
+    fusor_hits: int = 0
+    fusor_stored: int = 0
+    fusor_size: int = 0
 
 
 class CandidateBank:
@@ -57,9 +68,7 @@ class CandidateBank:
     def __init__(self, store: CandidateStore) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
-        self._generated = 0
+        self._counts: Counter[tuple[bool, str]] = Counter()  # (is a fusor reply, event)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None) -> CandidateBank:
@@ -72,17 +81,16 @@ class CandidateBank:
 
     def get(self, key: str) -> StoredDraw | None:
         draw = self.store.get(key)
-        with self._lock:
-            if draw is None:
-                self._misses += 1
-            else:
-                self._hits += 1
+        self._count(key, "miss" if draw is None else "hit")
         return draw
 
     def put(self, key: str, draw: StoredDraw) -> None:
         self.store.put(key, draw)
+        self._count(key, "put")
+
+    def _count(self, key: str, event: str, by: int = 1) -> None:
         with self._lock:
-            self._generated += 1
+            self._counts[key.startswith(FUSOR_KEY_PREFIX), event] += by
 
     # Single flight (see fusion_dspy.store.ClaimingStore): concurrent trials wait for a draw another
     # trial is generating instead of paying for it twice.
@@ -96,10 +104,9 @@ class CandidateBank:
 
     def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
         draw = self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
-        if draw is not None:
-            with self._lock:  # get() counted it as a miss, but no teacher was called for it.
-                self._misses -= 1
-                self._hits += 1
+        if draw is not None:  # get() counted it as a miss, but no model was called for it.
+            self._count(key, "miss", -1)
+            self._count(key, "hit")
         return draw
 
     def refresh(self) -> None:
@@ -109,9 +116,16 @@ class CandidateBank:
             reload()
 
     def stats(self) -> BankStats:
+        keys = getattr(self.store, "keys", None)
+        listed = list(keys()) if callable(keys) else None
+        replies = -1 if listed is None else sum(key.startswith(FUSOR_KEY_PREFIX) for key in listed)
         with self._lock:
-            return BankStats(hits=self._hits, misses=self._misses, generated=self._generated,
-                             size=len(self.store) if hasattr(self.store, "__len__") else -1)
+            counts = dict(self._counts)
+        return BankStats(
+            hits=counts.get((False, "hit"), 0), misses=counts.get((False, "miss"), 0),
+            generated=counts.get((False, "put"), 0), size=-1 if listed is None else len(listed) - replies,
+            fusor_hits=counts.get((True, "hit"), 0), fusor_stored=counts.get((True, "put"), 0), fusor_size=replies,
+        )
 
     def __len__(self) -> int:
         return self.stats().size

@@ -4,7 +4,7 @@ TPE proposes the same effective configuration more than once (categorical spaces
 many parameter points collapse to one plan: N=1 only ever draws the first teacher of the pool).
 The confirmation of the best trials on the full valset also re-visits examples their trials
 already scored. Both are answered here without a single LM call. The memo assumes a deterministic
-metric and a fusor whose answer depends only on its prompt (temperature 0, or DSPy's cache);
+metric and a fusor whose answer depends only on its prompt (the bank keeps one reply per prompt);
 a new metric or valset belongs in a new study.
 """
 

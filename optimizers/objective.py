@@ -126,7 +126,9 @@ class Evaluator:
         """A key equal for configurations that must give the same answers.
 
         Each Fuse is reduced to its draw plan plus what the path after it depends on: with one
-        draw nothing else matters; in ``select`` mode the fusor and its prompt do not matter.
+        draw nothing else matters; in ``select`` mode the fusor, its prompt and the guard do not
+        matter. Every other :class:`~fusion_dspy.FuseSettings` field is in the key (a test checks
+        that a change of each one changes the key).
         """
         canonical: dict[str, Any] = {"program": self._program_key}
         for path, s in sorted(settings.items()):
@@ -134,9 +136,11 @@ class Evaluator:
             plan = [(d.teacher.name, d.sample, d.seed) for d in plan_draws(teachers, s.n, seed=s.seed)]
             entry: dict[str, Any] = {"plan": plan}
             if len(plan) > 1:
-                entry.update(mode=s.mode, selector=s.selector, min_candidates=s.min_candidates)
+                entry.update(mode=s.mode, selector=s.selector, selector_args=s.selector_args,
+                             min_candidates=s.min_candidates)
                 if s.mode != "select":
-                    entry.update(fusor=s.fusor, prompt=s.prompt.model_dump(mode="json"), shuffle=s.shuffle)
+                    entry.update(fusor=s.fusor, prompt=s.prompt.model_dump(mode="json"), shuffle=s.shuffle,
+                                 guard=s.guard)
                 if s.mode == "auto":
                     entry["agree"] = s.agree
             canonical[path] = entry
@@ -330,12 +334,15 @@ def _example_result(score: float, reports: Sequence[tuple[str, FusionReport]],
             if not record.cached:
                 _add(fuse_spent, record.usage)
                 draws += sum(u.calls for u in record.usage.values())
-        # A judge or USC selector's calls (also the guard's) are in the report.
-        for step in (report.fusor, report.selection, report.guard):
+        # A judge or USC selector's calls (also the guard's) are in the report. A fusor reply replayed
+        # from the bank (another configuration sent the same prompt) costs its original usage, but
+        # was not paid for now.
+        fusor = report.fusor if report.fusor is not None and not report.fusor.cached else None
+        for step in (fusor, report.selection, report.guard):
             if step is not None:
                 _add(fuse_spent, step.usage)
-        if report.fusor is not None:
-            fusor_calls += sum(u.calls for u in report.fusor.usage.values())
+        if fusor is not None:
+            fusor_calls += sum(u.calls for u in fusor.usage.values())
     for lm, used in spent.items():  # Predictors outside any Fuse.
         fused = fuse_spent.get(lm, TokenUsage())
         other = TokenUsage(input_tokens=max(0, used.input_tokens - fused.input_tokens),

@@ -61,7 +61,9 @@ class StudyReport:
             top = sorted(scores.items(), key=lambda kv: -kv[1])[:6]
             lines.append(f"importance for {objective}: " + ", ".join(f"{k}={v:.2f}" for k, v in top))
         if self.bank is not None:
-            lines.append(f"bank: {self.bank.size} draws, {self.bank.hits} hits, {self.bank.generated} generated here")
+            bank = self.bank
+            lines.append(f"bank: {bank.size} draws, {bank.hits} hits, {bank.generated} generated here; "
+                         f"{bank.fusor_size} fusor replies, {bank.fusor_hits} re-used, {bank.fusor_stored} stored here")
         for name, path in self.plots.items():
             lines.append(f"plot {name}: {path}")
         return "\n".join(lines)

@@ -43,3 +43,13 @@ def runtime():
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(params=["forward", "aforward"])
+def call(request):
+    """Calls a Fuse through the sync or the async driver (every behaviour must hold in both)."""
+    import asyncio
+
+    if request.param == "forward":
+        return lambda fuse, **inputs: fuse(**inputs)
+    return lambda fuse, **inputs: asyncio.run(fuse.acall(**inputs))

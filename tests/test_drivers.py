@@ -21,14 +21,6 @@ from tests.selectors.builders import QA
 from tests.selectors.builders import answers
 
 
-@pytest.fixture(params=["forward", "aforward"])
-def call(request):
-    """Calls a Fuse (or a selector) through the sync or the async driver."""
-    if request.param == "forward":
-        return lambda fuse, **inputs: fuse(**inputs)
-    return lambda fuse, **inputs: asyncio.run(fuse.acall(**inputs))
-
-
 @pytest.fixture(params=["select", "aselect"])
 def select(request):
     if request.param == "select":

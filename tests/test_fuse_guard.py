@@ -5,7 +5,6 @@ Its default is auto (``guard=None``): on when the selector ranks without an LM c
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -27,13 +26,6 @@ from tests.helpers import fusor_engine
 from tests.helpers import teacher_engine
 
 AGREED = "The capital of France is Paris."
-
-
-@pytest.fixture(params=["forward", "aforward"])
-def call(request):
-    if request.param == "forward":
-        return lambda fuse, **inputs: fuse(**inputs)
-    return lambda fuse, **inputs: asyncio.run(fuse.acall(**inputs))
 
 
 def agreeing_pool():

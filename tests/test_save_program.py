@@ -58,6 +58,7 @@ def test_program_with_fake_lms_and_a_store_round_trips_and_still_runs(tmp_path, 
     assert [c.cached for c in again.fusion.candidates] == [True, True]
     assert [c.outputs for c in again.fusion.candidates] == [c.outputs for c in first.fusion.candidates]
     loaded_store = loaded.answer.store
-    assert loaded_store is not store and len(loaded_store) == 2
+    assert loaded_store is not store and len(loaded_store) == 3  # two draws and the fusor's reply
+    assert again.fusion.fusor.cached, "the fusor's reply came along with the store"
     assert loaded_store.claim("new-key") and loaded_store.claim("new-key") is False  # fresh claims work
     loaded_store.release("new-key")

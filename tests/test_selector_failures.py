@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from fusion_dspy import FusionError
@@ -12,13 +10,6 @@ from fusion_dspy.selectors.base import Selection
 from fusion_dspy.selectors.base import Selector
 from tests.helpers import fusor_engine
 from tests.helpers import make_fuse
-
-
-@pytest.fixture(params=["forward", "aforward"])
-def call(request):
-    if request.param == "forward":
-        return lambda fuse, **inputs: fuse(**inputs)
-    return lambda fuse, **inputs: asyncio.run(fuse.acall(**inputs))
 
 
 class Raises(Selector):

@@ -20,7 +20,7 @@ def test_store_reuses_draws_across_configurations_and_keeps_their_cost(tmp_path)
     store = JsonlStore(tmp_path / "bank.jsonl")
     fuse = make_fuse(4, teachers=teachers, store=store)
     first = fuse(question="q")
-    assert a_engine.calls + b_engine.calls == 4 and len(store) == 4
+    assert a_engine.calls + b_engine.calls == 4 and len(store) == 5  # four draws and the fusor's reply
     fuse.configure(n=2, mode="select")  # a subset of the same draws
     second = fuse(question="q")
     assert a_engine.calls + b_engine.calls == 4
@@ -30,7 +30,7 @@ def test_store_reuses_draws_across_configurations_and_keeps_their_cost(tmp_path)
     assert [c.outputs for c in second.fusion.candidates] == [c.outputs for c in first.fusion.candidates[:2]]
 
     reopened = JsonlStore(tmp_path / "bank.jsonl")  # a new process sees the same bank
-    assert len(reopened) == 4
+    assert len(reopened) == 5
     again = make_fuse(4, teachers=teachers, store=reopened)(question="q")
     assert a_engine.calls + b_engine.calls == 4 and all(c.cached for c in again.fusion.candidates)
 

@@ -40,7 +40,8 @@ def test_the_bank_makes_every_teacher_generation_once(tmp_path):
 
     # The bank is a JSON Lines file beside the study; a new study over it generates nothing it holds.
     path = tmp_path / "study.db.fusion" / "s" / "draws.jsonl"
-    assert len(JsonlStore(path)) == stats.size
+    assert len(JsonlStore(path)) == stats.size + stats.fusor_size  # draws and the fusor replies
+    assert stats.fusor_stored == stats.fusor_size > 0
     again = _optimizer(problem, tmp_path, trials=16)
     calls_before = problem.teacher_calls
     again.compile(problem.fuse(), trainset=examples(5))
