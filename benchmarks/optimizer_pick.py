@@ -65,7 +65,8 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
     With ``storage_dir`` each split's study (and the optimizer's candidate bank and memo) lives in
     ``<storage_dir>/split-<k>.jsonl``, so a killed run resumes where it stopped.
 
-    Returns ``{"rows": [...], "pooled": {"chosen": [...], "single": [...], "mbr": [...]}, "studies": [...]}``.
+    Returns ``{"rows": [...], "pooled": {"chosen": [...], "single": [...], "mbr": [...]}, "studies": [...],
+    "banks": [...]}`` (each split's :class:`~fusion_dspy.optimizers.BankStats`).
     """
     from fusion_dspy.optimizers import FusionOptimizer
     from fusion_dspy.optimizers.optimizer import CHOICE_ATTR
@@ -87,7 +88,7 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
          "held-out: MBR-5 |")
     emit("|---|---|---|---|---|---|---|")
     pooled: dict[str, list[float]] = {"chosen": [], "single": [], "mbr": []}
-    rows, studies = [], []
+    rows, studies, banks = [], [], []
     for split in range(splits):
         order = list(range(len(examples)))
         random.Random(split).shuffle(order)
@@ -100,6 +101,7 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
                               **({"fusors": {"fusor": fusor}} if fusor is not None else {}))
         compiled = opt.compile(student, trainset=val, valset=val)
         studies.append(opt.study)
+        banks.append(opt.bank.stats())
         choice = opt.study.user_attrs[CHOICE_ATTR]
         val_single = {name: sum(_scores(p, val, chrf)) / len(val) for name, p in singles.items()}
         best_single = max(val_single, key=val_single.get)
@@ -116,7 +118,7 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
         rows.append(row)
         emit(f"| {split} | {row['config']} | {row['val_chosen']:.2f} | {row['val_single']:.2f} ({best_single}) | "
              f"{row['held_chosen']:.2f} | {row['held_single']:.2f} | {row['held_mbr']:.2f} |")
-    return {"rows": rows, "pooled": pooled, "studies": studies}
+    return {"rows": rows, "pooled": pooled, "studies": studies, "banks": banks}
 
 
 def main() -> int:
@@ -159,6 +161,9 @@ def main() -> int:
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             params = ", ".join(f"{k.removeprefix('self.')}={v}" for k, v in sorted(trial.params.items()))
             print(f"- trial {trial.number}: {trial.value:.2f} ({params})")
+        bank = result["banks"][split]
+        print(f"bank: {bank.fusor_size} fusor replies ({bank.fusor_stored} paid in this run, {bank.fusor_hits} "
+              f"re-used by another configuration or a resumed trial); {bank.size} recorded draws")
     print()
     for other, label in (("single", "the best single system on the valset"), ("mbr", "5-way chrF-MBR")):
         paired = paired_bootstrap(pooled["chosen"], pooled[other])

@@ -39,6 +39,9 @@ def test_with_a_fusor_the_space_fuses_and_guards_and_the_pick_keeps_its_floor():
     assert any("self.guard" in p for p in params)  # ... and so is the guard
     # The named pools keep the fusor's work small: with 3 systems, N=2 or 3 of "all" are the only fused sets.
     assert 0 < engine.calls <= 2 * len(examples)
+    bank = result["banks"][0]
+    # Every fusor reply the study paid for is in its bank (the held-out scoring calls the fusor outside it).
+    assert 0 < bank.fusor_stored == bank.fusor_size <= engine.calls
     row = result["rows"][0]
     assert row["val_chosen"] >= row["val_single"] - 1e-9  # never below the best system alone on its valset
     assert row["single"] == "A"
