@@ -80,6 +80,7 @@ def run(*, bank: bool, trials: int, examples: Sequence[dspy.Example], seed: int)
         "fusor": fusor.calls,
         "total": teacher_calls + fusor.calls,
         "unique_draws": opt.bank.stats().size if bank else float("nan"),
+        "fusor_hits": opt.bank.stats().fusor_hits if bank else 0,
         "score": compiled.score,
         "complete": states.count(optuna.trial.TrialState.COMPLETE),
         "stopped": states.count(optuna.trial.TrialState.PRUNED) + partial,  # Wilcoxon stops return a mean
@@ -110,6 +111,8 @@ def main() -> None:
     bound = with_bank["unique_draws"] + with_bank["fusor"]
     print(f"unique teacher generations + fusor calls = {with_bank['unique_draws']:.0f} + {with_bank['fusor']} "
           f"= {bound:.0f} >= calls with the bank ({with_bank['total']}): {with_bank['total'] <= bound}")
+    print(f"fusor replies answered by the bank (another configuration sent the same prompt, e.g. the guard "
+          f"on and off): {with_bank['fusor_hits']}")
     print(f"ratio naive / bank = {naive['total'] / with_bank['total']:.1f}x "
           f"(teacher calls alone: {naive['teacher'] / max(1, with_bank['teacher']):.1f}x)")
 
