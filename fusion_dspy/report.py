@@ -214,9 +214,13 @@ class FusionReport(BaseModel):
     def failed(self) -> list[CandidateRecord]:
         return [c for c in self.candidates if not c.ok]
 
-    def _model_calls(self) -> list[dict[str, TokenUsage]]:
-        """Usage of the calls made besides the draws: the fusor, the selector, the guard, late answers."""
-        parts = (self.fusor, self.selection, self.guard, self.selector_failure)
+    def _model_calls(self, *, spent: bool = False) -> list[dict[str, TokenUsage]]:
+        """Usage of the calls made besides the draws: the fusor, the selector, the guard, late answers.
+
+        ``spent``: leave out a fusor reply replayed from the store (paid for by the call that made it).
+        """
+        replayed = spent and self.fusor is not None and self.fusor.cached
+        parts = (None if replayed else self.fusor, self.selection, self.guard, self.selector_failure)
         return [part.usage for part in parts if part is not None] + [c.late_usage for c in self.candidates]
 
     @property
@@ -231,9 +235,7 @@ class FusionReport(BaseModel):
     @property
     def spent_usage(self) -> TokenUsage:
         """Tokens actually spent by this call (candidates from a store or cache excluded)."""
-        replayed = self.fusor.usage if self.fusor is not None and self.fusor.cached else None
-        parts = [c.usage for c in self.candidates if not c.cached] + [
-            part for part in self._model_calls() if part is not replayed]
+        parts = [c.usage for c in self.candidates if not c.cached] + self._model_calls(spent=True)
         total = TokenUsage()
         for part in parts:
             for usage in part.values():
