@@ -221,28 +221,22 @@ def stored_call_steps(
     else the call, whose reply is stored. Returns the outcome and the entry it was replayed from
     (``None``: the call was made now)."""
     entry = None if store is None else store.get(key)
+    claimed = False
     if entry is None and isinstance(store, ClaimingStore):
-        if not store.claim(key):
+        claimed = store.claim(key)
+        if not claimed:
             waited = yield Invoke(lambda: store.wait(key))
             entry = waited.value if waited.error is None else None
-        else:
-            try:
-                (result,) = yield Batch((call,))
-                _put(store, key, storable(result, signature))
-            finally:
-                store.release(key)
-            return result, None
     if entry is not None:
         return replayed(entry, signature), entry
-    (result,) = yield Batch((call,))
-    if store is not None:
-        _put(store, key, storable(result, signature))
+    try:
+        (result,) = yield Batch((call,))
+        if store is not None and (kept := storable(result, signature)) is not None:
+            store.put(key, kept)
+    finally:
+        if claimed:
+            store.release(key)
     return result, None
-
-
-def _put(store: CandidateStore, key: str, entry: StoredDraw | None) -> None:
-    if entry is not None:
-        store.put(key, entry)
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:

@@ -214,13 +214,18 @@ class FusionReport(BaseModel):
     def failed(self) -> list[CandidateRecord]:
         return [c for c in self.candidates if not c.ok]
 
+    @property
+    def paid_fusor(self) -> FusorRecord | None:
+        """The fusor call this call made: ``None`` without one, or when its reply was replayed from the
+        store (the call that made it paid for it)."""
+        return self.fusor if self.fusor is not None and not self.fusor.cached else None
+
     def _model_calls(self, *, spent: bool = False) -> list[dict[str, TokenUsage]]:
         """Usage of the calls made besides the draws: the fusor, the selector, the guard, late answers.
 
         ``spent``: leave out a fusor reply replayed from the store (paid for by the call that made it).
         """
-        replayed = spent and self.fusor is not None and self.fusor.cached
-        parts = (None if replayed else self.fusor, self.selection, self.guard, self.selector_failure)
+        parts = (self.paid_fusor if spent else self.fusor, self.selection, self.guard, self.selector_failure)
         return [part.usage for part in parts if part is not None] + [c.late_usage for c in self.candidates]
 
     @property

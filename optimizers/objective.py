@@ -337,7 +337,7 @@ def _example_result(score: float, reports: Sequence[tuple[str, FusionReport]],
         # A judge or USC selector's calls (also the guard's) are in the report. A fusor reply replayed
         # from the bank (another configuration sent the same prompt) costs its original usage, but
         # was not paid for now.
-        fusor = report.fusor if report.fusor is not None and not report.fusor.cached else None
+        fusor = report.paid_fusor
         for step in (fusor, report.selection, report.guard):
             if step is not None:
                 _add(fuse_spent, step.usage)

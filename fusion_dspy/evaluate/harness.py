@@ -460,8 +460,7 @@ class Harness:
             if cause is not None:  # a draw hit a hard quota: journal nothing of this call
                 raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume")
             # Tokens paid by this call beyond the candidates (counted once, when drawn): fusor, judge.
-            # A fusor reply replayed from the store was paid for by the call that made it.
-            fusor = report.fusor if report.fusor is not None and not report.fusor.cached else None
+            fusor = report.paid_fusor  # a reply replayed from the store was paid for by the call that made it
             paid = [fusor.usage if fusor else {}, report.selection.usage if report.selection else {}]
             used = _usage_sum(paid)
             self._count(used.input_tokens + used.output_tokens)
