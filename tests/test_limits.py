@@ -20,23 +20,20 @@ from fusion_dspy.pool_config import load_pool_config
 from fusion_dspy.testing import FakeEngine
 
 
-class Meter:
-    """A responder that records when each call reached the engine and how many overlapped."""
+def answers_ok(request):
+    return {"answer": "ok"}
 
-    def __init__(self, hold=0.0):
-        self.hold = hold
+
+class Meter:
+    """A responder that records when each call reached the engine (the engine's gauge counts overlaps)."""
+
+    def __init__(self):
         self.lock = threading.Lock()
-        self.now = self.max = 0
         self.times = []
 
     def __call__(self, request):
         with self.lock:
             self.times.append(time.monotonic())
-            self.now += 1
-            self.max = max(self.max, self.now)
-        time.sleep(self.hold)
-        with self.lock:
-            self.now -= 1
         return {"answer": "ok"}
 
 
@@ -52,10 +49,10 @@ def hammer(lm, calls, threads=8):
 
 
 def test_max_concurrent_holds_for_threaded_callers():
-    meter = Meter(hold=0.03)
-    lm = limited_lm(FakeEngine(name="x", responder=meter).lm(), LMLimits(max_concurrent=2))
+    engine = FakeEngine(name="x", responder=answers_ok, delay=0.03)
+    lm = limited_lm(engine.lm(), LMLimits(max_concurrent=2))
     assert hammer(lm, 12) == ["ok"] * 12
-    assert meter.max == 2 and lm.limiter.calls == 12 and lm.limiter.max_in_flight == 2
+    assert engine.gauge.peak == 2 and lm.limiter.calls == 12 and lm.limiter.max_in_flight == 2
 
 
 def test_requests_per_window_hold():
@@ -77,11 +74,11 @@ def test_tokens_per_window_hold():
 
 
 def test_limits_apply_inside_a_fuse_and_its_async_path():
-    meter = Meter(hold=0.03)
-    lm = limited_lm(FakeEngine(name="x", responder=meter).lm(), LMLimits(max_concurrent=2))
+    engine = FakeEngine(name="x", responder=answers_ok, delay=0.03)
+    lm = limited_lm(engine.lm(), LMLimits(max_concurrent=2))
     fuse = Fuse("question -> answer", 6, teachers=[Teacher(lm, name="x", samples=6)], fusor=FakeEngine(name="f").lm(),
                 guard=False)
-    assert fuse(question="q").fusion.path == "fuse" and meter.max == 2
+    assert fuse(question="q").fusion.path == "fuse" and engine.gauge.peak == 2
     import asyncio
 
     engine = FakeEngine(name="y", delay=0.03)  # sleeps with asyncio.sleep on the async path
@@ -89,7 +86,7 @@ def test_limits_apply_inside_a_fuse_and_its_async_path():
     afuse = Fuse("question -> answer", 6, teachers=[Teacher(alm, name="y", samples=6)],
                  fusor=FakeEngine(name="f").lm())
     asyncio.run(afuse.acall(question="q2"))
-    assert alm.limiter.max_in_flight == 2 and alm.limiter.calls == engine.calls == 6
+    assert alm.limiter.max_in_flight == engine.gauge.peak == 2 and alm.limiter.calls == engine.calls == 6
 
 
 def test_copies_share_the_limiter_and_pool_configs_build_limited_lms(tmp_path):

@@ -18,6 +18,7 @@ from fusion_dspy.sampling import drive
 from fusion_dspy.sampling import run_threads
 from fusion_dspy.sampling import set_lm_concurrency
 from fusion_dspy.testing import FakeEngine
+from fusion_dspy.testing import InFlightGauge
 
 
 def test_run_threads_carries_the_context_and_merges_usage():
@@ -46,18 +47,14 @@ def test_run_threads_returns_errors_in_place_and_reraises_interrupts():
 
 
 def test_run_threads_respects_max_concurrency():
-    running, peak, lock = [0], [0], threading.Lock()
+    gauge = InFlightGauge()
 
     def work(item):
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
+        with gauge:
+            time.sleep(0.05)
 
     run_threads(work, range(8), max_concurrency=3)
-    assert peak[0] == 3
+    assert (gauge.peak, gauge.entered) == (3, 8)
 
 
 def test_captured_context_applies_in_another_thread():

@@ -3,7 +3,8 @@
 It implements DSPy 3.4's custom engine contract, so it goes through the real ``dspy.LM`` path
 (cache, history, usage, adapters, retries). It reads the output field names and types from the
 adapter's prompt and answers each field with a value of the right type. It can be told to fail,
-sleep, return garbage, or answer with a user-supplied function, and it counts every call.
+sleep, return garbage, or answer with a user-supplied function, and it counts every call and the
+calls in flight at once (:class:`InFlightGauge`, which several engines may share).
 
 Example:
     >>> engine = FakeEngine(responder=lambda req: {"answer": req.inputs["question"].upper()})
@@ -23,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
 from fusion_dspy.hashing import stable_hash
 
-__all__ = ["FakeEngine", "FakeRequest", "FakeLMError"]
+__all__ = ["FakeEngine", "FakeRequest", "FakeLMError", "InFlightGauge"]
 
 _FIELD_LINE = re.compile(r"^\d+\. `(?P<name>[^`]+)` \((?P<type>.*?)\):", re.MULTILINE)
 _SCHEMA_NOTE = re.compile(
@@ -118,6 +120,50 @@ def default_value(request: FakeRequest, name: str, type_name: str) -> Any:
     return f"{name} about {first_input[:40]} ({digest[:6]})"
 
 
+class InFlightGauge:
+    """Counts the calls in flight together, exactly: ``with gauge:`` around each call.
+
+    Concurrency tests assert ``gauge.peak`` (the most calls that were ever in flight at once) and
+    ``gauge.current`` (calls still running) rather than wall-clock bounds, which a loaded machine
+    breaks. Share one gauge between engines to count across a whole teacher pool.
+
+    Example:
+        >>> gauge = InFlightGauge()
+        >>> with gauge:
+        ...     gauge.current
+        1
+        >>> gauge.peak, gauge.current, gauge.entered
+        (1, 0, 1)
+    """
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+        self.entered = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> InFlightGauge:
+        with self._lock:
+            self.current += 1
+            self.entered += 1
+            self.peak = max(self.peak, self.current)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        with self._lock:
+            self.current -= 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {"current": self.current, "peak": self.peak, "entered": self.entered}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
 class FakeEngine:
     """An offline engine for tests and benchmarks.
 
@@ -129,6 +175,8 @@ class FakeEngine:
             :class:`FakeLMError` (not retried by DSPy).
         garbage: ``True`` (or a predicate) to reply with text no adapter can parse.
         name: Model name used by :meth:`lm` (``"local/<name>"``).
+        gauge: Where calls in flight are counted; pass one :class:`InFlightGauge` to several engines
+            to count across them. Each engine gets its own by default.
     """
 
     def __init__(
@@ -139,12 +187,14 @@ class FakeEngine:
         fail: bool | Callable[[FakeRequest], bool] = False,
         garbage: bool | Callable[[FakeRequest], bool] = False,
         name: str = "fake",
+        gauge: InFlightGauge | None = None,
     ) -> None:
         self.responder = responder
         self.delay = delay
         self.fail = fail
         self.garbage = garbage
         self.name = name
+        self.gauge = gauge if gauge is not None else InFlightGauge()
         self.requests: list[FakeRequest] = []
         self._lock = threading.Lock()
 
@@ -167,10 +217,11 @@ class FakeEngine:
     # -- engine contract -------------------------------------------------------------------------
 
     def complete(self, request: Any) -> Any:
-        parsed = self._parse(request)
-        if self.delay:
-            time.sleep(self.delay)
-        return self._respond(request, parsed)
+        with self.gauge:
+            parsed = self._parse(request)
+            if self.delay:
+                time.sleep(self.delay)
+            return self._respond(request, parsed)
 
     def close(self) -> None:
         pass
@@ -270,10 +321,11 @@ class AsyncFakeEngine:
         self.sync = sync
 
     async def complete(self, request: Any) -> Any:
-        parsed = self.sync._parse(request)
-        if self.sync.delay:
-            await asyncio.sleep(self.sync.delay)
-        return self.sync._respond(request, parsed)
+        with self.sync.gauge:
+            parsed = self.sync._parse(request)
+            if self.sync.delay:
+                await asyncio.sleep(self.sync.delay)
+            return self.sync._respond(request, parsed)
 
     async def aclose(self) -> None:
         pass

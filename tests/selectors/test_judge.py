@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import dspy
 import pytest
@@ -63,13 +62,11 @@ def test_ties_go_to_the_lower_position():
 
 def test_calls_run_concurrently():
     engine = judge_engine(delay=0.3)
-    start = time.perf_counter()
     selection = LLMJudge(lm=engine.lm()).select(QA, INPUTS, CANDIDATES)
-    elapsed = time.perf_counter() - start
 
     assert selection.position == 1
     assert engine.calls == 4
-    assert elapsed < 0.9, f"4 judge calls of 0.3 s took {elapsed:.2f} s: not concurrent"
+    assert engine.gauge.peak == 4, f"at most {engine.gauge.peak} of 4 judge calls ran at once"
 
 
 def test_worker_threads_keep_the_context_lm():
@@ -96,14 +93,12 @@ def test_usage_of_worker_calls_reaches_the_callers_tracker():
 
 async def test_aselect_runs_calls_concurrently():
     engine = judge_engine(delay=0.3)
-    start = time.perf_counter()
     with dspy.context(lm=engine.lm()):
         selection = await LLMJudge().aselect(QA, INPUTS, CANDIDATES)
-    elapsed = time.perf_counter() - start
 
     assert selection.position == 1
     assert selection.scores == (3.0, 8.0, 5.0, 6.0)
-    assert elapsed < 0.9, f"4 async judge calls of 0.3 s took {elapsed:.2f} s: not concurrent"
+    assert engine.gauge.peak == 4, f"at most {engine.gauge.peak} of 4 async judge calls ran at once"
 
 
 @pytest.mark.parametrize("use_async", [False, True])
@@ -201,10 +196,9 @@ def test_works_inside_an_outer_parallel_executor():
 async def test_num_threads_caps_concurrency(use_async):
     engine = judge_engine(delay=0.2)
     judge = LLMJudge(lm=engine.lm(), num_threads=1)
-    start = time.perf_counter()
     if use_async:
         selection = await judge.aselect(QA, INPUTS, CANDIDATES)
     else:
         selection = judge.select(QA, INPUTS, CANDIDATES)
     assert selection.position == 1
-    assert time.perf_counter() - start >= 0.75  # 4 calls of 0.2 s, one at a time
+    assert (engine.gauge.peak, engine.gauge.entered) == (1, 4)  # 4 calls, one at a time
