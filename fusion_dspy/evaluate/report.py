@@ -73,6 +73,8 @@ class MethodSummary(BaseModel):
     attribution: float | None = None
     paths: dict[str, int] = Field(default_factory=dict)
     errors: int = 0
+    faults: dict[str, int] = Field(default_factory=dict)
+    """The recorded faults (``MethodResult.error``) and on how many examples each occurred."""
 
     @property
     def total_tokens(self) -> float:
@@ -129,8 +131,24 @@ class EvalReport(BaseModel):
             + ("; time s/ex sums those calls' latencies" if times else "")
             + ". `copied` is the share of the fused text copied from the candidates (difflib).",
         ]
-        guard = self.guard_summary()
-        return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{guard}\n" if guard else "")
+        extra = "\n".join(part for part in (self.guard_summary(), self.fault_summary()) if part)
+        return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{extra}\n" if extra else "")
+
+    def fault_summary(self) -> str:
+        """The faults each method recorded, with counts; ``""`` when none did.
+
+        A fault does not drop the example: its row scores what the method returned instead (a
+        fusion whose fusor failed returns the selection), so the table alone would hide it.
+        """
+        lines = []
+        for m in self.methods:
+            if m.faults:
+                common = sorted(m.faults.items(), key=lambda kv: (-kv[1], kv[0]))
+                told = "; ".join(f"{count} x {_shorten(error)}" for error, count in common[:3])
+                told += f"; and {len(common) - 3} other kinds" if len(common) > 3 else ""
+                lines.append(f"`{m.method}` N={m.n}: {m.errors} of {m.count} examples recorded a fault ({told}); "
+                             "their rows score what the method returned instead.")
+        return "\n".join(lines)
 
     def guard_summary(self) -> str:
         """How often each selection-guard method (``...+guard``) kept the fused answer; ``""`` without one.
@@ -204,6 +222,11 @@ def _corpus_ci(
     return bootstrap_ci(values, statistic=recompute, resamples=min(resamples, _CORPUS_RESAMPLES))
 
 
+def _shorten(text: str, limit: int = 120) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _order(key: tuple[str, int]) -> tuple[int, str, int]:
     method, n = key
     rank = 0 if method.startswith("single:") else 1 if method == "random" else 3 if method == "oracle" else 2
@@ -252,6 +275,8 @@ def summarize(
         for _, r in rows:
             if r.path:
                 summary.paths[r.path] = summary.paths.get(r.path, 0) + 1
+            if r.error is not None:
+                summary.faults[r.error] = summary.faults.get(r.error, 0) + 1
         if corpus_metric is not None:
             chosen = [examples[i] for i, _ in rows]
             predictions = [dspy.Prediction(**(r.output or {})) for _, r in rows]

@@ -112,6 +112,9 @@ def test_exhausted_candidates_score_zero_not_crash(tmp_path):
     report = Harness(fuse=fuse, metric=metric, examples=examples()[:1], ns=[2], out_dir=tmp_path,
                      progress=False, resamples=50, plots=False).run()
     assert report.get("fusion", 2).mean == 0.0 and report.get("fusion", 2).errors == 1
+    (fault,) = report.get("fusion", 2).faults
+    assert "`fusion` N=2: 1 of 1 examples recorded a fault (1 x " in report.to_markdown()
+    assert len(fault) > 0 and report.get("fusion", 2).faults[fault] == 1
     assert report.get("oracle", 2).mean == 0.0
 
 

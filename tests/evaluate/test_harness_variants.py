@@ -116,6 +116,12 @@ def test_guard_replaces_a_worse_fused_answer_and_keeps_a_good_one(tmp_path):
             "1 more had no fused answer to guard.") in markdown
     assert "`fusion+guard` N=2: kept the fused answer on 2 of 2 examples (100%)" in markdown
     assert "`fusion+guard` N=1: no fused answer to guard (3 examples passed through)." in markdown
+    # q2's fusor fault is in the table's notes, for the fusion and for its guarded row (the same answer).
+    fault = fused["q2"]["error"]
+    assert report.get("fusion", 3).faults == report.get("fusion+guard", 3).faults == {fault: 1}
+    for method in ("fusion", "fusion+guard"):
+        assert (f"`{method}` N=3: 1 of 3 examples recorded a fault (1 x {fault}); their rows score what the "
+                "method returned instead.") in markdown
     assert (tmp_path / "report.md").read_text() == markdown
 
 
@@ -133,7 +139,9 @@ def test_markdown_without_guard_methods_is_unchanged(tmp_path):
     report = make(tmp_path, strategies=["vote"])[0].run()
     assert report.guard_summary() == ""
     notes_end = "`copied` is the share of the fused text copied from the candidates (difflib).\n"
-    assert report.to_markdown().endswith(notes_end)
+    # After the notes, only the faults (q2's fusor fails in this setup): no guard line.
+    assert report.to_markdown().endswith(notes_end + "\n" + report.fault_summary() + "\n")
+    assert "guard" not in report.fault_summary() and report.fault_summary().count("recorded a fault") == 2
 
 
 def test_each_strategy_calls_the_fusor_once_per_example_on_the_same_candidates(tmp_path):
