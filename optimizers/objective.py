@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -363,11 +364,17 @@ def _add(total: dict[str, TokenUsage], usage: Mapping[str, TokenUsage]) -> None:
 def _as_score(value: Any) -> float:
     score = getattr(value, "score", value)
     try:
-        return float(score)
+        number = float(score)
     except (TypeError, ValueError) as error:
         raise TypeError(
             f"The metric returned {value!r}; it must return a number or a bool (or an object with .score)."
         ) from error
+    if not math.isfinite(number):
+        raise ValueError(
+            f"The metric returned {value!r}; a score must be a finite number (a NaN or infinite score cannot be "
+            "averaged or compared). Return 0 for an example it cannot score."
+        )
+    return number
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -35,9 +35,11 @@ from fusion_dspy.optimizers.search_space import SearchSpace
 from fusion_dspy.optimizers.session import Session
 from fusion_dspy.optimizers.session import build_session
 from fusion_dspy.optimizers.storage import open_storage
+from fusion_dspy.optimizers.worker import INTERRUPTED_ATTR
 from fusion_dspy.optimizers.worker import Callback
 from fusion_dspy.optimizers.worker import TrialLoop
 from fusion_dspy.optimizers.worker import enqueue_budget
+from fusion_dspy.optimizers.worker import requeue_interrupted
 from typing_extensions import Unpack
 
 from fusion_dspy import FuseSettings
@@ -153,11 +155,19 @@ class FusionOptimizer(Teleprompter):
         groups = group_options({"budget": budget, "parallelism": parallelism, "storage": storage,
                                 "proposals": proposals}, shortcuts)
         self.budget: Budget = groups["budget"]
+        if self.budget.max_cost is not None and len(objectives) == 1:
+            raise ValueError(
+                f"max_cost={self.budget.max_cost} picks a point of the (quality, cost) Pareto front: pass "
+                "objectives=('quality', 'cost') with it. With one objective the study already chooses the cheapest "
+                "configuration within noise of the best; drop max_cost there."
+            )
         self.parallelism: Parallelism = groups["parallelism"]
         self.storage: Storage = groups["storage"]
         self.proposals: Proposals = groups["proposals"]
         self.metric = metric
         self.teachers = None if teachers is None else [t if isinstance(t, Teacher) else Teacher(t) for t in teachers]
+        if self.teachers == []:
+            raise ValueError("teachers is empty; pass at least one Teacher or LM (None: search each Fuse's own pool).")
         self.fusors = _named_fusors(fusors)
         self.n_range = (int(low), int(high))
         self.objectives = objectives
@@ -209,6 +219,8 @@ class FusionOptimizer(Teleprompter):
         del teacher  # Fusion has no separate teacher program: the teachers are the Fuse's pool.
         context = capture_context()
         session = self._open(student, trainset, valset, context, coordinator=True)
+        self._fail_orphans(session)
+        requeue_interrupted(session.study)  # Before the budget is topped up: the retries count towards it.
         if self.budget.baselines and not session.study.get_trials(deepcopy=False):
             baselines = session.baselines(_student_settings(student), singletons=True)
         else:
@@ -216,7 +228,6 @@ class FusionOptimizer(Teleprompter):
         added = enqueue_budget(session.study, self.budget.trials, baselines)
         _logger.info("Study %r: %d trial(s) queued, budget %d.", session.study.study_name, added,
                      self.budget.trials)
-        self._requeue_orphans(session)
         self._loop(session, context, wait_for_others=True).run()
         self._warn_uncounted(session)
         self._warn_errors(session)
@@ -283,6 +294,13 @@ class FusionOptimizer(Teleprompter):
         store = self.storage
         opened = open_storage(store.url, bank_dir=store.bank_dir, heartbeat_interval=store.heartbeat_interval,
                               grace_period=store.grace_period, max_retry=store.max_retry)
+        if not coordinator and not opened.heartbeat:
+            raise ValueError(
+                f"work() needs a database storage shared with the coordinator (storage='sqlite:///study.db' on one "
+                f"machine, 'postgresql://...' across machines), got {type(opened.storage).__name__}: only a "
+                "database records heartbeats, which tell a live worker's trial from a dead one. In memory or in a "
+                "journal file, run the study in one process (n_jobs= runs trials in parallel threads)."
+            )
         seed = self.seed if coordinator else self.seed + os.getpid()
         prompt_model = self.proposals.prompt_model or next(
             (lm for lm in (self.fusors or {}).values() if lm is not None), None
@@ -341,21 +359,22 @@ class FusionOptimizer(Teleprompter):
                          n_jobs=self.parallelism.n_jobs, callbacks=callbacks, wait_for_others=wait_for_others,
                          poll_interval=min(1.0, self.storage.heartbeat_interval / 2), context=context)
 
-    def _requeue_orphans(self, session: Session) -> None:
+    def _fail_orphans(self, session: Session) -> None:
         """Without heartbeats a storage cannot tell a dead run's RUNNING trial from a live one.
 
         The coordinator of such a storage (in memory, journal file) is the only process, so a
-        RUNNING trial at start belongs to an interrupted run: fail it and queue it again.
+        RUNNING trial at start belongs to an interrupted run: fail it as interrupted, so that
+        :func:`~fusion_dspy.optimizers.worker.requeue_interrupted` queues it again.
         """
         if session.opened.heartbeat:
             return
-        study = session.study
-        study_id = session.opened.storage.get_study_id_from_name(study.study_name)
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            trial_id = session.opened.storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-            session.opened.storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
-            _logger.warning("Trial %d was left running by an interrupted run; queued it again.", trial.number)
+        storage = session.opened.storage
+        study_id = storage.get_study_id_from_name(session.study.study_name)
+        for trial in session.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, True)
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            _logger.warning("Trial %d was left running by an interrupted run.", trial.number)
 
     @staticmethod
     def _warn_uncounted(session: Session) -> None:

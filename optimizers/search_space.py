@@ -367,6 +367,39 @@ class FuseSpace:
             params[self.param("mode")] = mode
         return params
 
+    def params_of(self, settings: FuseSettings, *, fusor: str | None = None) -> dict[str, Any]:
+        """The parameters that reproduce ``settings`` as closely as this space allows.
+
+        N, pool and mode as :meth:`params_for`; then every other searched choice (fusor, selector,
+        agreement, instruction, criteria, prompt switches, strategy, guard) pinned to the value of
+        ``settings`` when the space offers it, left to the sampler when it does not. ``fusor`` is
+        the name the optimizer gives the settings' fusor LM (``None``: ``settings.fusor``).
+        """
+        names = [name for name in settings.teachers if name in {t.name for t in self.teachers}]
+        params = self.params_for(n=settings.n, teachers=names or [t.name for t in self.teachers], mode=settings.mode)
+        mode = settings.mode if settings.mode in self.space.modes else None
+        prompt = settings.prompt
+        pins: list[tuple[str, Sequence[Any], Any, bool]] = [
+            ("fusor", self.fusors, fusor if fusor is not None else settings.fusor, mode != "select"),
+            ("selector", self.space.selectors, settings.selector, mode == "select"),
+            ("agree", self.space.agree, settings.agree, mode == "auto"),
+            ("criteria", tuple(range(len(self.space.criteria))),
+             next((i for i, c in enumerate(self.space.criteria) if tuple(c) == tuple(prompt.criteria)), None),
+             mode != "select"),
+            ("discard_worst", self.space.discard_worst, prompt.discard_worst, mode != "select"),
+            ("length_control", self.space.length_control, prompt.length_control, mode != "select"),
+            ("language", self.space.languages, prompt.language, mode != "select"),
+            ("strategy", self.space.strategies, prompt.strategy, mode != "select"),
+            ("guard", self.guard_choices, settings.guard, mode != "select"),
+        ]
+        for name, choices, value, used in pins:
+            if used and mode is not None and len(tuple(choices)) > 1 and value in tuple(choices):
+                params[self.param(name)] = value
+        if (mode not in (None, "select") and self.space.instructions and len(self.instructions) > 1
+                and prompt.instruction == self.instructions[0]):
+            params[self.param("instruction")] = 0
+        return params
+
     def fingerprint(self) -> dict[str, Any]:
         """A JSON description of this space, to refuse resuming a study with a different one."""
         return {

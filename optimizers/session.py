@@ -81,13 +81,24 @@ class Session:
         return out
 
     def _params(self, settings: Mapping[str, FuseSettings]) -> dict[str, Any]:
+        """The student's whole configuration: its fusor is found among the optimizer's by LM."""
         params: dict[str, Any] = {}
+        fuses = find_fuses(self.template)
         for space in self.spaces:
             base = settings[space.path]
-            names = [name for name in base.teachers if name in {t.name for t in space.teachers}]
-            params.update(space.params_for(n=base.n, teachers=names or [t.name for t in space.teachers],
-                                           mode=base.mode))
+            fusors = fuses[space.path].pool.fusors
+            own = fusors.get(base.fusor)
+            fusor = next((name for name in space.fusors if name == base.fusor or (
+                own is not None and fusors.get(name) is not None and _same_lm(fusors[name], own))), None)
+            guard = base.guard_enabled(fuses[space.path].selector)  # An auto guard as the student resolves it.
+            params.update(space.params_of(base.model_copy(update={"guard": guard}), fusor=fusor))
         return params
+
+
+def _same_lm(a: dspy.BaseLM, b: dspy.BaseLM) -> bool:
+    """One LM, or two with the same model and settings (a deep copy of a program copies its LMs)."""
+    return a is b or (getattr(a, "model", None) == getattr(b, "model", None)
+                      and getattr(a, "kwargs", None) == getattr(b, "kwargs", None))
 
 
 def build_session(
@@ -151,6 +162,8 @@ def build_session(
             for space in spaces
         }
         study.set_user_attr(INSTRUCTIONS_ATTR, stored_instructions)
+    else:
+        _check_instructions(study_name, stored_instructions, instructions, spaces)
     spaces = [dataclasses.replace(space, instructions=tuple(stored_instructions.get(space.path, space.instructions)))
               for space in spaces]
 
@@ -216,6 +229,19 @@ def _propose(proposer: InstructionProposer | None, template: dspy.Module, trains
             settings[space.path] = space.settings(n=len(names), teachers=names, mode="select")
     proposals = proposer.propose(template, trainset, settings)
     return {s.path: proposals.get(s.path, []) for s in searched}
+
+
+def _check_instructions(study_name: str, stored: Mapping[str, Sequence[str]], requested: Sequence[str],
+                        spaces: Sequence[FuseSpace]) -> None:
+    """A resumed study keeps the instruction candidates it was created with; refuse new ones, not drop them."""
+    for space in spaces:
+        missing = [text for text in _unique(requested) if text not in stored.get(space.path, ())]
+        if missing:
+            raise ValueError(
+                f"Study {study_name!r} was created with other fusor instructions for Fuse {space.path!r}; this run "
+                f"adds {missing!r}. Optuna cannot add choices to a study's parameter: use a new study_name, or pass "
+                "the instructions the study was created with."
+            )
 
 
 def _wait_for_budget(study: optuna.Study, timeout: float) -> None:

@@ -7,7 +7,8 @@
   name for ``RetryFailedTrialCallback``).
 * Any other string or path: an Optuna journal file (:class:`optuna.storages.journal.JournalFileBackend`),
   safe for several processes on one machine or NFS; it has no heartbeats.
-* A ready :class:`optuna.storages.BaseStorage`: used as is.
+* A ready :class:`optuna.storages.BaseStorage`: used as is; its bank goes beside its database file or
+  journal file when it has one (else pass ``bank_dir``, or the bank lives in memory, with a warning).
 
 The bank and the evaluation memo go to ``<database or journal file>.fusion/<study name>/``; for a
 server database (PostgreSQL, MySQL) to ``./.fusion-dspy/<study name>/`` unless ``bank_dir`` says
@@ -17,6 +18,7 @@ otherwise (point it at a shared filesystem to share draws between machines).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +26,8 @@ from pathlib import Path
 import optuna
 
 __all__ = ["OpenedStorage", "open_storage"]
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,12 @@ def open_storage(
     if storage is None:
         return OpenedStorage(optuna.storages.InMemoryStorage(), root)
     if isinstance(storage, optuna.storages.BaseStorage):
+        if root is None:
+            root = _bank_root_of(storage)
+        if root is None and not isinstance(storage, optuna.storages.InMemoryStorage):
+            _logger.warning(
+                "The candidate bank of a %s passed as an object lives in memory: a resumed study pays for its "
+                "draws again. Pass bank_dir= (Storage(bank_dir=...)) to keep it on disk.", type(storage).__name__)
         return OpenedStorage(storage, root)
     text = os.fspath(storage)
     if "://" in text:
@@ -69,16 +79,30 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=retry,
             )
-        if root is None:
-            database = text.split(":///", 1)[1] if text.startswith("sqlite:///") else ""
-            if database and database != ":memory:":
-                root = Path(database + ".fusion")
-            elif not text.startswith("sqlite"):
-                root = Path(".fusion-dspy")
-        return OpenedStorage(rdb, root)
+        return OpenedStorage(rdb, root if root is not None else _bank_root_of_url(text))
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     journal = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     return OpenedStorage(journal, root if root is not None else Path(str(path) + ".fusion"))
+
+
+def _bank_root_of_url(url: str) -> Path | None:
+    """Beside a SQLite file, ``./.fusion-dspy`` for a server database, ``None`` for SQLite in memory."""
+    database = url.split(":///", 1)[1] if url.startswith("sqlite:///") else ""
+    if database and database != ":memory:":
+        return Path(database + ".fusion")
+    return None if url.startswith("sqlite") else Path(".fusion-dspy")
+
+
+def _bank_root_of(storage: optuna.storages.BaseStorage) -> Path | None:
+    """The bank root of a storage object the user opened: from its database URL or journal file, if it has one."""
+    url = getattr(storage, "url", None)
+    if isinstance(storage, optuna.storages.RDBStorage) and isinstance(url, str):
+        return _bank_root_of_url(url)
+    backend = getattr(storage, "_backend", None)  # JournalStorage keeps its backend private.
+    file_path = getattr(backend, "_file_path", None)
+    if isinstance(file_path, str):
+        return Path(file_path + ".fusion")
+    return None

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from fusion_dspy.threads import apply_context
 
-__all__ = ["TrialLoop", "enqueue_budget", "worker_id"]
+__all__ = ["INTERRUPTED_ATTR", "TrialLoop", "enqueue_budget", "requeue_interrupted", "worker_id"]
 
 _logger = logging.getLogger(__name__)
 
@@ -69,6 +69,38 @@ def enqueue_budget(study: optuna.Study, trials: int, baselines: Sequence[Mapping
         added += 1
     study.set_user_attr(BUDGET_ATTR, trials)
     return added
+
+
+#: Trial user attribute set on a trial failed by an interruption (Ctrl-C) rather than by its own error.
+INTERRUPTED_ATTR = "interrupted"
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue again, with their parameters, the failed trials a resume must not lose; returns their numbers.
+
+    Those are the trials an interruption failed (Ctrl-C: the same configuration is re-run, as a
+    ``kill -9``'d trial is by heartbeat or on restart) and failed baselines (each teacher alone is
+    the floor of the choice, and the student's configuration its reference; a sampled replacement
+    would lose them). Each is queued once (``retry_of``); call this before :func:`enqueue_budget`,
+    which then counts the retries as part of the budget.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    queued = []
+    for trial in trials:
+        if trial.state != TrialState.FAIL or trial.number in retried:
+            continue
+        baseline = bool(trial.user_attrs.get("baseline"))
+        if not (baseline or trial.user_attrs.get(INTERRUPTED_ATTR)):
+            continue
+        attrs: dict[str, Any] = {"retry_of": trial.number}
+        if baseline:
+            attrs["baseline"] = True
+        study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+        queued.append(trial.number)
+        _logger.warning("Trial %d %s; queued it again with its parameters.", trial.number,
+                        "was interrupted" if trial.user_attrs.get(INTERRUPTED_ATTR) else "(a baseline) failed")
+    return queued
 
 
 class TrialLoop:
@@ -196,7 +228,13 @@ class TrialLoop:
                 state = TrialState.PRUNED
             except (Exception, KeyboardInterrupt) as exc:
                 state, error = TrialState.FAIL, exc
-        frozen = self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+                if isinstance(exc, KeyboardInterrupt):
+                    trial.set_user_attr(INTERRUPTED_ATTR, True)  # A resume re-runs it (requeue_interrupted).
+        try:
+            frozen = self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+        except Exception as exc:  # Optuna refused the values: fail the trial rather than leave it RUNNING.
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise ValueError(f"Trial {trial.number} returned values Optuna cannot record ({values!r}): {exc}") from exc
         if state == TrialState.FAIL:
             _logger.warning("Trial %d failed: %r", trial.number, error, exc_info=error)
         for callback in self.callbacks:

@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.cli.argtypes import positive_int
+
 __all__ = ["add_arguments", "load_questions", "run"]
 
 TEACHER_MODELS = ("qwen2.5-0.5b", "smollm2-135m")
@@ -35,7 +37,8 @@ FUSOR_MAX_TOKENS = 160
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=4, help="candidates per question (spread over the teachers)")
-    parser.add_argument("--limit", type=int, default=6, help="number of demo questions (max 24; languages interleave)")
+    parser.add_argument("--limit", type=positive_int, default=6,
+                        help="number of demo questions (max 24; languages interleave)")
     parser.add_argument(
         "--fusor", default=None, help="catalog model that fuses (default: qwen2.5-1.5b if installed, else qwen2.5-0.5b)"
     )

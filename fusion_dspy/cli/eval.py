@@ -13,17 +13,10 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.cli.argtypes import ints
+from fusion_dspy.cli.argtypes import positive_int
+
 __all__ = ["add_arguments", "build_harness", "run"]
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,4,8, got {text!r}") from error
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"N values must be >= 1, got {text!r}")
-    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", default=None,
                         help="LM for the judge selector and the chat metric (name or model string; default: fusor)")
     parser.add_argument("--pool", default=None, help="a named pool from the config's [pools] (default: every teacher)")
-    parser.add_argument("--n", type=_ints, default=[1, 2, 4, 8], help="N values to compare (default 1,2,4,8)")
+    parser.add_argument("--n", type=ints, default=[1, 2, 4, 8], help="N values to compare (default 1,2,4,8)")
     parser.add_argument("--selectors", default=None, help="Best-of-N selectors, comma-separated (default: per task)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first LIMIT examples")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first LIMIT examples")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--out", default=None, help="output directory (default: runs/eval-<task>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

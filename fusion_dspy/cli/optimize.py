@@ -20,6 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.cli.argtypes import int_range
+from fusion_dspy.cli.argtypes import positive_int
+
 __all__ = ["add_arguments", "parse_pools", "run"]
 
 
@@ -30,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="teacher pool config (.toml, .yaml or .json)")
     parser.add_argument("--trainset", help="training examples (.jsonl/.json); ground the instruction proposals")
     parser.add_argument("--valset", help="validation examples that score configurations (default: the trainset)")
-    parser.add_argument("--limit", type=int, help="use at most this many examples of each set")
+    parser.add_argument("--limit", type=positive_int, help="use at most this many examples of each set")
     parser.add_argument("--inputs", help="comma-separated input fields of the records (default: the Fuse signature's)")
     parser.add_argument("--metric", default=None,
                         help="module:function, or 'exact' / 'chrf' (default: the task's metric, else 'exact')")
-    parser.add_argument("--trials", type=int, default=40, help="trial budget of the study (default 40)")
+    parser.add_argument("--trials", type=positive_int, default=40, help="trial budget of the study (default 40)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage: sqlite:///study.db, postgresql://..., or a journal file path "
                              "(default: in memory)")
@@ -44,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objectives", default="quality", choices=["quality", "quality,cost"],
                         help="maximize quality, or find the quality/cost Pareto front")
     parser.add_argument("--max-cost", type=float, default=None, help="with quality,cost: pick the best under this cost")
-    parser.add_argument("--n-range", default="1,8", help="inclusive range of N, e.g. 1,8")
+    parser.add_argument("--n-range", type=int_range, default=(1, 8), help="inclusive range of N, e.g. 1,8")
     parser.add_argument("--temperatures", default="0.3,0.7,1.0",
                         help="teacher temperature choices, or 'keep' for each teacher's own")
     parser.add_argument("--modes", default="fuse,select,auto", help="modes to search")
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not trainset and not valset:
         raise ValueError("Give --trainset and/or --valset: the optimizer needs examples to score.")
 
-    low, high = (int(x) for x in args.n_range.split(","))
+    low, high = args.n_range
     temperatures = None if args.temperatures == "keep" else tuple(float(t) for t in args.temperatures.split(","))
     space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")),
                         pools=parse_pools(args.pools) if args.pools else pool.pools or None)

@@ -13,6 +13,8 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from fusion_dspy.cli.argtypes import positive_int
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("records", "chat"), default="records",
                         help="chat: also write sft.jsonl with messages lists for SFT")
     parser.add_argument("--shard-size", type=int, default=500, help="records per checkpoint shard")
-    parser.add_argument("--limit", type=int, default=None, help="only the first LIMIT prompts")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first LIMIT prompts")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--concurrency", type=int, default=1, metavar="K",
