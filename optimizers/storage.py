@@ -6,7 +6,8 @@
   grace period and re-queued by :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (Optuna 5's
   name for ``RetryFailedTrialCallback``).
 * Any other string or path: an Optuna journal file (:class:`optuna.storages.journal.JournalFileBackend`),
-  safe for several processes on one machine or NFS; it has no heartbeats.
+  for one process (its trials may run in ``n_jobs`` threads). It has no heartbeats, so it cannot tell a
+  live worker's trial from a dead one: ``work()`` refuses it and asks for a database.
 * A ready :class:`optuna.storages.BaseStorage`: used as is; its bank goes beside its database file or
   journal file when it has one (else pass ``bank_dir``, or the bank lives in memory, with a warning).
 
