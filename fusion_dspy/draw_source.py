@@ -3,10 +3,14 @@
 For each planned draw, in this order:
 
 1. the store has it: replayed at its original cost, no LM call (failures stored as parse errors are
-   replayed as failures, so a re-run sees the same candidate set);
+   replayed as failures, so a re-run sees the same candidate set). An entry that no longer validates
+   against the signature is a miss (logged): the draw is generated again and replaces it;
 2. another call is generating it right now (a :class:`~fusion_dspy.store.ClaimingStore`): wait for
    that result instead of paying twice. A call waits only after its own draws are done and their
-   claims released, so two calls never wait on each other;
+   claims released, so two calls never wait on each other. The wait has no deadline of its own: the
+   generating call applies its ``timeout`` (time queued for a slot excluded) and always releases its
+   claim, also when it fails, times out or is cancelled; a draw it did not store is then generated
+   by the waiting call itself;
 3. otherwise the teacher is called, and the result is stored (answers and parse failures; transient
    faults are not, so the next call retries them).
 
@@ -19,7 +23,6 @@ A draw that times out and answers later is stored then (it was paid for).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -70,7 +73,7 @@ def draw_steps(
     finally:
         book.release(mine)
     if theirs:
-        waited = yield Invoke(lambda: book.wait_all(theirs, timeout))
+        waited = yield Invoke(lambda: book.wait_all(theirs))
         entries = waited.value if waited.error is None else [None] * len(theirs)
         replayed, leftover = book.replay(theirs, entries)
         more = yield from _generate(book, generate, leftover, inputs, timeout, max_threads, on_late)
@@ -129,14 +132,16 @@ class _StoreBook:
         self.signature = signature
         self.draws = list(draws)
         self.keys: dict[int, str] = {}
+        self._stale: set[int] = set()  # draws whose stored entry does not fit the signature
+        self._claimed: set[int] = set()
         if store is not None:
-            # The generate predictor's instruction and demos are part of the key: an optimizer that
-            # changes them must not be served candidates made under the old prompt.
+            # The generate predictor's signature (instructions, field types and descriptions) and demos
+            # are part of the key: an optimizer that changes them must not be served candidates made
+            # under the old prompt.
             demos = [dict(demo) for demo in generate.demos]
             for draw in self.draws:
                 self.keys[draw.index] = draw_key(
-                    signature=signature.signature,
-                    instructions=generate.signature.instructions,
+                    signature=generate.signature,
                     demos=demos,
                     inputs=inputs,
                     teacher=draw.teacher.name,
@@ -152,37 +157,46 @@ class _StoreBook:
         return self.replay(self.draws, [self.store.get(self.keys[d.index]) for d in self.draws])
 
     def replay(self, draws: list[Draw], entries: list[StoredDraw | None]) -> tuple[list[DrawOutcome], list[Draw]]:
-        """Outcomes of the draws that have a stored entry, and the draws that have none."""
+        """Outcomes of the draws that have a usable stored entry, and the draws that have none."""
         found, missing = [], []
         for draw, entry in zip(draws, entries, strict=True):
-            if entry is None:
+            result = None if entry is None else _replay(entry, self.signature, self.keys[draw.index])
+            if result is None:
+                if entry is not None:
+                    self._stale.add(draw.index)
                 missing.append(draw)
             else:
-                found.append(DrawOutcome(draw, replayed(entry, self.signature), stored=entry))
+                found.append(DrawOutcome(draw, result, stored=entry))
         return found, missing
 
     def claim(self, missing: list[Draw]) -> tuple[list[Draw], list[Draw]]:
-        """Split missing draws into those this call generates and those another call is generating."""
+        """Split missing draws into those this call generates and those another call is generating.
+
+        A draw whose stored entry is stale is generated without a claim (a stored key is never claimed).
+        """
         if not self._claims:
             return missing, []
         mine, theirs = [], []
         for draw in missing:
-            (mine if self.store.claim(self.keys[draw.index]) else theirs).append(draw)
+            if draw.index in self._stale:
+                mine.append(draw)
+            elif self.store.claim(self.keys[draw.index]):
+                self._claimed.add(draw.index)
+                mine.append(draw)
+            else:
+                theirs.append(draw)
         return mine, theirs
 
-    def release(self, claimed: list[Draw]) -> None:
-        if self._claims:
-            for draw in claimed:
+    def release(self, draws: list[Draw]) -> None:
+        """Release this call's claims among ``draws``."""
+        for draw in draws:
+            if draw.index in self._claimed:
+                self._claimed.discard(draw.index)
                 self.store.release(self.keys[draw.index])
 
-    def wait_all(self, draws: list[Draw], timeout: float | None) -> list[StoredDraw | None]:
-        """Wait for other calls' results, all within one ``timeout`` (``None``: as long as it takes)."""
-        deadline = None if timeout is None else time.perf_counter() + timeout
-        entries = []
-        for draw in draws:
-            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            entries.append(self.store.wait(self.keys[draw.index], left))
-        return entries
+    def wait_all(self, draws: list[Draw]) -> list[StoredDraw | None]:
+        """Wait for other calls' results (see the module docs: the generating call bounds the wait)."""
+        return [self.store.wait(self.keys[draw.index]) for draw in draws]
 
     def remember(self, fresh: list[DrawOutcome]) -> None:
         """Store fresh draws: answers and parse failures (transient faults are asked again next time)."""
@@ -221,14 +235,16 @@ def stored_call_steps(
     else the call, whose reply is stored. Returns the outcome and the entry it was replayed from
     (``None``: the call was made now)."""
     entry = None if store is None else store.get(key)
+    result = None if entry is None else _replay(entry, signature, key)
     claimed = False
-    if entry is None and isinstance(store, ClaimingStore):
+    if entry is None and isinstance(store, ClaimingStore):  # a stale entry is generated unclaimed
         claimed = store.claim(key)
         if not claimed:
             waited = yield Invoke(lambda: store.wait(key))
             entry = waited.value if waited.error is None else None
-    if entry is not None:
-        return replayed(entry, signature), entry
+            result = None if entry is None else _replay(entry, signature, key)
+    if result is not None:
+        return result, entry
     try:
         (result,) = yield Batch((call,))
         if store is not None and (kept := storable(result, signature)) is not None:
@@ -237,6 +253,18 @@ def stored_call_steps(
         if claimed:
             store.release(key)
     return result, None
+
+
+def _replay(entry: StoredDraw, signature: type[dspy.Signature], key: str) -> Tracked | None:
+    """:func:`replayed`, or ``None`` (a miss, logged) when the entry does not fit ``signature``:
+    written by an older program or by hand, it must cost a new call, not the whole Fuse call."""
+    try:
+        return replayed(entry, signature)
+    except (KeyError, TypeError, ValueError) as error:  # pydantic's ValidationError is a ValueError
+        first_line = (str(error) or repr(error)).splitlines()[0]
+        _logger.warning("Fuse: the stored entry %s does not fit the signature (%s: %s); generating it again.",
+                        key, type(error).__name__, first_line)
+        return None
 
 
 def _jsonable(outputs: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,8 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
   the call itself is not killed (a thread cannot be; an asyncio task is left running so that a
   paid-for answer is not thrown away). When it answers, the batch's ``on_late`` hook receives it: the
   Fuse stores it in its candidate store and adds its usage to the report
-  (``CandidateRecord.late_usage``).
+  (``CandidateRecord.late_usage``). An asyncio task runs only while its event loop does: one still
+  running when ``asyncio.run`` returns is cancelled, and its answer is neither stored nor reported.
 * **Which bounds apply.** (1) Per LM, process-wide and shared by threads and event loops: at most
   :func:`~fusion_dspy.lm_slots.lm_concurrency` calls (default
   :data:`~fusion_dspy.lm_slots.DEFAULT_LM_CONCURRENCY`, change it with
@@ -143,12 +144,23 @@ Steps = Generator[Request, Any, T]
 
 class Stepper:
     """Steps a call engine: ``send(reply)`` returns its next request, or ``None`` once it is ``done``
-    (its return value is then in ``value``)."""
+    (its return value is then in ``value``).
+
+    Use it as a context manager (every driver does): leaving the block closes the engine, so when an
+    exception or a cancellation stops the call mid-way, the engine's ``finally`` blocks (releasing
+    its store claims) run at once, not whenever the garbage collector gets to it.
+    """
 
     def __init__(self, steps: Steps[Any]) -> None:
         self._steps = steps
         self.done = False
         self.value: Any = None
+
+    def __enter__(self) -> Stepper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._steps.close()  # a no-op once the engine has returned
 
     def send(self, reply: Any) -> Request | None:
         try:
@@ -160,20 +172,20 @@ class Stepper:
 
 def drive(steps: Steps[T]) -> T:
     """Run a call engine to completion, serving its requests with threads."""
-    stepper = Stepper(steps)
-    request = stepper.send(None)
-    while request is not None:
-        request = stepper.send(_run_batch(request) if isinstance(request, Batch) else _invoke(request))
-    return stepper.value
+    with Stepper(steps) as stepper:
+        request = stepper.send(None)
+        while request is not None:
+            request = stepper.send(_run_batch(request) if isinstance(request, Batch) else _invoke(request))
+        return stepper.value
 
 
 async def adrive(steps: Steps[T]) -> T:
     """Run a call engine to completion, serving its requests with asyncio tasks."""
-    stepper = Stepper(steps)
-    request = stepper.send(None)
-    while request is not None:
-        request = stepper.send(await (_arun_batch(request) if isinstance(request, Batch) else _ainvoke(request)))
-    return stepper.value
+    with Stepper(steps) as stepper:
+        request = stepper.send(None)
+        while request is not None:
+            request = stepper.send(await (_arun_batch(request) if isinstance(request, Batch) else _ainvoke(request)))
+        return stepper.value
 
 
 def _invoke(request: Invoke) -> Tracked:

@@ -207,8 +207,8 @@ class FuseCall:
         lm_settings = {name: value for name, value in (getattr(lm, "kwargs", None) or {}).items()
                        if isinstance(value, (str, int, float, bool, type(None)))}
         return fusor_key(
-            signature=signature.signature, instructions=signature.instructions,
-            demos=[dict(demo) for demo in self.fusor.demos], inputs=fusor_inputs, fusor=self.settings.fusor,
+            signature=signature, demos=[dict(demo) for demo in self.fusor.demos], inputs=fusor_inputs,
+            fusor=self.settings.fusor,
             lm_settings={"model": str(getattr(lm, "model", type(lm).__name__)), **lm_settings},
         )
 
@@ -349,12 +349,12 @@ class FuseCall:
 
 def _forward(steps: Steps[Any], replies: list[Any]) -> Steps[Any]:
     """Pass a nested engine's requests through, keeping the replies (for its usage)."""
-    stepper = Stepper(steps)
-    request = stepper.send(None)
-    while request is not None:
-        replies.append((yield request))
-        request = stepper.send(replies[-1])
-    return stepper.value
+    with Stepper(steps) as stepper:
+        request = stepper.send(None)
+        while request is not None:
+            replies.append((yield request))
+            request = stepper.send(replies[-1])
+        return stepper.value
 
 
 def _usage_of(replies: Sequence[Any]) -> dict[str, TokenUsage]:

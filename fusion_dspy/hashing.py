@@ -5,15 +5,21 @@ escaping, objects JSON does not know written as ``str(obj)``. Equal values give 
 processes, machines and Python versions (``hash()`` does not), so keys written to a file by one
 run are found by the next. Text that UTF-8 cannot encode (a lone surrogate from an API reply)
 is hashed by its code points instead of crashing.
+
+``signature_fingerprint(signature)`` is the one statement of what identifies a DSPy signature in a
+key (the candidate store's draw and fusor keys use it): everything of it that reaches the prompt or
+types the answer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import typing
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["canonical_json", "stable_hash"]
+__all__ = ["canonical_json", "signature_fingerprint", "stable_hash"]
 
 
 def canonical_json(value: Any) -> str:
@@ -25,3 +31,37 @@ def stable_hash(value: Any, *, length: int | None = None) -> str:
     """Hex sha256 of ``value``'s canonical JSON; ``length`` keeps only that many leading hex digits."""
     digest = hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).hexdigest()
     return digest if length is None else digest[:length]
+
+
+def signature_fingerprint(signature: Any) -> str:
+    """A stable hash of a DSPy signature class: its instructions and, per field in order, its role,
+    name, annotation, description and prefix.
+
+    ``"question -> answer"`` and ``"question -> answer: int"`` differ here (``signature.signature``,
+    the field names, does not tell them apart), and so do two signatures whose only difference is a
+    field's ``desc``: each is another prompt, or another answer type.
+    """
+    return stable_hash(
+        {
+            "instructions": signature.instructions,
+            "inputs": _fields(signature.input_fields),
+            "outputs": _fields(signature.output_fields),
+        }
+    )
+
+
+def _fields(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    described = []
+    for name, field in fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, Mapping) else {}
+        described.append({"name": name, "type": _type_text(field.annotation), "desc": extra.get("desc"),
+                          "prefix": extra.get("prefix")})
+    return described
+
+
+def _type_text(annotation: Any) -> str:
+    """An annotation as text that is the same in every process: ``module.Name`` for a class,
+    the typing repr (``list[str]``, ``typing.Literal['yes', 'no']``) otherwise."""
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return f"{annotation.__module__}.{annotation.__qualname__}"
+    return repr(annotation)

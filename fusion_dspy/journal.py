@@ -206,12 +206,12 @@ def _entries(path: Path) -> Generator[dict[str, Any], None, int]:
         return skipped
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                break  # A last line still being written (or torn): not an entry yet, even if it parses.
             if not raw.strip():
                 continue
             entry = _decode(raw)
             if entry is None:
-                if not raw.endswith(b"\n"):
-                    continue  # A last line still being written (or torn): not an entry yet.
                 skipped += 1
                 _logger.warning("%s:%d: skipping an unreadable entry (%d bytes)", path, number, len(raw))
                 continue

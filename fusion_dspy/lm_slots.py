@@ -2,9 +2,10 @@
 
 Each LM object has one set of slots, process-wide and shared by threads and event loops
 (:class:`_Slots`: a counting semaphore whose waiters are served in order, whether they block a thread
-or await on a loop). A call holds a slot of its LM while it runs and is within its timeout; the limit
-is :data:`DEFAULT_LM_CONCURRENCY` unless :func:`set_lm_concurrency` sets another, and
-:func:`lm_concurrency` reads it. The same semaphore bounds a batch's ``max_concurrency``.
+or await on a loop). The slots are kept while the LM object lives, never the LM itself; a copy of an
+LM is another LM, with slots of its own. A call holds a slot of its LM while it runs and is within
+its timeout; the limit is :data:`DEFAULT_LM_CONCURRENCY` unless :func:`set_lm_concurrency` sets
+another, and :func:`lm_concurrency` reads it. The same semaphore bounds a batch's ``max_concurrency``.
 
 :class:`_LMClock` is a DSPy callback that sees one call's LM requests start and end
 (``on_lm_start`` / ``on_lm_end``) and gives the deadline the drivers wait for.
@@ -19,6 +20,7 @@ import asyncio
 import collections
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -85,18 +87,49 @@ class _Slots:
             waiter()
 
 
-_LM_SLOTS: dict[int, tuple[Any, _Slots]] = {}
-_LM_SLOTS_LOCK = threading.Lock()
+class _Entry:
+    """An LM's slots, held by ``id(lm)`` with a weak reference to the LM: the entry goes when the LM does."""
+
+    __slots__ = ("lm", "slots", "finalizer")
+
+    def __init__(self, lm: Any, slots: _Slots) -> None:
+        self.slots = slots
+        self.finalizer: weakref.finalize | None
+        try:
+            self.lm: Callable[[], Any] = weakref.ref(lm)
+            self.finalizer = weakref.finalize(lm, _forget, id(lm), self)
+            self.finalizer.atexit = False  # nothing to tidy at interpreter exit
+        except TypeError:  # an object without weak references: kept alive while registered
+            self.lm, self.finalizer = (lambda: lm), None
+
+
+#: Slots per LM, by ``id(lm)``; an entry is dropped when its LM is garbage (see :class:`_Entry`).
+_LM_SLOTS: dict[int, _Entry] = {}
+# Re-entrant: a collection during a registration may finalize another LM, whose entry then goes.
+_LM_SLOTS_LOCK = threading.RLock()
+
+
+def _forget(key: int, entry: _Entry) -> None:
+    with _LM_SLOTS_LOCK:
+        if _LM_SLOTS.get(key) is entry:
+            del _LM_SLOTS[key]
+
+
+def _register(lm: Any, slots: _Slots) -> _Slots:
+    """Make ``slots`` ``lm``'s (holding the lock)."""
+    old = _LM_SLOTS.get(id(lm))
+    if old is not None and old.finalizer is not None:
+        old.finalizer.detach()
+    _LM_SLOTS[id(lm)] = _Entry(lm, slots)
+    return slots
 
 
 def _slots_for(lm: Any) -> _Slots:
-    key = id(lm)
     with _LM_SLOTS_LOCK:
-        entry = _LM_SLOTS.get(key)
-        if entry is None or entry[0] is not lm:
-            entry = (lm, _Slots(DEFAULT_LM_CONCURRENCY))
-            _LM_SLOTS[key] = entry
-        return entry[1]
+        entry = _LM_SLOTS.get(id(lm))
+        if entry is None or entry.lm() is not lm:
+            return _register(lm, _Slots(DEFAULT_LM_CONCURRENCY))
+        return entry.slots
 
 
 def set_lm_concurrency(lm: Any, limit: int) -> None:
@@ -104,7 +137,7 @@ def set_lm_concurrency(lm: Any, limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"set_lm_concurrency(limit=...) must be an int >= 1, got {limit!r}.")
     with _LM_SLOTS_LOCK:
-        _LM_SLOTS[id(lm)] = (lm, _Slots(limit))
+        _register(lm, _Slots(limit))
 
 
 def lm_concurrency(lm: Any) -> int:

@@ -1,18 +1,25 @@
 """Candidate stores: remember teacher generations (and fusor replies) so they are paid for once.
 
 A Fuse with a ``store`` looks every planned draw up before calling its teacher. The key covers
-everything that determines a draw (task signature and generate instruction/demos, inputs, teacher
-name, sample index, temperature, seed), so configurations that differ only in N, the pool subset,
-the fusor, its prompt or the mode re-use the same candidates. This is what makes an optimizer
-study or a method comparison at equal N cheap, and a killed run resumable.
+everything that determines a draw (the generate predictor's signature, as
+:func:`~fusion_dspy.hashing.signature_fingerprint` states it: instructions and every field's name,
+type, description and prefix; its demos; the inputs, teacher name, sample index, temperature and
+seed), so configurations that differ only in N, the pool subset, the fusor, its prompt or the mode
+re-use the same candidates. This is what makes an optimizer
+study or a method comparison at equal N cheap, and a killed run resumable. The teacher's name is
+its identity: the LM's own settings (``max_tokens``, a client-side ``timeout``...) are not part of
+the key, so a pool rebuilt from its config keeps its bank; a teacher whose settings change what it
+answers needs a new name.
 
-The fusor's replies are stored too, keyed by everything its prompt is made of (fusor signature and
-instructions, demos, the rendered candidates and task inputs, the fusor LM and its settings), so
+The fusor's replies are stored too, keyed by everything its prompt is made of (fusor signature,
+demos, the rendered candidates and task inputs, the fusor LM and its settings), so
 configurations that send the fusor the same prompt (the guard on or off, another selector) share
 one paid call, as DSPy's own cache would share it, but with the cost kept.
 
 Stored entries keep the *real* usage and latency of the original call, so cost accounting does
-not drop to zero on a hit (DSPy's own cache reports no usage for hits).
+not drop to zero on a hit (DSPy's own cache reports no usage for hits). An entry whose outputs no
+longer validate against the signature (written by an older program, or by hand) is a miss: it is
+generated again, with a warning, and the new reply replaces it.
 
 Draws whose answer could not be parsed (``AdapterParseError``) are stored too, as failures: the
 model did answer, and asking again with the same seed would pay for the same malformed answer. A
@@ -27,13 +34,18 @@ import dataclasses
 import os
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 from typing import runtime_checkable
 
+from fusion_dspy.hashing import signature_fingerprint
 from fusion_dspy.hashing import stable_hash
 from fusion_dspy.journal import Journal
 from fusion_dspy.report import TokenUsage
+
+if TYPE_CHECKING:
+    import dspy
 
 __all__ = [
     "FUSOR_KEY_PREFIX",
@@ -95,8 +107,7 @@ class ClaimingStore(CandidateStore, Protocol):
 
 def draw_key(
     *,
-    signature: str,
-    instructions: str,
+    signature: type[dspy.Signature],
     demos: Any,
     inputs: Mapping[str, Any],
     teacher: str,
@@ -104,11 +115,14 @@ def draw_key(
     temperature: float,
     seed: int,
 ) -> str:
-    """A stable key for one draw (:func:`fusion_dspy.hashing.stable_hash` of its fields)."""
+    """A stable key for one draw (:func:`fusion_dspy.hashing.stable_hash` of its fields).
+
+    ``signature`` is the generate predictor's: its instructions, field types and descriptions are
+    part of the key (:func:`~fusion_dspy.hashing.signature_fingerprint`).
+    """
     return stable_hash(
         {
-            "signature": signature,
-            "instructions": instructions,
+            "signature": signature_fingerprint(signature),
             "demos": demos,
             "inputs": inputs,
             "teacher": teacher,
@@ -125,8 +139,7 @@ FUSOR_KEY_PREFIX = "fusor:"
 
 def fusor_key(
     *,
-    signature: str,
-    instructions: str,
+    signature: type[dspy.Signature],
     demos: Any,
     inputs: Mapping[str, Any],
     fusor: str,
@@ -134,6 +147,7 @@ def fusor_key(
 ) -> str:
     """A stable key for one fusor reply: the prompt's parts and the LM that answers it.
 
+    ``signature`` is the fusor's as sent (:func:`~fusion_dspy.hashing.signature_fingerprint`);
     ``inputs`` are the fusor's rendered inputs (the candidates in the order shown, the task inputs);
     ``lm_settings`` the fusor LM's model and scalar settings (temperature, max_tokens...). The key
     starts with :data:`FUSOR_KEY_PREFIX`, so a store's entries can be told apart (draw keys are hex).
@@ -141,8 +155,7 @@ def fusor_key(
     return FUSOR_KEY_PREFIX + stable_hash(
         {
             "role": "fusor",
-            "signature": signature,
-            "instructions": instructions,
+            "signature": signature_fingerprint(signature),
             "demos": demos,
             "inputs": inputs,
             "fusor": fusor,

@@ -76,6 +76,7 @@ class _ElasticPool:
                 job()
             except BaseException:  # a job reports its own errors; never let one kill the thread
                 _logger.exception("fusion-dspy: an LM job raised outside its error handling")
+            job = None  # An idle thread must not keep the last job's LM and inputs alive.
             with self._lock:
                 self._idle += 1
 

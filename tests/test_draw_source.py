@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
+
+import pytest
 
 from fusion_dspy import CandidatesExhaustedError
 from fusion_dspy import Teacher
+from fusion_dspy.sampling import set_lm_concurrency
 from fusion_dspy.store import MemoryStore
 from tests.helpers import make_fuse
 from tests.helpers import teacher_engine
@@ -58,3 +62,34 @@ def test_a_waiting_call_generates_itself_when_the_first_generation_fails():
     assert sum(isinstance(r, CandidatesExhaustedError) for r in results) == 1
     (ok,) = [r for r in results if not isinstance(r, CandidatesExhaustedError)]
     assert ok.answer.startswith("flaky-")
+
+
+@pytest.mark.parametrize("driver", ["threads", "asyncio"])
+def test_a_waiting_call_does_not_give_up_on_a_claim_whose_draws_are_queued(driver):
+    """Queued time never counts toward ``timeout``: not for the claimer, nor for a call waiting on its claim."""
+    engine = teacher_engine("narrow", delay=0.3)
+    lm = engine.lm()
+    set_lm_concurrency(lm, 1)  # the claimer's four draws take their turns at the one slot
+    fuse = make_fuse(4, teachers=[Teacher(lm, name="narrow")], timeout=0.5, mode="select", store=MemoryStore())
+
+    def claimer_started():
+        while engine.gauge.entered < 1:  # the first call holds every claim
+            time.sleep(0.01)
+
+    if driver == "threads":
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(fuse, question="q")
+            claimer_started()
+            preds = [fuse(question="q"), first.result()]
+    else:
+
+        async def main():
+            first = asyncio.ensure_future(fuse.acall(question="q"))
+            while engine.gauge.entered < 1:
+                await asyncio.sleep(0.01)
+            return [await fuse.acall(question="q"), await first]
+
+        preds = asyncio.run(main())
+    assert engine.calls == 4  # not 8: the waiting call generated none of them again
+    assert all(len(p.fusion.succeeded) == 4 for p in preds)
+    assert sum(not c.cached for p in preds for c in p.fusion.candidates) == 4

@@ -148,3 +148,35 @@ def test_skip_response_cache_makes_every_call_of_a_fuse_sync_and_async(call):
     assert pred.fusion.fusor.usage and all(c.usage for c in pred.fusion.candidates)
     call(fuse, question="q")
     assert counts() == [2, 2, 2, 2]  # outside the block, the cache again
+
+
+async def test_a_cancelled_async_call_releases_its_store_claims():
+    """``asyncio.wait_for`` around a call, a client disconnect: the engine's claims must not outlive it."""
+    engine = teacher_engine("t", delay=0.5)
+    store = MemoryStore()
+    fuse = make_fuse(2, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store)
+    task = asyncio.ensure_future(fuse.acall(question="q"))
+    while engine.gauge.entered < 2:  # both draws claimed and in flight
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError) as kept:  # held, as a logger would: the engine's frames stay alive
+        await task
+    assert not store._in_flight
+    pred = await fuse.acall(question="q")  # generates the draws itself instead of waiting on dead claims
+    assert engine.calls == 4 and len(pred.fusion.succeeded) == 2
+    assert kept.value is not None
+
+
+def test_an_interrupted_sync_call_releases_its_store_claims():
+    def respond(request):
+        if request.call == 0:  # the first draw is interrupted (KeyboardInterrupt reaches the caller)
+            raise KeyboardInterrupt
+        return {"answer": "ok"}
+
+    store = MemoryStore()
+    fuse = make_fuse(2, teachers=[Teacher(FakeEngine(name="t", responder=respond).lm(), name="t")], mode="select",
+                     store=store)
+    with pytest.raises(KeyboardInterrupt) as kept:  # held: the engine's frames stay alive
+        fuse(question="q")
+    assert not store._in_flight
+    assert kept.value is not None

@@ -223,3 +223,19 @@ def test_read_entries_reads_a_torn_journal_without_repairing_it(tmp_path, caplog
     assert any("unreadable" in record.getMessage() for record in caplog.records)
     assert list(read_entries(tmp_path / "missing.jsonl")) == []
     assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_a_last_line_without_its_newline_is_not_read_even_when_it_parses(tmp_path):
+    """A writer killed between an entry's bytes and its newline: the entry was never acknowledged."""
+    from fusion_dspy.journal import read_entries
+
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, fsync=False)
+    journal.append({"n": 1})
+    with path.open("ab") as handle:
+        handle.write(b'{"n": 2}')
+    assert list(read_entries(path)) == [{"n": 1}]
+    assert journal.read() == [{"n": 1}] and journal.skipped == 0
+    assert journal.read_new() == [{"n": 1}]
+    journal.append({"n": 3})  # the next writer cuts the fragment off
+    assert journal.read() == [{"n": 1}, {"n": 3}] and journal.torn == 1

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import gc
 import threading
 import time
+import weakref
 
 import dspy
 import pytest
@@ -15,6 +18,7 @@ from fusion_dspy.sampling import adrive
 from fusion_dspy.sampling import apply_context
 from fusion_dspy.sampling import capture_context
 from fusion_dspy.sampling import drive
+from fusion_dspy.sampling import lm_concurrency
 from fusion_dspy.sampling import run_threads
 from fusion_dspy.sampling import set_lm_concurrency
 from fusion_dspy.testing import FakeEngine
@@ -90,3 +94,27 @@ def test_the_per_lm_bound_is_shared_by_threads_and_event_loops():
     thread.join()
     assert engine.calls == 2
     assert abs(ends[1] - ends[0]) >= 0.15  # one after the other, not together
+
+
+def test_the_per_lm_bound_does_not_keep_an_lm_alive():
+    from fusion_dspy import lm_slots
+
+    predict = dspy.Predict("question -> answer")
+    bounded, plain = FakeEngine(name="bounded").lm(), FakeEngine(name="plain").lm()
+    set_lm_concurrency(bounded, 3)
+    for lm in (bounded, plain):
+        drive(_one_call(predict, lm))
+    assert lm_concurrency(bounded) == 3 and lm_concurrency(plain) > 3
+    assert lm_concurrency(copy.deepcopy(bounded)) != 3  # a copy is another LM, with slots of its own
+    keys = {id(bounded), id(plain)}
+    assert keys <= lm_slots._LM_SLOTS.keys()
+    refs = [weakref.ref(bounded), weakref.ref(plain)]
+    del lm, bounded, plain
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]
+    assert not keys & lm_slots._LM_SLOTS.keys()  # their entries went with them
+
+
+def _one_call(predict, lm):
+    # No timeout: the call runs in this thread (an idle pool thread would hold its last job a while).
+    yield Batch((LMCall(predict, {"question": "q", "lm": lm}),))

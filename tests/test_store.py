@@ -3,13 +3,20 @@ crash-safe JSON Lines."""
 
 from __future__ import annotations
 
+import logging
+
+import dspy
+
 from fusion_dspy import Fuse
 from fusion_dspy import Teacher
+from fusion_dspy.store import FUSOR_KEY_PREFIX
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import MemoryStore
 from fusion_dspy.store import StoredDraw
 from fusion_dspy.testing import FakeEngine
 from tests.helpers import Person
 from tests.helpers import Typed
+from tests.helpers import fusor_engine
 from tests.helpers import make_fuse
 from tests.helpers import teacher_engine
 
@@ -95,3 +102,56 @@ def test_a_write_after_a_torn_line_is_not_lost(tmp_path):
     reopened = JsonlStore(path)
     assert reopened.skipped_lines == 0
     assert reopened.get("k1").outputs == {"answer": "x"} and reopened.get("k2").outputs == {"answer": "y"}
+
+
+def test_a_changed_output_type_gets_its_own_draws():
+    """``answer`` and ``answer: int`` have the same field names, not the same task."""
+    engine = FakeEngine(name="t", responder=lambda r: {"answer": "forty-two" if r.outputs["answer"] == "str" else 42})
+    store = MemoryStore()
+    teacher = Teacher(engine.lm(), name="t")
+    text = Fuse("question -> answer", 2, teachers=[teacher], fusor=fusor_engine().lm(), mode="select", store=store)
+    assert text(question="q").answer == "forty-two"
+    number = Fuse("question -> answer: int", 2, teachers=[teacher], fusor=fusor_engine().lm(), mode="select",
+                  store=store)
+    pred = number(question="q")
+    assert pred.answer == 42 and engine.calls == 4 and not any(c.cached for c in pred.fusion.candidates)
+
+
+def test_a_changed_field_description_or_instruction_gets_its_own_draws_and_fusor_reply():
+    class French(dspy.Signature):
+        """Answer the question."""
+
+        question: str = dspy.InputField()
+        answer: str = dspy.OutputField(desc="in French")
+
+    German = French.with_updated_fields("answer", desc="in German")
+    Terse = French.with_instructions("Answer the question tersely.")
+    teacher = FakeEngine(name="t", responder=lambda r: {"answer": "de" if "German" in r.system else "fr"})
+    fusor = FakeEngine(name="fusor", responder=lambda r: {"comparison": "c", "answer": "de" if "German" in r.system
+                                                            else "fr"})
+    store = MemoryStore()
+    answers = [Fuse(signature, 2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(), mode="fuse",
+                    guard=False, store=store)(question="q").answer for signature in (French, German, Terse)]
+    assert answers == ["fr", "de", "fr"]
+    assert teacher.calls == 6 and fusor.calls == 3  # nothing replayed across the three prompts
+    assert len(store) == 9
+
+
+def test_a_stored_entry_that_no_longer_fits_the_signature_is_generated_again(caplog):
+    teacher = teacher_engine("t", answer=42)
+    fusor = FakeEngine(name="fusor", responder=lambda r: {"comparison": "c", "answer": 7})
+    store = MemoryStore()
+    fuse = Fuse("question -> answer: int", 2, teachers=[Teacher(teacher.lm(), name="t")], fusor=fusor.lm(),
+                mode="fuse", guard=False, store=store)
+    assert fuse(question="q").answer == 7
+    for key in store.keys():  # e.g. written by an older version of the program, or by hand
+        entry = store.get(key)
+        store.put(key, StoredDraw(outputs={**entry.outputs, "answer": "forty-two"}, usage=entry.usage))
+    with caplog.at_level(logging.WARNING, logger="fusion_dspy"):
+        pred = fuse(question="q")
+    assert pred.answer == 7 and not any(c.cached for c in pred.fusion.candidates) and not pred.fusion.fusor.cached
+    assert teacher.calls == 4 and fusor.calls == 2
+    stale = [r for r in caplog.records if "does not fit" in r.getMessage()]
+    assert len(stale) == 3 and sum(FUSOR_KEY_PREFIX in r.getMessage() for r in stale) == 1  # each entry, once
+    again = fuse(question="q")  # the entries were replaced by the new answers
+    assert teacher.calls == 4 and fusor.calls == 2 and again.fusion.fusor.cached

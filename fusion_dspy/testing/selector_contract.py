@@ -53,12 +53,12 @@ VARIED = ("Paris", "The capital is Paris.", "Lyon", "paris", "Marseille, I think
 
 def _watched(steps: Steps[Selection], seen: list[Request]) -> Steps[Selection]:
     """Pass ``steps`` through, keeping every request it makes in ``seen``."""
-    stepper = Stepper(steps)
-    request = stepper.send(None)
-    while request is not None:
-        seen.append(request)
-        request = stepper.send((yield request))
-    return stepper.value
+    with Stepper(steps) as stepper:
+        request = stepper.send(None)
+        while request is not None:
+            seen.append(request)
+            request = stepper.send((yield request))
+        return stepper.value
 
 
 def _same_answer(request: Any) -> dict[str, Any]:
