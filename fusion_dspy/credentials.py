@@ -4,8 +4,9 @@ A pool config is a file people commit, paste into issues and attach to studies. 
 carries a credential is refused when it holds a literal value, wherever it sits:
 
 * a setting whose *name* says it is a credential: a word of the name (split at ``_``, ``-``, ``.``
-  and camelCase) is one of :data:`CREDENTIAL_WORDS` (``api_key``, ``openai_api_key``,
-  ``access_token``, ``extra_headers.Authorization``, ``X-Api-Key``, ``client_secret``, ``password``...);
+  and camelCase) is one of :data:`CREDENTIAL_WORDS`, its plural or several run together
+  (``api_key``, ``api_keys``, ``openai_api_key``, ``access_token``, ``HFToken``, ``AUTHTOKEN``,
+  ``extra_headers.Authorization``, ``X-Api-Key``, ``client_secret``, ``password``...);
 * a URL with userinfo (``https://user:KEY@host/v1``) or a credential in its query string
   (``?api_key=...``), in any setting.
 
@@ -60,13 +61,30 @@ CREDENTIAL_WORDS = frozenset(
     }
 )
 
-_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+#: Words that only qualify a credential word run together with it (``ACCESSTOKEN``, ``APITOKEN``).
+_QUALIFIERS = ("api", "access", "private", "client", "refresh", "session")
+
+# Words split at separators, at camelCase (``apiKey``) and at the end of an acronym (``HFToken``, ``OpenAIKey``).
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# A word that is a credential word, its plural (``api_keys``) or one run together (``AUTHTOKEN``).
+_CREDENTIAL_WORD = re.compile(
+    "(?:{any})*(?:{credential})s?".format(
+        # without "apikey" (it is "api" + "key"), so no word can be read two ways: no runaway backtracking
+        any="|".join(sorted({*CREDENTIAL_WORDS - {"apikey"}, *_QUALIFIERS}, key=len, reverse=True)),
+        credential="|".join(sorted(CREDENTIAL_WORDS, key=len, reverse=True)),
+    ),
+    re.IGNORECASE,
+)
 # scheme://user[:password]@host : a URL that carries its own credentials.
 _URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]+@")
 _URL_QUERY = re.compile(r"[?&#]([^=&#\s]+)=")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# What a pasted key (rather than a variable name) tends to look like.
-_KEY_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "github_pat_", "xox", "hf_", "akia", "aiza", "glpat-")
+# What a pasted key (rather than a variable name) tends to look like: a prefix as providers issue it (in
+# its case: ``hf_AbC...`` is a key, ``HF_TOKEN`` a variable) followed by one run of letters and digits...
+_KEY_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "github_pat_", "xox", "hf_", "AKIA", "AIza", "glpat-")
+# ...or a long run of letters and digits that is not words (variables are words joined by _ or camelCase).
+_RANDOM_RUN_CHARS = 20
+_CAMEL_CASE = re.compile(r"[a-z]*(?:[A-Z]{1,4}[a-z]{2,})*[A-Z]{0,4}")
 
 _REDACTED = "[redacted]"
 _secrets: set[str] = set()
@@ -74,8 +92,11 @@ _lock = threading.Lock()
 
 
 def is_credential_name(name: str) -> bool:
-    """Whether a setting called ``name`` carries a credential (``max_tokens`` does not; ``api_key`` does)."""
-    return any(word.lower() in CREDENTIAL_WORDS for word in _WORD_SPLIT.split(str(name)) if word)
+    """Whether a setting called ``name`` carries a credential (``api_key``, ``api_keys``, ``HFToken``, ``AUTHTOKEN``).
+
+    ``max_tokens`` is a plural of ``token`` too: harmless, as only text values are refused (a number never is).
+    """
+    return any(_CREDENTIAL_WORD.fullmatch(word) for word in _WORD_SPLIT.split(str(name)) if word)
 
 
 def credential_locations(value: Any, where: str) -> list[str]:
@@ -137,12 +158,22 @@ def check_env_name(name: Any, where: str) -> str:
 
 
 def _looks_like_a_key(name: str) -> bool:
-    lowered = name.lower()
-    if lowered.startswith(_KEY_PREFIXES):
+    """``hf_AbC...``, ``ghp_...``, ``AKIA...``, 32 hex digits; not ``HF_TOKEN`` or ``OPENAI_API_KEY_20240115_PROD``."""
+    for prefix in _KEY_PREFIXES:
+        rest = name[len(prefix) :]
+        if name.startswith(prefix) and "_" not in rest and len(rest) >= 8:
+            return True
+    return any(_looks_random(part) for part in name.split("_"))
+
+
+def _looks_random(part: str) -> bool:
+    """A long run with digits among its letters, or mixed case that is not camelCase words."""
+    if len(part) < _RANDOM_RUN_CHARS:
+        return False
+    if any(ch.isdigit() for ch in part) and any(ch.isalpha() for ch in part):
         return True
-    digits = sum(ch.isdigit() for ch in name)
-    mixed_case = any(ch.islower() for ch in name) and any(ch.isupper() for ch in name)
-    return len(name) >= 24 and (digits >= 6 or mixed_case)
+    mixed_case = part.lower() != part and part.upper() != part
+    return mixed_case and not _CAMEL_CASE.fullmatch(part)
 
 
 def resolve_env(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -156,10 +187,11 @@ def resolve_env(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, item in settings.items():
         name = str(key)
         place = f"{where}.{name}" if where else name
-        if isinstance(item, Mapping):
-            resolved[name] = resolve_env(item, place)
-        elif name.lower().endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
+        if name.lower().endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
+            # Before any table: a *_env setting names one variable, a table under it is a literal value.
             resolved[name[: -len(ENV_SUFFIX)]] = read_secret(check_env_name(item, place), place)
+        elif isinstance(item, Mapping):
+            resolved[name] = resolve_env(item, place)
         else:
             resolved[name] = item
     return resolved

@@ -49,15 +49,18 @@ Model strings: ``local/<catalog name or .gguf path>`` runs in-process through ll
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
+from pydantic import StringConstraints
 from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
@@ -81,6 +84,11 @@ _CREDENTIALS_HINT = (
 )
 
 
+# Config values are taken as written: no true -> 1, "0.9" -> 0.9 or inf; names and models without padding.
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+_Temperature = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+
+
 def _refuse_credentials(data: Any, source: str) -> None:
     """The secrets rule (:mod:`fusion_dspy.credentials`) for one config entry or a whole file's data."""
     locations = credential_locations(data, "")
@@ -100,14 +108,14 @@ class LMSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    name: str = Field(min_length=1)
-    model: str = Field(min_length=1)
+    name: _Text
+    model: _Text
     api_base: str | None = None
     api_base_env: str | None = None
     api_key_env: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0)
-    cache: bool = True
+    max_tokens: int | None = Field(default=None, ge=1, strict=True)
+    temperature: _Temperature | None = None
+    cache: bool = Field(default=True, strict=True)
     settings: dict[str, Any] = Field(default_factory=dict)
     limits: LMLimits | None = None  # client-side provider limits (fusion_dspy.limits)
 
@@ -127,6 +135,13 @@ class LMSpec(BaseModel):
 
     @model_validator(mode="after")
     def _settings_variables(self) -> LMSpec:
+        for key in self.settings:
+            # build() sets these from the entry's own fields, so the setting would be silently dropped.
+            if key in type(self).model_fields and getattr(self, key) is not None:
+                raise ValueError(
+                    f"LM {self.name!r} settings.{key} duplicates the entry's {key}; set it once, at the top level "
+                    "of the entry."
+                )
         _check_env_names(self.settings, f"LM {self.name!r} settings")
         if self.api_base and self.api_base_env:
             raise ValueError(f"LM {self.name!r}: give api_base or api_base_env, not both.")
@@ -166,17 +181,17 @@ class LMSpec(BaseModel):
 
 def _check_env_names(settings: Mapping[str, Any], where: str) -> None:
     for key, item in settings.items():
-        if isinstance(item, Mapping):
-            _check_env_names(item, f"{where}.{key}")
-        elif str(key).lower().endswith(ENV_SUFFIX):
+        if str(key).lower().endswith(ENV_SUFFIX):  # a table here is a literal value, refused without showing it
             check_env_name(item, f"{where}.{key}")
+        elif isinstance(item, Mapping):
+            _check_env_names(item, f"{where}.{key}")
 
 
 class TeacherSpec(LMSpec):
     """A teacher: an LM plus its sampling temperature and weight in the pool."""
 
-    temperature: float = Field(default=DEFAULT_TEMPERATURE, ge=0)
-    samples: int = Field(default=1, ge=1)
+    temperature: _Temperature = DEFAULT_TEMPERATURE
+    samples: int = Field(default=1, ge=1, strict=True)
 
     def build_teacher(self) -> Teacher:
         return Teacher(self.build(), temperature=self.temperature, samples=self.samples, name=self.name)
@@ -258,11 +273,13 @@ def load_pool_config(path: str | os.PathLike[str]) -> PoolConfig:
         raise ConfigError(
             f"{path}: expected a table/mapping with a 'teachers' list at the top, got {type(data).__name__}."
         )
-    _refuse_credentials(data, str(path))
     try:
+        _refuse_credentials(data, str(path))
         return PoolConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{path}: {_describe(error)}") from None
+    except ValueError as error:  # a literal credential: the message names the file and where, never the value
+        raise ConfigError(str(error)) from None
 
 
 def _parse(path: Path, suffix: str, text: str) -> Any:
@@ -278,19 +295,82 @@ def _parse(path: Path, suffix: str, text: str) -> Any:
             raise ConfigError(f"{path}: not valid TOML ({error}).") from None
     if suffix == ".json":
         try:
-            return json.loads(text)
+            data = json.loads(text, object_pairs_hook=_JsonObject.from_pairs)
         except json.JSONDecodeError as error:
             where = f"line {error.lineno}, column {error.colno}"
             raise ConfigError(f"{path}: not valid JSON ({error.msg} at {where}).") from None
+        duplicate = _first_duplicate_key(data, "")
+        if duplicate is not None:
+            key, where = duplicate
+            raise ConfigError(
+                f"{path}: duplicate key {key!r} in {where or 'the top-level object'}; give each key once."
+            )
+        return data
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_yaml_loader())  # a yaml.SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or type(error).__name__
         raise ConfigError(f"{path}: not valid YAML ({problem}{where}).") from None
+
+
+class _JsonObject(dict):  # type: ignore[type-arg]
+    """A JSON object that remembers the keys it repeated (``json`` would keep only the last value)."""
+
+    duplicates: tuple[str, ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = cls(pairs)
+        if len(data) != len(pairs):
+            keys = [key for key, _ in pairs]
+            data.duplicates = tuple(key for number, key in enumerate(keys) if key in keys[:number])
+        return data
+
+
+def _first_duplicate_key(data: Any, where: str) -> tuple[str, str] | None:
+    """The first repeated key in parsed JSON and where its object is (``teachers[0]``), or ``None``."""
+    if isinstance(data, _JsonObject) and data.duplicates:
+        return data.duplicates[0], where
+    if isinstance(data, dict):
+        places = [(f"{where}.{key}" if where else key, item) for key, item in data.items()]
+    elif isinstance(data, list):
+        places = [(f"{where}[{number}]", item) for number, item in enumerate(data)]
+    else:
+        return None
+    for place, item in places:
+        found = _first_duplicate_key(item, place)
+        if found is not None:
+            return found
+    return None
+
+
+@functools.cache
+def _unique_key_yaml_loader() -> type:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (it would keep only the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<: *defaults": explicit keys may override merged ones
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark
+                        )
+                    seen.add(key)
+                except TypeError:
+                    pass  # an unhashable key: SafeLoader reports it
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _describe(error: ValidationError) -> str:

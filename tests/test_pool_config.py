@@ -5,6 +5,7 @@ import json
 import pytest
 
 from fusion_dspy import Teacher
+from fusion_dspy.pool_config import ConfigError
 from fusion_dspy.pool_config import LMSpec
 from fusion_dspy.pool_config import load_pool_config
 
@@ -140,6 +141,15 @@ LITERAL_CREDENTIALS = [
     ({"api_base": f"https://{SECRET}@host/v1"}, "teachers[0].api_base"),
     ({"settings": {"proxy": f"http://me:{SECRET}@proxy:3128"}}, "teachers[0].settings.proxy"),
     ({"api_base": f"https://host/v1?api_key={SECRET}"}, "teachers[0].api_base"),
+    # plural and camelCase names carry credentials too
+    ({"settings": {"api_keys": [SECRET]}}, "teachers[0].settings.api_keys"),
+    ({"settings": {"HFToken": SECRET}}, "teachers[0].settings.HFToken"),
+    ({"settings": {"OpenAIKey": SECRET}}, "teachers[0].settings.OpenAIKey"),
+    ({"settings": {"AUTHTOKEN": SECRET}}, "teachers[0].settings.AUTHTOKEN"),
+    # a *_env setting names ONE variable: a table or list under it is a literal value
+    ({"settings": {"extra_headers_env": {"Authorization": f"Bearer {SECRET}"}}},
+     "settings.extra_headers_env"),
+    ({"settings": {"api_keys_env": [SECRET]}}, "settings.api_keys_env"),
 ]
 
 
@@ -186,12 +196,52 @@ def _toml(data):
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("name", [SECRET, "sk_live_0123456789abcdefghijkl", "Bearer abc", "my key", "", "hf_abcdefgh"])
+PASTED_KEYS = [
+    SECRET, "sk_live_0123456789abcdefghijkl", "Bearer abc", "my key", "", "hf_abcdefgh",
+    # real-looking tokens that are valid variable-name syntax
+    "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh", "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP0123456789abcdefgh",
+    "AKIAIOSFODNN7EXAMPLE", "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7", "0123456789abcdef0123456789abcdef",
+    "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", "xoxb1234567890abcdefghij",
+    "aBcDeFgHiJkLmNoPqRsTuVwXyZ",
+]
+
+
+@pytest.mark.parametrize("name", PASTED_KEYS)
 def test_a_key_pasted_as_the_variable_name_is_refused_without_showing_it(name):
     with pytest.raises(ValueError, match="must be the NAME of an environment variable") as caught:
         LMSpec(name="a", model="openai/x", api_key_env=name)
     if name:
         assert name not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["OPENAI_API_KEY", "HF_TOKEN", "HF_API_KEY", "HUGGINGFACE_API_KEY", "GHP_TOKEN", "SK_KEY", "AKIA_KEY_ID",
+     "GITHUB_PAT", "AZURE_OPENAI_API_KEY_westeurope", "OPENAI_API_KEY_20240115_PROD", "Azure_OpenAI_Api_Key_Prod",
+     "AzureOpenAIKeyWestEurope", "hf_token_var", "hf_token", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
+     "MISTRAL_API_KEY_2", "_PRIVATE_KEY", "key"],
+)
+def test_ordinary_variable_names_are_accepted(name):
+    assert LMSpec(name="a", model="openai/x", api_key_env=name).api_key_env == name
+    assert LMSpec(name="a", model="openai/x", settings={"extra_headers": {"Authorization_env": name}})
+
+
+@pytest.mark.parametrize(
+    "name, carries",
+    [
+        ("api_key", True), ("apiKey", True), ("APIKey", True), ("x-api-key", True), ("ACCESS_TOKEN", True),
+        ("api_keys", True), ("HFToken", True), ("OpenAIKey", True), ("AUTHTOKEN", True), ("client_secrets", True),
+        ("Cookies", True), ("passwords", True),
+        ("max_tokens", True),  # a plural of token; numbers are never refused (see the test below)
+        ("tokenizer", False), ("author", False), ("monkey", False), ("keyword", False), ("top_p", False),
+        ("num_retries", False), ("OpenAIModel", False),
+    ],
+)
+def test_credential_names_include_plurals_and_camel_case(name, carries):
+    from fusion_dspy.credentials import is_credential_name
+
+    assert is_credential_name(name) is carries
 
 
 def test_ordinary_settings_are_not_mistaken_for_credentials():
@@ -295,3 +345,59 @@ def test_a_report_never_quotes_a_credential_read_from_the_environment(monkeypatc
     report = fuse(question="q").fusion
     failed = next(c for c in report.candidates if c.teacher == "leaky")
     assert "401 Unauthorized" in failed.error and SECRET not in report.model_dump_json()
+
+
+# -- strict entries: what the file says is what runs, or the file is refused ------------------------
+
+_ENTRY = '[[teachers]]\nname = "a"\nmodel = "fake/a"\n'
+
+
+@pytest.mark.parametrize(
+    "suffix, text, match",
+    [
+        (".toml", _ENTRY + "samples = true\n", r"teachers\[0\]\.samples: Input should be a valid integer"),
+        (".toml", _ENTRY + "samples = 2.0\n", r"teachers\[0\]\.samples: Input should be a valid integer"),
+        (".toml", _ENTRY + "temperature = true\n", r"teachers\[0\]\.temperature: Input should be a valid number"),
+        (".toml", _ENTRY + 'temperature = "0.9"\n', r"teachers\[0\]\.temperature: Input should be a valid number"),
+        (".toml", _ENTRY + "temperature = inf\n", r"teachers\[0\]\.temperature: Input should be a finite number"),
+        (".toml", _ENTRY + "temperature = nan\n", r"teachers\[0\]\.temperature: Input should be a finite number"),
+        (".toml", _ENTRY + "max_tokens = true\n", r"teachers\[0\]\.max_tokens: Input should be a valid integer"),
+        (".toml", _ENTRY + 'cache = "no"\n', r"teachers\[0\]\.cache: Input should be a valid boolean"),
+        (".toml", '[[teachers]]\nname = "  "\nmodel = "fake/a"\n', r"teachers\[0\]\.name: String should have at least"),
+        (".toml", '[[teachers]]\nname = "a"\nmodel = " "\n', r"teachers\[0\]\.model: String should have at least"),
+        (".toml", _ENTRY + "temperature = 0.0\n[teachers.settings]\ntemperature = 1.5\n",
+         r"teachers\[0\]: LM 'a' settings\.temperature duplicates the entry's temperature"),
+        (".toml", _ENTRY + "[teachers.settings]\ncache = false\n",
+         r"teachers\[0\]: LM 'a' settings\.cache duplicates the entry's cache"),
+        (".json", '{"teachers": [{"name": "a", "model": "fake/a", "temperature": 0.2, "temperature": 5}]}',
+         r"duplicate key 'temperature' in teachers\[0\]"),
+        (".json", '{"teachers": [{"name": "a", "model": "fake/a"}], "teachers": []}', r"duplicate key 'teachers'"),
+        (".yaml", "teachers:\n  - name: a\n    model: fake/a\n    samples: 2\n    samples: 1\n",
+         r"duplicate key 'samples' at line 5, column 5"),
+    ],
+)
+def test_config_values_are_taken_as_written_or_refused(tmp_path, suffix, text, match):
+    path = tmp_path / f"pool{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as caught:
+        load_pool_config(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+def test_names_and_models_are_stripped_and_unset_settings_stay_free(tmp_path):
+    path = tmp_path / "pool.toml"
+    path.write_text('[[teachers]]\nname = " a "\nmodel = " fake/a "\nsamples = 2\ntemperature = 1\n'
+                    '[[fusors]]\nname = "f"\nmodel = "fake/f"\n[fusors.settings]\ntemperature = 0.0\n'
+                    'max_tokens = 64\n')
+    config = load_pool_config(path)
+    teacher = config.teachers[0]
+    assert (teacher.name, teacher.model, teacher.samples, teacher.temperature) == ("a", "fake/a", 2, 1.0)
+    # a fusor's temperature is not set at the top level, so its settings may carry it
+    assert config.fusors[0].build().kwargs["temperature"] == 0.0
+
+
+def test_a_credential_in_the_file_is_a_config_error(tmp_path):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({"teachers": [{"name": "a", "model": "openai/x", "api_key": SECRET}]}))
+    with pytest.raises(ConfigError, match=r"teachers\[0\]\.api_key holds a credential"):
+        load_pool_config(path)

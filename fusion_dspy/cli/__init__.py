@@ -121,7 +121,8 @@ def describe_error(error: BaseException, args: argparse.Namespace) -> tuple[int,
             text = f"{error.filename}: {text}"
     else:
         code, text = 1, f"{type(error).__name__}: {text} (run with --debug for the traceback)"
-    return code, redact(one_line(text))
+    # Redact first: flattening whitespace or cutting the line could split a secret so it no longer matches.
+    return code, one_line(redact(text))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from fusion_dspy.cli.argtypes import positive_int
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", action="append", default=[], metavar="FIELD=VALUE", help="an input field value (repeatable)"
     )
-    parser.add_argument("--n", type=int, default=None, help="number of candidates (default: one per teacher)")
+    parser.add_argument("--n", type=positive_int, default=None, help="number of candidates (default: one per teacher)")
     parser.add_argument("--mode", choices=("fuse", "select", "auto"), default="fuse")
     parser.add_argument("--selector", default="mbr", help="selector for select mode and the fallback")
     parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
@@ -25,11 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, str]:
-    inputs = {}
+    """``--input FIELD=VALUE`` pairs as a mapping; a field given twice is an error (neither value would be right)."""
+    inputs: dict[str, str] = {}
     for pair in pairs:
         field, sep, value = pair.partition("=")
         if not sep or not field.strip():
             raise ValueError(f"--input expects FIELD=VALUE, got {pair!r}.")
+        if field.strip() in inputs:
+            raise ValueError(f"--input {field.strip()} is given twice; give each input field once.")
         inputs[field.strip()] = value
     return inputs
 
@@ -39,18 +44,19 @@ def run(args: argparse.Namespace) -> int:
     from fusion_dspy.pool_config import load_pool_config
     from fusion_dspy.pool_config import pick_fusor
 
+    inputs = parse_inputs(args.input)  # a malformed --input fails before any LM is built
     config = load_pool_config(args.config)
     teachers = config.build_teachers(args.pool)
     fusors = config.build_fusors()
     fusor_name = pick_fusor(fusors, args.fusor, source=args.config)
     # Without a configured fusor the first teacher's LM fuses (better than failing on a small pool).
     fusor = fusors[fusor_name] if fusor_name else teachers[0].lm
-    n = args.n or sum(t.samples for t in teachers)
+    n = args.n if args.n is not None else sum(t.samples for t in teachers)
     fuse = Fuse(
         args.signature, n, teachers=teachers, fusor=fusor, mode=args.mode, selector=args.selector,
         timeout=args.timeout,
     )
-    prediction = fuse(**parse_inputs(args.input))
+    prediction = fuse(**inputs)
     report = prediction.fusion
     outputs = {name: prediction[name] for name in prediction.keys()}
     if args.json:

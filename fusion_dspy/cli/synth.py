@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (created; reused to resume)")
     parser.add_argument("--signature", default="prompt -> response",
                         help="task signature (default: prompt -> response)")
-    parser.add_argument("--n", type=int, default=None, help="candidates per prompt (default: one per teacher sample)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help="candidates per prompt (default: one per teacher sample)")
     parser.add_argument("--fusor", default=None, help="fusor name from the config (default: the first one)")
     parser.add_argument("--pool", default=None, help="a named pool from the config's [pools] (default: every teacher)")
     parser.add_argument("--mode", choices=("fuse", "auto"), default="fuse",
@@ -62,7 +63,7 @@ def build_fuse(config_path: str, pool: str | None, fusor: str | None, signature:
     fusor_name = pick_fusor(fusors, fusor, source=config_path)
     if fusor_name is None:
         raise ValueError(f"{config_path} has no [[fusors]] entry; add one to fuse the candidates.")
-    n = n or sum(t.samples for t in teachers)
+    n = n if n is not None else sum(t.samples for t in teachers)
     return Fuse(signature, n, teachers=teachers, fusor=fusors[fusor_name], mode=mode, seed=seed)
 
 

@@ -148,3 +148,33 @@ def test_a_secret_from_the_environment_is_never_printed_by_any_verb(tmp_path):
         assert SECRET not in done.stdout + done.stderr, argv
         if argv[-1] != "--help" and argv != ["--help"]:
             assert done.returncode != 0 and "Traceback" not in done.stderr, (argv, done.stderr)
+
+
+def test_error_lines_are_redacted_before_they_are_flattened_and_cut(monkeypatch):
+    # A secret with line breaks and runs of spaces (a service-account JSON), and one that straddles
+    # the 2000-character cut: flattening or cutting first would print what redaction no longer matches.
+    import argparse
+
+    from fusion_dspy.cli import describe_error
+    from fusion_dspy.credentials import read_secret
+
+    monkeypatch.setenv("FUSION_T_SA", '{"type": "service_account",\n  "private_key":  "PLANTED-multiline-key"}')
+    monkeypatch.setenv("FUSION_T_LONG", "sk-PLANTED-straddle-0123456789abcdef")
+    multiline = read_secret("FUSION_T_SA", "FUSION_T_SA")
+    straddling = read_secret("FUSION_T_LONG", "FUSION_T_LONG")
+    code, line = describe_error(ValueError(f"vertex rejected credentials {multiline}"), argparse.Namespace())
+    assert code == 2 and "PLANTED" not in line and "[redacted]" in line and "\n" not in line
+    code, line = describe_error(ValueError("x" * 1970 + " key " + straddling + " tail"), argparse.Namespace())
+    assert code == 2 and "PLANTED" not in line and "sk-" not in line and len(line) <= 2000
+
+
+@pytest.mark.parametrize("verb", ["run", "synth"])
+@pytest.mark.parametrize("n", ["0", "-1", "two"])
+def test_a_bad_n_is_refused_by_the_option_not_replaced_by_the_default(tmp_path, capfd, verb, n):
+    config = tmp_path / "pool.json"
+    config.write_text(json.dumps(POOL))
+    with pytest.raises(SystemExit) as caught:
+        main([*_argv(verb, config, tmp_path), "--n", n])
+    assert caught.value.code == 2
+    err = capfd.readouterr().err
+    assert "--n" in err and "expected a whole number >= 1" in err

@@ -41,6 +41,14 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", "--config", str(tmp_path / "missing.toml"), "--input", "question=q"]) == 2
 
 
+def test_an_input_given_twice_is_an_error_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(POOL))
+    assert main(["run", "--config", str(path), "--input", "question=first", "--input", " question=second"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --input question is given twice" in err and "\n" not in err.strip()
+
+
 def test_subcommand_help_lists_its_own_arguments(capsys):
     import pytest
 
