@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import unicodedata
@@ -62,7 +63,8 @@ def render_candidates(candidates: Sequence[Candidate], fields: tuple[str, ...] |
     The fences cannot be forged from inside:
 
     * anything in a candidate that reads as a candidate tag once case, whitespace, invisible
-      characters, Unicode compatibility forms (NFKC: full-width, small-form, math letters) and common
+      characters (format controls, default-ignorables such as variation selectors), combining marks,
+      Unicode compatibility forms (NFKD: full-width, small-form, math letters) and common
       look-alike letters are ignored (``</CANDIDATE>``, ``</ candidate>``, ``＜/candidate＞``,
       ``</cаndidate>`` with a Cyrillic ``а``) has its ``<`` written as ``&lt;``;
     * DSPy field markers (``[[ ## answer ## ]]`` and their look-alikes) are broken the same way
@@ -99,40 +101,36 @@ def neutralize_markers(text: str) -> str:
 
     Without this a candidate containing ``</candidate>`` would close its own data block early, and
     one containing ``[[ ## answer ## ]]`` would look, to the reading model, like the start of a new
-    prompt field. Matching ignores case, whitespace, invisible characters, NFKC compatibility forms
-    and common look-alike letters; the first character of each match is replaced by an HTML
+    prompt field. Matching ignores case, whitespace, invisible characters (format controls and every
+    default-ignorable code point: zero-width spaces, variation selectors, Hangul fillers), combining
+    marks, compatibility forms (NFKD) and common look-alike letters, over the whole text, so no
+    amount of padding hides a match. The first character of each match is replaced by an HTML
     character reference (``<`` by ``&lt;``, ``[`` by ``&#91;``, ``#`` by ``&#35;``), which keeps the
     text readable and is idempotent. Ordinary text (HTML, code, Markdown) is left alone.
     """
     if not _TRIGGER.search(text):
         return text
+    folded, origins = _fold_text(text)
+    replacements: dict[int, str] = {}
+    for pattern, replacement in ((_TAG, "&lt;"), (_OPEN_MARKER, "&#91;"), (_CLOSE_MARKER, "&#35;")):
+        for match in pattern.finditer(folded):
+            start = origins[match.start()]
+            if _TRIGGER.match(text, start):
+                replacements[start] = replacement
     pieces = []
     last = 0
-    for match in _TRIGGER.finditer(text):
-        start = match.start()
-        if start < last:
-            continue
-        folded = _fold(text[start : start + _WINDOW])
-        replacement = None
-        if folded.startswith("<") and _TAG.match(folded):
-            replacement = "&lt;"
-        elif folded.startswith("[") and _OPEN_MARKER.match(folded):
-            replacement = "&#91;"
-        elif folded.startswith("#") and _CLOSE_MARKER.match(folded):
-            replacement = "&#35;"
-        if replacement is not None:
-            pieces += [text[last:start], replacement]
-            last = start + 1
+    for start in sorted(replacements):
+        pieces += [text[last:start], replacements[start]]
+        last = start + 1
     pieces.append(text[last:])
     return "".join(pieces)
 
 
-# Characters that fold (NFKC, casefold, look-alikes) to "<", "[" or "#": where a fence or marker can start.
+# Characters that fold (NFKD, casefold, look-alikes) to "<", "[" or "#": where a fence or marker can start.
 _ANGLES = "<\uff1c\ufe64\u2039\u3008\u27e8\u2329\u1438\u02c2\u276e\u29fc\u227a"
 _BRACKETS = "[\uff3b\u27e6\u298b\u301a\u2045"
 _HASHES = "#\uff03\ufe5f\u266f"
 _TRIGGER = re.compile(f"[{re.escape(_ANGLES + _BRACKETS + _HASHES)}]")
-_WINDOW = 64  # enough for "< / candidate" with spacing and invisible characters in between
 _LOOK_ALIKES = str.maketrans(
     {
         **dict.fromkeys(_ANGLES, "<"),
@@ -150,12 +148,51 @@ _LOOK_ALIKES = str.maketrans(
         **dict.fromkeys("\u0442\u03c4", "t"),
     }
 )
-_TAG = re.compile(r"<\s*/?\s*candidate")
+_TAG = re.compile(r"<\s*(?:/\s*)?candidate")  # not <\s*/?\s*: quadratic over a long run of spaces
 _OPEN_MARKER = re.compile(r"\[\s*\[\s*#")
 _CLOSE_MARKER = re.compile(r"#\s*\]\s*\]")
 
 
-def _fold(text: str) -> str:
-    """``text`` as a reader sees it: NFKC, casefolded, look-alikes mapped, invisible characters removed."""
-    text = unicodedata.normalize("NFKC", text.translate(_LOOK_ALIKES)).casefold().translate(_LOOK_ALIKES)
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt, stable since 6.x) beyond the format
+# controls (Cf): variation selectors, the combining grapheme joiner, Hangul fillers, reserved ranges.
+_DEFAULT_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+
+
+def _fold_text(text: str) -> tuple[str, list[int]]:
+    """``text`` folded one character at a time (:func:`_fold_char`), and for each folded character
+    the position in ``text`` of the character it comes from.
+
+    The whole text is folded, not a window after each ``<``: no amount of invisible characters or
+    whitespace pushes the rest of a fence out of sight.
+    """
+    pieces: list[str] = []
+    origins: list[int] = []
+    for position, ch in enumerate(text):
+        piece = _fold_char(ch)
+        pieces.append(piece)
+        origins += [position] * len(piece)
+    return "".join(pieces), origins
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    """``ch`` as a reader sees it: compatibility form decomposed (NFKD), casefolded, look-alikes mapped,
+    and nothing if it is invisible (a format control or default-ignorable) or a combining mark.
+
+    Folding one character at a time (NFKD, not NFKC) keeps a mark from composing with its base letter:
+    ``c`` + U+0301 reads as ``c``, not as ``ć``.
+    """
+    # Marks go before casefolding too: it turns U+0345 (combining ypogegrammeni) into the letter "ι".
+    text = "".join(c for c in unicodedata.normalize("NFKD", ch.translate(_LOOK_ALIKES)) if not _invisible(c))
+    text = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in text if not _invisible(c)).translate(_LOOK_ALIKES)
+
+
+def _invisible(ch: str) -> bool:
+    """Whether ``ch`` is a format control (Cf), a default-ignorable code point or a combining mark (M*)."""
+    category = unicodedata.category(ch)
+    return category == "Cf" or category.startswith("M") or _DEFAULT_IGNORABLE.match(ch) is not None

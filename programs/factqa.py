@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ GEOFACTX_LANGUAGES: tuple[str, ...] = ("english", "hindi", "japanese", "swahili"
 
 # Scripts written without spaces between words, where "whole phrase" cannot rely on word boundaries.
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff]")
+_WORD = re.compile(r"\w")
 
 
 class AnswerFact(dspy.Signature):
@@ -59,7 +61,19 @@ class FactQAProgram(dspy.Module):
 def _contains_phrase(text: str, phrase: str) -> bool:
     if _UNSPACED.search(phrase):
         return phrase in text
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+    start = text.find(phrase)
+    while start != -1:
+        end = start + len(phrase)
+        if not (start and _in_word(text[start - 1])) and not (end < len(text) and _in_word(text[end])):
+            return True
+        start = text.find(phrase, start + 1)
+    return False
+
+
+def _in_word(ch: str) -> bool:
+    """Whether ``ch`` belongs to a word: a regex word character (``\\w``) or a combining mark (M*), as
+    Devanagari vowel signs and viramas are: "भारत" is not a whole word of "भारती"."""
+    return _WORD.match(ch) is not None or unicodedata.category(ch).startswith("M")
 
 
 def answer_match(example: dspy.Example, prediction: Any, trace: Any = None) -> float:

@@ -42,7 +42,12 @@ __all__ = [
 #: Languages of MGSM (file suffixes of ``mgsm/mgsm_<lang>.tsv``).
 MGSM_LANGUAGES: tuple[str, ...] = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw", "te", "th", "zh")
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_NUMBER = re.compile(
+    r"(?P<sign>(?<![\w)\]])[-\u2212]\$?)?"  # a minus only where a number starts: "-5", "-$5", "−5"; not "5-3"
+    r"(?:(?P<numerator>\d+)/(?P<denominator>\d+)"  # a fraction: "3/4"
+    r"|(?P<dotted>\d{1,3}(?:\.\d{3}){2,})(?!\d)"  # dots as thousands separators: "1.000.000"
+    r"|(?P<plain>\d[\d,]*(?:\.\d+)?|\.\d+))"  # commas as thousands separators: "1,250.00"
+)
 
 
 class SolveMath(dspy.Signature):
@@ -81,19 +86,29 @@ def extract_number(text: Any) -> decimal.Decimal | None:
     """The last number in ``text`` (``"$1,250.00"`` -> 1250), or ``None`` when there is none.
 
     The *last* number, because models that ignore "one number only" usually end with the result
-    (``"16 - 3 - 4 = 9 eggs, so 9 * 2 = 18"``).
+    (``"16 - 3 - 4 = 9 eggs, so 9 * 2 = 18"``). A number is read as written: ``-`` or ``−`` (U+2212)
+    is its sign only where it starts (``"-5"``, ``"-$5"``; ``"5-3"`` ends with 3), ``a/b`` is a
+    fraction (``"3/4"`` -> 0.75; ``None`` over zero), commas separate thousands (``"1,000"``), and
+    so do dots when there are two or more of them (``"1.000.000"``).
     """
     if text is None:
         return None
     if isinstance(text, (int, float, decimal.Decimal)) and not isinstance(text, bool):
         return decimal.Decimal(str(text))
-    matches = _NUMBER.findall(str(text))
+    matches = list(_NUMBER.finditer(str(text)))
     if not matches:
         return None
+    match = matches[-1]
     try:
-        return decimal.Decimal(matches[-1].replace(",", ""))
-    except decimal.InvalidOperation:
+        if match["numerator"] is not None:
+            value = decimal.Decimal(match["numerator"]) / decimal.Decimal(match["denominator"])
+        elif match["dotted"] is not None:
+            value = decimal.Decimal(match["dotted"].replace(".", ""))
+        else:
+            value = decimal.Decimal(match["plain"].replace(",", ""))
+    except (decimal.InvalidOperation, decimal.DivisionByZero):
         return None
+    return -value if match["sign"] else value
 
 
 def exact_number_match(example: dspy.Example, prediction: Any, trace: Any = None) -> float:

@@ -27,6 +27,14 @@ def example(*answers: str) -> dspy.Example:
         (["A"], "a", 1.0),
         (["ダダサーヘブ・ファルケ"], "インド映画の父はダダサーヘブ・ファルケです", 1.0),  # unspaced script
         (["Paris"], "", 0.0),
+        (["Paris"], "Parisian", 0.0),
+        (["New York"], "It is New York.", 1.0),
+        # Devanagari vowel signs and viramas (combining marks) continue a word.
+        (["भारत"], "भारती", 0.0),  # Bharat is not Bharti
+        (["राम"], "रामायण", 0.0),
+        (["भारत"], "भारत्", 0.0),
+        (["भारत"], "उत्तर भारत है", 1.0),
+        (["भारती"], "उत्तर: भारती।", 1.0),
     ],
 )
 def test_answer_match(answers, guess, score):
@@ -68,3 +76,10 @@ def test_real_geofactx(real_data):
         pytest.skip("no geofactx in the data directory")
     examples = load_geofactx(languages=["swahili"], limit=10)
     assert len(examples) == 10 and all(e.answers for e in examples)
+
+
+def test_real_geofactx_answers_match_themselves(real_data):
+    if not (real_data / "geofactx" / "geofact_x_test.jsonl").exists():
+        pytest.skip("no geofactx in the data directory")
+    examples = load_geofactx()
+    assert [e.answers for e in examples if answer_match(e, dspy.Prediction(answer=e.answers[0])) != 1.0] == []

@@ -5,6 +5,7 @@ import json
 
 import dspy
 import pytest
+from fusion_dspy.programs.math import MGSM_LANGUAGES
 from fusion_dspy.programs.math import MathProgram
 from fusion_dspy.programs.math import exact_number_match
 from fusion_dspy.programs.math import extract_number
@@ -24,6 +25,25 @@ from fusion_dspy.testing import FakeEngine
 def test_extract_number_takes_the_last_number(text, number):
     expected = None if number is None else decimal.Decimal(number)
     assert extract_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("3/4", "0.75"), ("1/2", "0.5"), ("-3/4", "-0.75"), ("She ate 1/4 of it, so 3/4 is left", "0.75"),
+        ("\u22125", "-5"), ("-$5", "-5"), ("$-5", "-5"), ("(-5)", "-5"), ("= \u2212$1,250.00", "-1250"),
+        ("5-3", "3"), ("COVID-19", "19"), ("x-5", "5"), ("1.000.000", "1000000"), ("-12.345.678", "-12345678"),
+        # Unchanged:
+        ("1,000", "1000"), ("$18", "18"), ("18.0", "18"), ("-5", "-5"), ("2,125", "2125"), ("18,000.50", "18000.5"),
+        ("1.000", "1"), ("18.", "18"), ("\uff11\uff18", "18"), ("The answer is 18. Step 2", "2"), ("5 - 3", "3"),
+    ],
+)
+def test_extract_number_signs_fractions_and_thousands(text, number):
+    assert extract_number(text) == decimal.Decimal(number)
+
+
+def test_extract_number_of_a_fraction_over_zero_is_none():
+    assert extract_number("3/0") is None
 
 
 def test_exact_number_match_compares_numerically():
@@ -77,3 +97,12 @@ def test_real_gsm8k_and_mgsm(real_data):
     assert len(examples) == 5 and all(extract_number(e.answer) is not None for e in examples)
     assert load_gsm8k(limit=1)[0].answer == "18"
     assert len(load_mgsm("ja")) == 250
+
+
+def test_every_real_gold_answer_parses_as_written(real_data):
+    # Gold answers are integers, some with thousands commas ("2,125") and a sign: read exactly as written.
+    if not (real_data / "gsm8k" / "test.jsonl").exists() or not (real_data / "mgsm").is_dir():
+        pytest.skip("no gsm8k or mgsm in the data directory")
+    golds = [e.answer for e in load_gsm8k()] + [e.answer for lang in MGSM_LANGUAGES for e in load_mgsm(lang)]
+    assert len(golds) > 4000
+    assert [g for g in golds if extract_number(g) != decimal.Decimal(g.replace(",", ""))] == []
