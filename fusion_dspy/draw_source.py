@@ -45,7 +45,7 @@ from fusion_dspy.store import StoredDraw
 from fusion_dspy.store import draw_key
 from fusion_dspy.teacher import Draw
 
-__all__ = ["draw_steps", "replayed", "storable", "stored_call_steps"]
+__all__ = ["draw_keys", "draw_steps", "replayed", "storable", "stored_call_steps"]
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +109,20 @@ def _generate(
     return outcomes
 
 
+def draw_keys(generate: dspy.Predict, draws: Sequence[Draw], inputs: Mapping[str, Any]) -> dict[int, str]:
+    """The candidate-store key of each draw, by draw index: the one place a Fuse's draw keys are made.
+
+    The generate predictor's signature (instructions, field types and descriptions) and demos are part
+    of the key: an optimizer that changes them must not be served candidates made under the old prompt.
+    """
+    demos = [dict(demo) for demo in generate.demos]
+    return {
+        draw.index: draw_key(signature=generate.signature, demos=demos, inputs=inputs, teacher=draw.teacher.name,
+                             sample=draw.sample, temperature=draw.teacher.temperature, seed=draw.seed)
+        for draw in draws
+    }
+
+
 def _call_kwargs(draw: Draw, inputs: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(inputs)
     kwargs["config"] = draw.config
@@ -135,20 +149,7 @@ class _StoreBook:
         self._stale: set[int] = set()  # draws whose stored entry does not fit the signature
         self._claimed: set[int] = set()
         if store is not None:
-            # The generate predictor's signature (instructions, field types and descriptions) and demos
-            # are part of the key: an optimizer that changes them must not be served candidates made
-            # under the old prompt.
-            demos = [dict(demo) for demo in generate.demos]
-            for draw in self.draws:
-                self.keys[draw.index] = draw_key(
-                    signature=generate.signature,
-                    demos=demos,
-                    inputs=inputs,
-                    teacher=draw.teacher.name,
-                    sample=draw.sample,
-                    temperature=draw.teacher.temperature,
-                    seed=draw.seed,
-                )
+            self.keys = draw_keys(generate, self.draws, inputs)
         self._claims = isinstance(store, ClaimingStore)
 
     def lookup(self) -> tuple[list[DrawOutcome], list[Draw]]:

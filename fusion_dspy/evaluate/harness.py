@@ -3,8 +3,10 @@
 For every example the harness draws the largest N's candidates once (the Fuse's candidate store
 keeps them), then re-uses them: Fusion at each N reads the first N draws (``plan_draws`` is
 prefix-stable), Best-of-N at each N re-configures the same Fuse to ``mode="select"``, and single
-samples, random pick and the oracle are scored straight from the recorded candidates. So every
-method sees exactly the same candidates, differences are paired, and the teachers are paid once.
+samples, random pick and the oracle are scored straight from the recorded candidates. A draw that
+failed in the first call (also a transient fault, which the store does not keep) fails again in every
+later call of the example. So every method sees exactly the same candidates, differences are paired,
+and the teachers are paid once.
 Extra fusor strategies (``strategies=``) fuse the same stored candidates at the largest N, and the
 selection guard (``guard=True``) re-ranks each fused answer against those candidates after the fact.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -36,6 +39,7 @@ from fusion_dspy.candidate import Candidate
 from fusion_dspy.concurrency import bounded_map
 from fusion_dspy.concurrency import check_concurrency
 from fusion_dspy.concurrency import fuse_variant
+from fusion_dspy.draw_source import draw_keys
 from fusion_dspy.drivers import drive
 from fusion_dspy.errors import CandidatesExhaustedError
 from fusion_dspy.evaluate.journal import Journal
@@ -43,6 +47,7 @@ from fusion_dspy.evaluate.report import GUARD_SUFFIX
 from fusion_dspy.evaluate.report import EvalReport
 from fusion_dspy.evaluate.report import MethodResult
 from fusion_dspy.evaluate.report import summarize
+from fusion_dspy.evaluate.stats import check_resamples
 from fusion_dspy.fuse import Fuse
 from fusion_dspy.guard import GUARD_RULE
 from fusion_dspy.guard import guard_steps
@@ -53,8 +58,12 @@ from fusion_dspy.report import FusionReport
 from fusion_dspy.report import TokenUsage
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.selectors.base import Selector
+from fusion_dspy.store import CandidateStore
+from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import StoredDraw
 from fusion_dspy.strategies import STRATEGIES
+from fusion_dspy.teacher import plan_draws
 
 __all__ = ["Harness", "example_id", "example_ids"]
 
@@ -64,27 +73,44 @@ Metric = Callable[..., float]
 CorpusMetric = Callable[[Sequence[dspy.Example], Sequence[Any]], float]
 
 
-def example_id(example: dspy.Example) -> str:
-    """A stable id from the example's inputs (so resumed runs and re-ordered data line up)."""
-    payload = json.dumps(dict(example.inputs()), sort_keys=True, default=str, ensure_ascii=False)
+def _digest(fields: Mapping[str, Any]) -> str:
+    payload = json.dumps(dict(fields), sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]  # lone surrogates too
 
 
+def example_id(example: dspy.Example) -> str:
+    """A stable id from the example's inputs (so resumed runs and re-ordered data line up)."""
+    return _digest(example.inputs())
+
+
 def example_ids(examples: Sequence[dspy.Example]) -> list[str]:
-    """One id per example, unique even when inputs repeat: the k-th repeat of an input gets ``<id>-<k>``.
+    """One id per example, unique even when inputs repeat, and independent of the list's order.
 
     Every row of the data is an item of its own, run and scored against its own labels, so a dataset with a
     repeated source sentence counts it as often as it occurs. (Its draws have the same inputs and seeds as the
-    first occurrence's, so a candidate store or a deterministic engine gives it the same candidates.) The first
-    occurrence keeps :func:`example_id`, so journals written before repeats had ids of their own still resume.
+    other occurrences', so a candidate store or a deterministic engine gives it the same candidates.)
+
+    - Inputs unique in the list: :func:`example_id`, unchanged (journals written before repeats had ids of
+      their own still resume).
+    - Repeated inputs with different labels (the non-input fields, e.g. one reference per row):
+      ``<id>-<labels digest>``, so a reordered list gives each row its own journaled results again.
+    - Fully identical rows can only be told apart by position among themselves: the k-th gets ``<key>-<k>``
+      (the first keeps ``<key>``); which of them is which does not matter, their results are interchangeable.
     """
+    bases = [example_id(example) for example in examples]
+    labels: dict[str, set[str]] = {}
+    digests = []
+    for example, base in zip(examples, bases, strict=True):
+        digest = _digest(example.labels())[:8]
+        digests.append(digest)
+        labels.setdefault(base, set()).add(digest)
     seen: dict[str, int] = {}
     ids = []
-    for example in examples:
-        base = example_id(example)
-        repeat = seen.get(base, 0)
-        seen[base] = repeat + 1
-        ids.append(base if repeat == 0 else f"{base}-{repeat}")
+    for base, digest in zip(bases, digests, strict=True):
+        key = base if len(labels[base]) == 1 else f"{base}-{digest}"
+        repeat = seen.get(key, 0)
+        seen[key] = repeat + 1
+        ids.append(key if repeat == 0 else f"{key}-{repeat}")
     return ids
 
 
@@ -94,6 +120,49 @@ def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
         for part in usage.values():
             total = total + part
     return total
+
+
+class _ExampleStore:
+    """One example's view of the candidate store: a draw that failed in the example's first call fails again.
+
+    A transient fault (timeout, connection error) is not stored, so without this layer every later call of
+    the example (Best-of-N at each N, fusion at a smaller N) would ask that teacher again: pay again, and
+    maybe see an answer the journaled candidate set does not hold. Here such a draw replays as the failure
+    it was (also when a timed-out draw's late answer was stored since); a failure the store holds itself (a
+    parse error) is replayed from the store as usual. Everything else is the shared store's.
+    """
+
+    def __init__(self, store: CandidateStore, failed: Mapping[str, StoredDraw]) -> None:
+        self.store = store
+        self.failed = dict(failed)
+
+    def get(self, key: str) -> StoredDraw | None:
+        entry = self.store.get(key)
+        if key in self.failed and (entry is None or entry.ok):
+            return self.failed[key]
+        return entry
+
+    def put(self, key: str, draw: StoredDraw) -> None:
+        self.store.put(key, draw)
+
+    # Single flight as the shared store does it (a store without claims: every caller generates).
+    def claim(self, key: str) -> bool:
+        return self.store.claim(key) if isinstance(self.store, ClaimingStore) else True
+
+    def release(self, key: str) -> None:
+        if isinstance(self.store, ClaimingStore):
+            self.store.release(key)
+
+    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
+        return self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
+
+
+def _calls_latency(report: FusionReport) -> float:
+    """Latency of a Fuse call's LM calls besides the draws: fusor, selector (selection or fallback), a guard
+    the Fuse forces, a failed selector. The same parts as the tokens of ``FusionReport.usage``, so a
+    method's ``time_s`` and tokens count the same calls."""
+    parts = (report.fusor, report.selection, report.guard, report.selector_failure)
+    return sum(part.latency_s for part in parts if part is not None)
 
 
 def _stale_guard(result: Mapping[str, Any]) -> bool:
@@ -125,7 +194,7 @@ class Harness:
         metric_name: Label of the metric in reports.
         task: Label of the task in reports.
         progress: Show a tqdm progress bar.
-        resamples: Bootstrap resamples for CIs and paired tests.
+        resamples: Bootstrap resamples for CIs and paired tests, an int >= 100 (checked here, not after the run).
         plots: Write the PNG plots (needs matplotlib).
         include_fusion: Run the ``fusion`` method. ``False`` compares selection methods only (no fusor
             call at all), e.g. a cheap large-sample run next to a smaller one with fusion.
@@ -196,7 +265,7 @@ class Harness:
         self.metric_name = metric_name
         self.task = task
         self.progress = progress
-        self.resamples = resamples
+        self.resamples = check_resamples(resamples)
         self.plots = plots
         self.include_fusion = include_fusion
         self.guard, self.strategies = self._check_extra_methods(guard, strategies)
@@ -334,15 +403,16 @@ class Harness:
                             if c.get("usage")))
             if self.include_fusion:
                 self._record(self._fusion_result(example, eid, largest, prediction, report, candidates), done)
+        store = self._example_store(inputs, candidates)
         for n in self.ns:
             if self.include_fusion and ("fusion", n) not in done and n != largest:
-                prediction, report, _ = self._call(self._variant(n, "fuse"), inputs)
+                prediction, report, _ = self._call(self._variant(n, "fuse"), inputs, store)
                 self._record(self._fusion_result(example, eid, n, prediction, report, candidates), done)
             for selector in self.selectors:
                 method = f"bon-{selector.name}"
                 if (method, n) in done:
                     continue
-                prediction, report, _ = self._call(self._variant(n, "select", selector), inputs)
+                prediction, report, _ = self._call(self._variant(n, "select", selector), inputs, store)
                 self._write_result(self._selection_result(example, eid, method, n, prediction, report, candidates))
             for result in self._candidate_methods(example, eid, n, candidates, done):
                 self._write_result(result)
@@ -352,7 +422,7 @@ class Harness:
             method = f"fusion:{strategy}"
             if (method, largest) not in done:
                 # Same candidates (the store replays them), another prompt: only the fusor runs.
-                prediction, report, _ = self._call(self._variant(largest, "fuse", strategy=strategy), inputs)
+                prediction, report, _ = self._call(self._variant(largest, "fuse", strategy=strategy), inputs, store)
                 result = self._fusion_result(example, eid, largest, prediction, report, candidates)
                 self._record(result.model_copy(update={"method": method}), done)
             if self.guard:
@@ -446,12 +516,45 @@ class Harness:
                 self._variants[key] = fuse_variant(self.fuse, **changes)
             return self._variants[key]
 
+    def _example_store(self, inputs: dict[str, Any], candidates: list[dict[str, Any]]) -> CandidateStore | None:
+        """The store of an example's calls after the first: its failed draws replay as failures.
+
+        The keys are the Fuse's own (:func:`~fusion_dspy.store.draw_key` of the planned draw, as
+        :mod:`fusion_dspy.draw_source` computes them), so this works for a resumed run too, from the journaled
+        candidates.
+        """
+        failed = {c["index"]: c for c in candidates if c["outputs"] is None}
+        store = self.fuse.store
+        if not failed or store is None:
+            return store
+        draws = plan_draws(self.fuse.teachers, self.ns[-1], seed=self.fuse.settings.seed)
+        keys = draw_keys(self.fuse.generate, draws, inputs)
+        entries = {}
+        for draw in draws:
+            candidate = failed.get(draw.index)
+            if candidate is None or (candidate["teacher"], candidate["sample"]) != (draw.teacher.name, draw.sample):
+                continue
+            key = keys[draw.index]
+            kind = candidate["error"] or "Error"
+            usage = candidate.get("usage")
+            entries[key] = StoredDraw(
+                outputs=None, usage={draw.teacher.name: TokenUsage(**usage)} if usage else {},
+                latency_s=candidate["latency_s"], error_type=kind,
+                error=f"{kind} in this example's first call (replayed: every method sees the same candidates)",
+            )
+        return _ExampleStore(store, entries)
+
     def _count(self, tokens: int = 0, errors: int = 0) -> None:
         with self._lock:
             self._tokens += tokens
             self._errors += errors
 
-    def _call(self, fuse: Fuse, inputs: dict[str, Any]) -> tuple[Any, FusionReport, float]:
+    def _call(self, fuse: Fuse, inputs: dict[str, Any],
+              store: CandidateStore | None = None) -> tuple[Any, FusionReport, float]:
+        """Call ``fuse`` (a variant) on ``inputs``; with ``store``, a copy of it reading that store."""
+        if store is not None and store is not fuse.store:
+            fuse = fuse_variant(fuse)
+            fuse.store = store
         start = time.perf_counter()
         try:
             prediction = fuse(**inputs)
@@ -489,10 +592,15 @@ class Harness:
         return entries
 
     def _score(self, example: dspy.Example, outputs: Mapping[str, Any] | None) -> tuple[float, str | None]:
+        """The metric's score of ``outputs``; a metric that raises or gives a non-finite number scores 0, reported."""
         if outputs is None:
             return 0.0, "no output"
         try:
-            return float(self.metric(example, dspy.Prediction(**outputs))), None
+            score = float(self.metric(example, dspy.Prediction(**outputs)))
+            if not math.isfinite(score):  # a NaN would make every mean NaN and the journal non-standard JSON
+                name = getattr(self.metric, "__name__", type(self.metric).__name__)
+                raise ValueError(f"metric {name!r} gave {score!r}: a score must be a finite number")
+            return score, None
         except Exception as error:  # a broken metric call scores 0 and is reported, not fatal
             _logger.warning("metric failed (%s: %s); scoring 0", type(error).__name__, error)
             return 0.0, f"metric: {type(error).__name__}: {error}"
@@ -509,7 +617,7 @@ class Harness:
         return MethodResult(
             example=eid, method="fusion", n=n, score=score, output=outputs, path=report.path,
             usage=report.total_usage,
-            time_s=sum(c["latency_s"] for c in drawn) + (fusor.latency_s if fusor else 0.0),
+            time_s=sum(c["latency_s"] for c in drawn) + _calls_latency(report),
             attribution=report.attribution, error=error or (report.fallback if report.path != "fuse" else None),
             comparison=fusor.comparison if fusor else None,
         )
@@ -521,11 +629,9 @@ class Harness:
         drawn = self._first(candidates, n)
         # The candidates come from the store at their original cost; the selector's own calls (a judge,
         # USC) are in the report's selection record.
-        selection = report.selection
         return MethodResult(
             example=eid, method=method, n=n, score=score, output=outputs, path=report.path,
-            usage=report.total_usage,
-            time_s=sum(c["latency_s"] for c in drawn) + (selection.latency_s if selection else 0.0), error=error,
+            usage=report.total_usage, time_s=sum(c["latency_s"] for c in drawn) + _calls_latency(report), error=error,
         )
 
     def _candidate_methods(self, example: dspy.Example, eid: str, n: int, candidates: list[dict[str, Any]],

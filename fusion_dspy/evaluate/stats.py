@@ -13,13 +13,24 @@ import math
 from collections.abc import Callable
 from collections.abc import Sequence
 
-__all__ = ["PairedComparison", "bootstrap_ci", "paired_bootstrap", "sign_test"]
+__all__ = ["MIN_RESAMPLES", "PairedComparison", "bootstrap_ci", "check_resamples", "paired_bootstrap", "sign_test"]
+
+#: Fewest bootstrap resamples accepted: with fewer, the percentile interval and the p-value are noise
+#: (one resample gives an "interval" that can exclude the estimate; zero has no quantile at all).
+MIN_RESAMPLES = 100
 
 
 def _rng(seed: int):  # numpy comes with datasets/pandas; imported lazily to keep `import fusion_dspy` light
     import numpy
 
     return numpy.random.default_rng(seed)
+
+
+def check_resamples(resamples: object) -> int:
+    """The one rule for a resample count: an int >= :data:`MIN_RESAMPLES`. Returns it."""
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < MIN_RESAMPLES:
+        raise ValueError(f"resamples must be an int >= {MIN_RESAMPLES} (e.g. 2000), got {resamples!r}.")
+    return resamples
 
 
 def bootstrap_ci(
@@ -37,7 +48,7 @@ def bootstrap_ci(
         statistic: ``statistic(indices) -> float`` computed on a resample given as example indices
             (e.g. corpus chrF of the resampled segments); default: the mean of ``values``.
         confidence: Interval coverage, e.g. 0.95.
-        resamples: Number of bootstrap resamples.
+        resamples: Number of bootstrap resamples, an int >= :data:`MIN_RESAMPLES`.
         seed: Resampling seed (results are reproducible).
 
     Returns:
@@ -45,6 +56,7 @@ def bootstrap_ci(
     """
     import numpy
 
+    check_resamples(resamples)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
     count = len(values)
@@ -75,7 +87,8 @@ class PairedComparison:
         diff: Mean of ``a - b``.
         ci_low: Lower end of the bootstrap CI of ``diff``.
         ci_high: Upper end.
-        p_bootstrap: Two-sided paired-bootstrap p-value for "no difference".
+        p_bootstrap: Two-sided paired-bootstrap p-value for "no difference", never below ``2 ** (1 - k)``
+            for ``k`` discordant pairs (see :func:`paired_bootstrap`).
         p_sign: Two-sided exact sign-test p-value (ties dropped).
         wins: Examples where A scored higher.
         ties: Examples with equal scores.
@@ -116,10 +129,18 @@ def paired_bootstrap(
     """Compare paired per-example scores of two methods.
 
     The p-value follows Koehn (2004)-style paired resampling: the share of resampled mean
-    differences on the other side of zero, doubled (two-sided), floored at ``1 / resamples``.
+    differences on the other side of zero, doubled (two-sided), floored at ``1 / resamples``, and
+    then at ``2 ** (1 - k)`` for ``k`` discordant pairs (pairs whose scores differ; ``p = 1`` when
+    ``k = 0``). Why the second floor: with few discordant pairs that all go one way, every resample
+    agrees on the sign, so the bootstrap p-value drops to ``1 / resamples`` (one win and nothing
+    else gave 0.0005), far below what the data can show: the exact sign-flip (randomization) test,
+    which is valid under "no difference", can never go below ``2 ** (1 - k)``, reached when all
+    ``k`` signs agree. With many discordant pairs the floor is far below the bootstrap p-value and
+    changes nothing.
     """
     import numpy
 
+    check_resamples(resamples)
     if len(a) != len(b):
         raise ValueError(f"paired_bootstrap() needs paired scores, got {len(a)} and {len(b)}.")
     if not a:
@@ -131,7 +152,8 @@ def paired_bootstrap(
     else:
         means = diffs[_rng(seed).integers(0, len(diffs), size=(resamples, len(diffs)))].mean(axis=1)
         tail = (means <= 0).mean() if mean > 0 else (means >= 0).mean()
-        p_value = float(min(1.0, max(2 * tail, 1 / resamples)))
+        discordant = int((diffs != 0).sum())
+        p_value = float(min(1.0, max(2 * tail, 1 / resamples, 2.0 ** (1 - discordant))))
     return PairedComparison(
         diff=mean,
         ci_low=low,

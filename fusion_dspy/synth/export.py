@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,15 @@ __all__ = ["export_dataset", "read_records"]
 _logger = logging.getLogger(__name__)
 
 
-def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every finished record of a run, in prompt order, each id once (the first record wins)."""
+def read_records(out_dir: str | os.PathLike[str], *, prompts: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every finished record of a run, in prompt order, each id once (the first record wins).
+
+    Args:
+        out_dir: The run directory.
+        prompts: This run's prompts, ``{id: index}``: only their records are kept, each with its ``index`` in
+            this run. The shards keep the records of every call in the directory, also of prompts a later call
+            no longer lists (a resume with another prompt list); those are left out, and counted in a log line.
+    """
     records: dict[str, dict[str, Any]] = {}
     for path in sorted((Path(out_dir) / "shards").glob("shard-*.jsonl")):
         for entry in Journal(path):
@@ -26,12 +34,20 @@ def read_records(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 _logger.warning("%s: duplicate record for prompt %s ignored", path, entry["id"])
                 continue
             records[entry["id"]] = entry
+    if prompts is not None:
+        stale = len(records)
+        records = {id_: {**record, "index": prompts[id_]} for id_, record in records.items() if id_ in prompts}
+        stale -= len(records)
+        if stale:
+            _logger.info("%s: %d record(s) of prompts not in this run left out", out_dir, stale)
     return sorted(records.values(), key=lambda record: record["index"])
 
 
-def export_dataset(out_dir: str | os.PathLike[str], *, output_format: str = "records") -> Any:
+def export_dataset(out_dir: str | os.PathLike[str], *, output_format: str = "records",
+                   prompts: Mapping[str, int] | None = None) -> Any:
     """Write ``dataset/`` (``save_to_disk``), ``data.parquet``, ``data.jsonl`` and, for ``output_format="chat"``,
-    ``sft.jsonl``; returns the ``datasets.Dataset``.
+    ``sft.jsonl``; returns the ``datasets.Dataset``. ``prompts`` (``{id: index}``): export only the records of
+    these prompts (see :func:`read_records`); ``None``: every record in the directory.
 
     The Arrow directory is written next to the old one and swapped in, so a kill during export never
     leaves a half-written dataset behind (the shards stay the source of truth; export again).
@@ -39,10 +55,13 @@ def export_dataset(out_dir: str | os.PathLike[str], *, output_format: str = "rec
     import datasets
 
     out = Path(out_dir)
-    records = read_records(out)
+    records = read_records(out, prompts=prompts)
     if not records:
         raise ValueError(f"{out} has no finished records to export.")
-    dataset = datasets.Dataset.from_list(records)
+    # One schema for every row: a record from an older version may lack a newer column (e.g. ``selector_calls``),
+    # and ``from_list`` takes the columns of the first row.
+    columns = dict.fromkeys(key for record in records for key in record)
+    dataset = datasets.Dataset.from_list([{key: record.get(key) for key in columns} for record in records])
     staging = out / "dataset.tmp"
     if staging.exists():
         shutil.rmtree(staging)

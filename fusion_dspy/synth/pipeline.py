@@ -6,7 +6,8 @@ Layout of an output directory::
     draws.jsonl              the candidate store: teacher draws, re-used when a prompt is redone
     shards/shard-00000.jsonl finished records, one per line, fsync'ed (the checkpoint)
     failed.jsonl             prompts that failed ``max_attempts`` times: id, attempts and the cause
-    dataset/                 datasets.Dataset.save_to_disk (Arrow), written when every prompt is done
+    dataset/                 datasets.Dataset.save_to_disk (Arrow), written when every prompt is done: the
+                             records of this call's prompts (a resume with another list leaves out the others)
     data.parquet, data.jsonl exports of the same rows
     sft.jsonl                chat-format SFT export (``output_format="chat"``)
 
@@ -69,8 +70,9 @@ class SynthResult:
         config_hash: Hash of the configuration that produced the records.
         failed_total: Prompts of the run with a failed row and no record (this call's and earlier ones).
         stopped: Why the run stopped early (a hard quota or auth error), else ``None``.
-        input_tokens: Input tokens of the records written by this call.
-        output_tokens: Output tokens of the records written by this call.
+        input_tokens: Input tokens of the records written by this call: the fused answers' and the
+            ``also_select`` selector's own calls (a record's ``input_tokens`` + ``selector_input_tokens``).
+        output_tokens: Output tokens of the records written by this call, counted the same way.
         elapsed_s: Wall time of this call.
         limits: Per limited LM (pool name): calls, DSPy's retries (custom engines), calls that ended
             rate-limited and seconds spent waiting for the client-side limits, since the LM was built.
@@ -183,6 +185,7 @@ class RunDirectory:
         self.seen = self.resumed = self.generated = self.input_tokens = self.output_tokens = 0
         self.failed: list[str] = []
         self.written: set[str] = set()
+        self.prompts: dict[str, int] = {}  # every prompt of this run, id -> index: what the export holds
         self.stopped: str | None = None
         self._journals: dict[int, Journal] = {}
         initial = len(self.skip) if total is None else min(total, len(self.skip))
@@ -192,6 +195,7 @@ class RunDirectory:
         """The prompts still to do, read lazily (finished ones, and failed ones unless retried, skipped)."""
         for prompt in prompts:
             self.seen += 1
+            self.prompts[prompt.id] = prompt.index
             if prompt.id in self.skip:
                 self.resumed += prompt.id in self.done
                 continue
@@ -211,8 +215,9 @@ class RunDirectory:
                 self._journals[shard] = Journal(self.shards / f"shard-{shard:05d}.jsonl")
             self._journals[shard].append(record)
             self.generated += 1
-            self.input_tokens += record["input_tokens"]
-            self.output_tokens += record["output_tokens"]
+            # A record written before the selector columns existed has none: .get.
+            self.input_tokens += record["input_tokens"] + record.get("selector_input_tokens", 0)
+            self.output_tokens += record["output_tokens"] + record.get("selector_output_tokens", 0)
             self.written.add(record["id"])
         else:
             failure = result.failure or failure_row(prompt, self.digest, 0, RuntimeError("no result"))
@@ -239,7 +244,7 @@ class RunDirectory:
         complete = self.stopped is None  # else every prompt was read and has a record or a failed row
         if complete and export:
             if self.resumed + self.generated:
-                export_dataset(self.out, output_format=output_format)
+                export_dataset(self.out, output_format=output_format, prompts=self.prompts)
             if failed_total:
                 _logger.warning("%d prompt(s) failed and are left out (see %s/failed.jsonl); run again with "
                                 "retry_failed=True (--retry-failed) to try them again", failed_total, self.out)

@@ -3,6 +3,11 @@
 Values whose type depends on the task (inputs, typed outputs) are stored as JSON strings, so every
 record has the same Arrow schema whatever the signature; rendered text columns (``prompt``,
 ``fused_output``, ``selected_output``, ``candidates[].output``) are there for reading and SFT.
+
+Costs: ``input_tokens``, ``output_tokens`` and ``calls`` are the fused answer's (every candidate, at its
+original cost, and the fusor). The ``also_select`` pick re-uses those candidates; its selector's own LM
+calls (an LLM judge, USC; none for mbr, majority) are in ``selector_input_tokens``,
+``selector_output_tokens`` and ``selector_calls`` (0 without ``also_select``). A record's cost is the sum.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ def build_record(
         })
     total = report.total_usage
     selection = selection_report.selection if selection_report is not None else None
+    picked = sum(selection.usage.values(), start=TokenUsage()) if selection is not None else TokenUsage()
     return {
         "id": prompt.id,
         "index": prompt.index,
@@ -81,6 +87,9 @@ def build_record(
         "input_tokens": total.input_tokens,
         "output_tokens": total.output_tokens,
         "calls": total.calls,
+        "selector_input_tokens": picked.input_tokens,
+        "selector_output_tokens": picked.output_tokens,
+        "selector_calls": picked.calls,
         "wall_time_s": report.wall_time_s,
         "config_hash": config_hash,
         "report_json": report.model_dump_json(),

@@ -30,7 +30,7 @@ def test_harness_with_a_local_fusor(tmp_path, smollm2):
     rows = [row.with_inputs("source", "source_language", "target_language")]
     fuse = Fuse(Translate, 2, teachers=recorded_teachers(rows, ["A", "B"]), fusor=smollm2)
     report = Harness(fuse=fuse, metric=chrf, examples=rows, ns=[2], out_dir=tmp_path, progress=False,
-                     resamples=50, plots=False).run()
+                     resamples=100, plots=False).run()
     fusion = report.get("fusion", 2)
     # SmolLM2's answer quality is not the point; the real engine must go through every step.
     assert fusion.count == 1 and sum(fusion.paths.values()) == 1 and fusion.input_tokens > 0 and fusion.time_s > 0

@@ -43,3 +43,30 @@ def test_paired_bootstrap_detects_a_consistent_gain_and_not_noise():
     assert same.diff == 0 and same.p_bootstrap == 1.0 and same.p_sign == 1.0 and same.ties == 30
     noisy = paired_bootstrap([1, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1])
     assert noisy.p_bootstrap > 0.5 and noisy.ci_low < 0 < noisy.ci_high
+
+
+@pytest.mark.parametrize("resamples", [0, 1, 99, -5, 2000.0, True, "2000"])
+def test_resamples_must_be_an_int_of_at_least_100(resamples):
+    """One resample gives a "CI" that excludes the estimate and zero crashes: both refused, naming the argument."""
+    with pytest.raises(ValueError, match="resamples must be an int >= 100"):
+        bootstrap_ci([1.0, 0.0, 1.0], resamples=resamples)
+    with pytest.raises(ValueError, match="resamples must be an int >= 100"):
+        paired_bootstrap([1.0, 0.0, 1.0], [0.0, 0.0, 0.0], resamples=resamples)
+    assert bootstrap_ci([1.0, 0.0, 1.0], resamples=100)[0] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("wins, ties, losses, floor", [(1, 0, 0, 1.0), (3, 0, 0, 0.25), (5, 0, 0, 0.0625),
+                                                        (3, 97, 0, 0.25), (5, 95, 0, 0.0625)])
+def test_paired_bootstrap_p_value_is_never_below_what_k_discordant_pairs_can_show(wins, ties, losses, floor):
+    """With k discordant pairs no exact test can go below 2^(1-k) (all k signs agree): one win in one pair is
+    no evidence (p = 1), though every resample of it agrees. The bootstrap p-value is floored there."""
+    a = [1.0] * wins + [0.0] * (ties + losses)
+    b = [0.0] * (wins + ties) + [1.0] * losses
+    result = paired_bootstrap(a, b, resamples=2000)
+    assert result.p_bootstrap == pytest.approx(floor)
+    assert result.p_bootstrap >= result.p_sign  # here, every discordant pair goes one way: both are 2^(1-k)
+
+
+def test_paired_bootstrap_p_value_with_many_discordant_pairs_is_the_bootstrap_one():
+    a, b = [1.0] * 6 + [0.0] * 94, [0.0] * 98 + [1.0] * 2  # W/T/L 6/92/2: 2^(1-8) is far below the bootstrap
+    assert 0.1 < paired_bootstrap(a, b, resamples=2000).p_bootstrap < 0.3

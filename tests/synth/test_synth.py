@@ -63,6 +63,47 @@ def test_rerun_skips_finished_prompts_and_reuses_draws(tmp_path):
     assert [r["prompt"] for r in read_records(tmp_path)] == [f"p{i}" for i in range(5)]
 
 
+def test_the_export_holds_only_this_runs_prompts_in_this_runs_order(tmp_path, caplog):
+    """Resumed with another prompt list, the export leaves out the records of prompts no longer in it
+    (logged) and numbers the rest by the new list: no stale rows, no duplicate indices."""
+    fuse, _ = make_fuse()
+    synthesize(fuse, prompts(3), tmp_path, progress=False)
+    fuse, (a, _, _) = make_fuse()
+    with caplog.at_level("INFO", logger="fusion_dspy.synth"):
+        result = synthesize(fuse, make_prompts([{"prompt": "q1"}, {"prompt": "p0"}], ["prompt"]), tmp_path,
+                            progress=False)
+    assert (result.generated, result.resumed, result.complete, a.calls) == (1, 1, True, 1)
+    dataset = datasets.load_from_disk(str(tmp_path / "dataset"))
+    assert dataset["prompt"] == ["q1", "p0"] and dataset["index"] == [0, 1]
+    assert len((tmp_path / "data.jsonl").read_text().splitlines()) == 2
+    assert "2 record(s) of prompts not in this run left out" in caplog.text
+    assert len(read_records(tmp_path)) == 4  # the shards keep every record
+
+
+def test_also_select_records_its_selectors_own_lm_calls_and_the_result_counts_them(tmp_path):
+    """An LLM judge picking the Best-of-N answer pays for its calls: they are in the record's ``selector_*``
+    columns (the fused answer's own ``input_tokens``/``calls`` stay as they were) and in SynthResult's tokens."""
+    from fusion_dspy.selectors.judge import LLMJudge
+
+    fuse, _ = make_fuse()
+    judge_engine = FakeEngine(name="j", responder=lambda r: {"reasoning": "ok", "score": 7})
+    result = synthesize(fuse, prompts(2), tmp_path / "judge", also_select=LLMJudge(lm=judge_engine.lm()),
+                        progress=False)
+    records = read_records(tmp_path / "judge")
+    assert sum(r["selector_calls"] for r in records) == judge_engine.calls == 2 * 3  # one call per candidate
+    assert all(r["selector_input_tokens"] > 0 and r["selector_output_tokens"] > 0 for r in records)
+    assert all(r["calls"] == 4 for r in records)  # 3 draws and the fusor: the fused answer's cost, unchanged
+    assert result.input_tokens == sum(r["input_tokens"] + r["selector_input_tokens"] for r in records)
+    assert result.output_tokens == sum(r["output_tokens"] + r["selector_output_tokens"] for r in records)
+    assert datasets.load_from_disk(str(tmp_path / "judge" / "dataset"))["selector_calls"] == [3, 3]
+    fuse, _ = make_fuse()
+    synthesize(fuse, prompts(1), tmp_path / "mbr", also_select="mbr", progress=False)
+    synthesize(make_fuse()[0], prompts(1), tmp_path / "none", progress=False)
+    for name in ("mbr", "none"):  # no LM call to count
+        [record] = read_records(tmp_path / name)
+        assert [record[f"selector_{k}"] for k in ("input_tokens", "output_tokens", "calls")] == [0, 0, 0]
+
+
 def test_a_failing_prompt_becomes_a_failed_row_after_bounded_attempts_and_the_run_completes(tmp_path):
     fuse, (a, _, _) = make_fuse()
     fuse.configure(min_candidates=3)
