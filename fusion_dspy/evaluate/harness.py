@@ -42,6 +42,7 @@ from fusion_dspy.concurrency import fuse_variant
 from fusion_dspy.draw_source import draw_keys
 from fusion_dspy.drivers import drive
 from fusion_dspy.errors import CandidatesExhaustedError
+from fusion_dspy.errors import SelectorFailedError
 from fusion_dspy.evaluate.journal import Journal
 from fusion_dspy.evaluate.report import GUARD_SUFFIX
 from fusion_dspy.evaluate.report import EvalReport
@@ -568,11 +569,12 @@ class Harness:
             used = _usage_sum(paid)
             self._count(used.input_tokens + used.output_tokens)
             return prediction, report, time.perf_counter() - start
-        except CandidatesExhaustedError as error:
+        except (CandidatesExhaustedError, SelectorFailedError) as error:
             cause = stop_cause(error)
             if cause is not None:
                 raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume") from error
-            _logger.warning("every candidate failed for one example: %s", str(error).splitlines()[0])
+            what = "every candidate failed" if isinstance(error, CandidatesExhaustedError) else "the selector failed"
+            _logger.warning("%s for one example: %s", what, str(error).splitlines()[0])
             return None, error.report, time.perf_counter() - start
 
     # -- results -----------------------------------------------------------------------------------
@@ -591,9 +593,15 @@ class Harness:
             })
         return entries
 
-    def _score(self, example: dspy.Example, outputs: Mapping[str, Any] | None) -> tuple[float, str | None]:
-        """The metric's score of ``outputs``; a metric that raises or gives a non-finite number scores 0, reported."""
+    def _score(self, example: dspy.Example, outputs: Mapping[str, Any] | None,
+               report: FusionReport | None = None) -> tuple[float, str | None]:
+        """The metric's score of ``outputs``; a metric that raises or gives a non-finite number scores 0, reported.
+
+        No outputs score 0 too, with the reason: the selector's failure when ``report`` has one."""
         if outputs is None:
+            failure = report.selector_failure if report is not None else None
+            if failure is not None:
+                return 0.0, f"selector {failure.selector!r} failed: {failure.error_type}"
             return 0.0, "no output"
         try:
             score = float(self.metric(example, dspy.Prediction(**outputs)))
@@ -611,7 +619,7 @@ class Harness:
     def _fusion_result(self, example: dspy.Example, eid: str, n: int, prediction: Any, report: FusionReport,
                        candidates: list[dict[str, Any]]) -> MethodResult:
         outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
-        score, error = self._score(example, outputs)
+        score, error = self._score(example, outputs, report)
         drawn = self._first(candidates, n)
         fusor = report.fusor
         return MethodResult(
@@ -625,7 +633,7 @@ class Harness:
     def _selection_result(self, example: dspy.Example, eid: str, method: str, n: int, prediction: Any,
                           report: FusionReport, candidates: list[dict[str, Any]]) -> MethodResult:
         outputs = None if prediction is None else {k: prediction[k] for k in prediction.keys()}
-        score, error = self._score(example, outputs)
+        score, error = self._score(example, outputs, report)
         drawn = self._first(candidates, n)
         # The candidates come from the store at their original cost; the selector's own calls (a judge,
         # USC) are in the report's selection record.

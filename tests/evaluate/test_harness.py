@@ -380,3 +380,23 @@ def test_fusion_time_includes_the_selector_calls_its_tokens_include(tmp_path, ca
     assert fusion.paths == ({"select": 1} if fails else {"fuse": 1})  # the guard kept the fused "2"
     assert judge_engine.calls >= 1
     assert fusion.time_s >= 0.1 * judge_engine.calls  # the judge ran inside the fusion call only
+
+
+class _Broken(MajorityVote):
+    name = "broken"
+
+    def select(self, signature, inputs, candidates):
+        raise RuntimeError("the judge's endpoint is down")
+
+
+def test_a_failing_selector_is_a_reported_fault_not_the_end_of_the_run(tmp_path):
+    a, b = teacher_engines()
+    fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "c", "answer": "2"})
+    fuse = Fuse("question -> answer", 2, teachers=[Teacher(a.lm(), name="a"), Teacher(b.lm(), name="b")],
+                fusor=fusor.lm())
+    report = Harness(fuse=fuse, metric=metric, examples=examples(), ns=[2], selectors=[MajorityVote(), _Broken()],
+                     out_dir=tmp_path, progress=False, resamples=100, plots=False).run()
+    broken = report.get("bon-broken", 2)
+    assert broken.errors == 3 and broken.mean == 0.0  # every example ran, each failure recorded
+    assert any("selector 'broken' failed: RuntimeError" in fault for fault in broken.faults)
+    assert report.get("bon-majority", 2).errors == 0 and report.get("fusion", 2).errors == 0
