@@ -52,6 +52,7 @@ __all__ = [
     "CandidateStore",
     "ClaimingStore",
     "JsonlStore",
+    "LayeredStore",
     "MemoryStore",
     "StoredDraw",
     "draw_key",
@@ -162,6 +163,34 @@ def fusor_key(
             "lm": lm_settings,
         }
     )
+
+
+class LayeredStore:
+    """A store that adds behaviour to another: it forwards ``get``/``put`` and, when the inner store has
+    them, the single-flight claims (without: every caller generates, and ``wait`` is a plain ``get``).
+
+    Subclass it and override what the layer changes (counting, replaying something else); the claims
+    stay the inner store's, so calls through the layer and calls straight to the store never pay twice.
+    """
+
+    def __init__(self, store: CandidateStore) -> None:
+        self.store = store
+
+    def get(self, key: str) -> StoredDraw | None:
+        return self.store.get(key)
+
+    def put(self, key: str, draw: StoredDraw) -> None:
+        self.store.put(key, draw)
+
+    def claim(self, key: str) -> bool:
+        return self.store.claim(key) if isinstance(self.store, ClaimingStore) else True
+
+    def release(self, key: str) -> None:
+        if isinstance(self.store, ClaimingStore):
+            self.store.release(key)
+
+    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
+        return self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
 
 
 class MemoryStore:

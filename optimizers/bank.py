@@ -20,8 +20,8 @@ from typing import Any
 
 from fusion_dspy.store import FUSOR_KEY_PREFIX
 from fusion_dspy.store import CandidateStore
-from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import LayeredStore
 from fusion_dspy.store import MemoryStore
 from fusion_dspy.store import StoredDraw
 
@@ -53,7 +53,7 @@ class BankStats:
     fusor_size: int = 0
 
 
-class CandidateBank:
+class CandidateBank(LayeredStore):
     """A :class:`~fusion_dspy.store.CandidateStore` that counts what it saves.
 
     Args:
@@ -66,7 +66,7 @@ class CandidateBank:
     """
 
     def __init__(self, store: CandidateStore) -> None:
-        self.store = store
+        super().__init__(store)
         self._lock = threading.Lock()
         self._counts: Counter[tuple[bool, str]] = Counter()  # (is a fusor reply, event)
 
@@ -92,18 +92,11 @@ class CandidateBank:
         with self._lock:
             self._counts[key.startswith(FUSOR_KEY_PREFIX), event] += by
 
-    # Single flight (see fusion_dspy.store.ClaimingStore): concurrent trials wait for a draw another
+    # Single flight (LayeredStore: the inner store's claims): concurrent trials wait for a draw another
     # trial is generating instead of paying for it twice.
 
-    def claim(self, key: str) -> bool:
-        return self.store.claim(key) if isinstance(self.store, ClaimingStore) else True
-
-    def release(self, key: str) -> None:
-        if isinstance(self.store, ClaimingStore):
-            self.store.release(key)
-
     def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
-        draw = self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
+        draw = super().wait(key, timeout)
         if draw is not None:  # get() counted it as a miss, but no model was called for it.
             self._count(key, "miss", -1)
             self._count(key, "hit")

@@ -10,6 +10,7 @@ from fusion_dspy.selectors import MBRSelector
 from fusion_dspy.selectors import RewardSelector
 from fusion_dspy.selectors import UniversalSelfConsistency
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import LayeredStore
 from fusion_dspy.store import MemoryStore
 from fusion_dspy.testing import CandidateStoreContract
 from fusion_dspy.testing import SelectorContract
@@ -33,6 +34,16 @@ class TestJsonlStore(CandidateStoreContract):
         with (path / "bank.jsonl").open("a", encoding="utf-8") as handle:
             handle.write('{"key": "torn", "outputs": {"ans')
         return True
+
+
+class TestLayeredStore(CandidateStoreContract):
+    """A layer that changes nothing behaves as the store under it, claims included."""
+
+    def make_store(self, path: Path) -> LayeredStore:
+        return LayeredStore(JsonlStore(path / "bank.jsonl"))
+
+    def reopen(self, store: LayeredStore, path: Path) -> LayeredStore:
+        return LayeredStore(JsonlStore(path / "bank.jsonl"))
 
 
 class TestCandidateBank(CandidateStoreContract):

@@ -60,8 +60,8 @@ from fusion_dspy.report import TokenUsage
 from fusion_dspy.report import usage_from_tracker
 from fusion_dspy.selectors.base import Selector
 from fusion_dspy.store import CandidateStore
-from fusion_dspy.store import ClaimingStore
 from fusion_dspy.store import JsonlStore
+from fusion_dspy.store import LayeredStore
 from fusion_dspy.store import StoredDraw
 from fusion_dspy.strategies import STRATEGIES
 from fusion_dspy.teacher import plan_draws
@@ -123,7 +123,7 @@ def _usage_sum(usages: Sequence[Mapping[str, TokenUsage]]) -> TokenUsage:
     return total
 
 
-class _ExampleStore:
+class _ExampleStore(LayeredStore):
     """One example's view of the candidate store: a draw that failed in the example's first call fails again.
 
     A transient fault (timeout, connection error) is not stored, so without this layer every later call of
@@ -134,7 +134,7 @@ class _ExampleStore:
     """
 
     def __init__(self, store: CandidateStore, failed: Mapping[str, StoredDraw]) -> None:
-        self.store = store
+        super().__init__(store)
         self.failed = dict(failed)
 
     def get(self, key: str) -> StoredDraw | None:
@@ -143,19 +143,6 @@ class _ExampleStore:
             return self.failed[key]
         return entry
 
-    def put(self, key: str, draw: StoredDraw) -> None:
-        self.store.put(key, draw)
-
-    # Single flight as the shared store does it (a store without claims: every caller generates).
-    def claim(self, key: str) -> bool:
-        return self.store.claim(key) if isinstance(self.store, ClaimingStore) else True
-
-    def release(self, key: str) -> None:
-        if isinstance(self.store, ClaimingStore):
-            self.store.release(key)
-
-    def wait(self, key: str, timeout: float | None = None) -> StoredDraw | None:
-        return self.store.wait(key, timeout) if isinstance(self.store, ClaimingStore) else self.store.get(key)
 
 
 def _calls_latency(report: FusionReport) -> float:
