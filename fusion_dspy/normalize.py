@@ -149,15 +149,24 @@ def _normalize_text(text: str) -> str:
 def _canonical_number(value: int | float | decimal.Decimal | str) -> str:
     if isinstance(value, float):
         value = repr(value)  # shortest round-trip spelling: 0.1 stays 0.1, not 0.1000000000000000055
-    number = decimal.Decimal(value)
+    try:
+        number = decimal.Decimal(value)
+    except decimal.InvalidOperation:  # an exponent beyond what decimal holds: keep the (already folded) spelling
+        return str(value)
     if number.is_nan():
         return "nan"
     if number.is_infinite():
         return "-inf" if number < 0 else "inf"
     if number.is_zero():
         return "0"  # also folds -0 and 0e5
-    # Enough precision to keep every digit: the default context (28 digits) would round long integers.
-    number = number.normalize(decimal.Context(prec=max(28, len(number.as_tuple().digits))))
+    # Enough precision to keep every digit: the default context (28 digits) would round long integers; the widest
+    # exponent range, so that a huge exponent cannot overflow and a tiny one does not underflow to 0.
+    context = decimal.Context(
+        prec=max(28, len(number.as_tuple().digits)), Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
+    )
+    number = number.normalize(context)
+    if not number.is_finite():  # out of even that range: keep the spelling
+        return str(value)
     if abs(number.adjusted()) > _MAX_PLAIN_EXPONENT:
         return f"{number:e}".replace("e+", "e")
     return f"{number:f}"

@@ -42,6 +42,14 @@ def test_huge_exponent_stays_short():
     assert len(normalize_value("1e999999")) < 20
 
 
+def test_exponents_beyond_the_default_decimal_range():
+    """"1e9999999" raised decimal.Overflow (crashing a vote) and "1e-9999999" collapsed to "0"."""
+    assert normalize_value("1e9999999") == normalize_value("10e9999998") == "1e9999999"
+    assert normalize_value("1e-9999999") == "1e-9999999"
+    assert normalize_value("1e-9999999") != normalize_value("0")
+    assert normalize_value("1e9999999999999999999") == "1e9999999999999999999"  # beyond decimal: kept as written
+
+
 def test_non_finite_floats():
     assert normalize_value(float("nan")) == "nan"
     assert normalize_value(float("inf")) == "inf"

@@ -5,9 +5,9 @@ to bound every free-text field at 1 character per token, the only ratio that is 
 character at a time; prose runs at about 4 characters per token, so ChainOfThought at ``max_tokens=256`` got 116
 characters of reasoning, and the fusor's comparison was cut at 88 characters on 250 of 298 WMT calls.
 
-This module bounds fields in tokens instead, with the generation itself as the counter. Each free-text field is
-promised an equal share of the tokens left after the field markers and the typed values (numbers, booleans,
-literals, JSON) are provided for; a field that ends early leaves its unused tokens to the fields after it.
+This module bounds fields in tokens instead, with the generation itself as the counter. Each free-text (or JSON)
+field is promised an equal share of the tokens left after the field markers and the typed values (numbers,
+booleans, literals) are provided for; a field that ends early leaves its unused tokens to the fields after it.
 
 1. One call writes the whole reply, with no length bound in the grammar, and ``max_tokens`` set so that the
    shares of the fields after the current one stay untouched. Most replies end here.
@@ -41,10 +41,11 @@ __all__ = ["MARKER_TOKENS", "Outcome", "Reply", "Step", "field_shares", "reply_s
 #: tokenizers) and for the closing ``[[ ## completed ## ]]``.
 MARKER_TOKENS = 10
 # Tokens kept for a typed value: the longest value the grammar allows at one token per character (Qwen writes
-# numbers digit by digit), so a typed value is never what runs out. JSON is unbounded; a list or object gets 48.
-_TYPED_TOKENS = {"int": 13, "float": 20, "bool": 5, "json": 48}
-# Every free-text field gets at least this many tokens, however small max_tokens is.
-_MIN_SHARE = 16
+# numbers digit by digit), so a typed value is never what runs out. JSON is unbounded: a list or object shares the
+# free tokens like free text (a cut JSON value is rolled back, so a fixed share would fail every longer value).
+_TYPED_TOKENS = {"int": 13, "float": 20, "bool": 5}
+# Every free-text field gets at least this many tokens, however small max_tokens is; a JSON value at least 48.
+_MIN_SHARE = {"text": 16, "json": 48}
 _COMPLETED = "[[ ## completed ## ]]"
 
 
@@ -99,12 +100,16 @@ class Reply:
 
 
 def field_shares(fields: Sequence[OutputField], max_tokens: int) -> list[int]:
-    """Tokens promised to each field: its marker, plus its typed value or its equal share of the free text."""
-    typed = sum(_typed_tokens(field) for field in fields)
-    n_text = sum(field.kind == "text" for field in fields)
-    text_tokens = max_tokens - MARKER_TOKENS * (len(fields) + 1) - typed
-    share = max(_MIN_SHARE, text_tokens // n_text) if n_text else 0
-    return [MARKER_TOKENS + (share if field.kind == "text" else _typed_tokens(field)) for field in fields]
+    """Tokens promised to each field: its marker, plus its typed value or its equal share of the free tokens (free
+    text and JSON values share them)."""
+    typed = sum(_typed_tokens(field) for field in fields if field.kind not in _MIN_SHARE)
+    n_shared = sum(field.kind in _MIN_SHARE for field in fields)
+    free_tokens = max_tokens - MARKER_TOKENS * (len(fields) + 1) - typed
+    share = free_tokens // n_shared if n_shared else 0
+    return [
+        MARKER_TOKENS + (max(_MIN_SHARE[field.kind], share) if field.kind in _MIN_SHARE else _typed_tokens(field))
+        for field in fields
+    ]
 
 
 def _typed_tokens(field: OutputField) -> int:

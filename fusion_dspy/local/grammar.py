@@ -64,8 +64,10 @@ _CHAT_REMINDER_END = ", and then ending with the marker for `[[ ## completed ## 
 _JSON_REMINDER = "Respond with a JSON object in the following order of fields: "
 _CHAT_FIELD = re.compile(r"`\[\[ ## (\w+) ## \]\]`")
 _JSON_FIELD = re.compile(r"`(\w+)`")
-# ChatAdapter writes "{name}        # note: ..." on its own line; JSONAdapter inside a JSON string ("...",).
-_NOTE = re.compile(r'\{(\w+)\}\s+# note: the value you produce (.*?)(?:",?)?$', re.MULTILINE)
+# ChatAdapter writes "{name}        # note: ..." at the start of a line, the note running to the blank line before
+# the next field marker (a Literal value may hold quotes and line breaks); JSONAdapter writes it inside a JSON string.
+_NOTE = re.compile(r"^\{(\w+)\}\s+# note: the value you produce (.*?)(?=\n\n\[\[ ## |\n*\Z)", re.MULTILINE | re.DOTALL)
+_JSON_NOTE = re.compile(r'"\{(\w+)\}\s+# note: the value you produce ((?:[^"\\\n]|\\.)*)"')
 _RULE_NAME_INVALID = re.compile(r"[^a-zA-Z0-9-]+")
 
 # Free text. A line opens with a visible character other than "[", "{", "#", "`" and "<": tiny models otherwise
@@ -247,6 +249,12 @@ def _field_notes(system: str) -> dict[str, str]:
     notes: dict[str, str] = {}
     for name, note in _NOTE.findall(system):
         notes.setdefault(name, note.strip())  # the first note is the output-field one if names repeat
+    for name, escaped in _JSON_NOTE.findall(system):
+        try:
+            note = json.loads(f'"{escaped}"')
+        except ValueError:
+            note = escaped
+        notes.setdefault(name, note.strip())
     return notes
 
 

@@ -183,7 +183,7 @@ class SchemaGrammar:
             return f'"[" {ws} ' + f' {ws} "," {ws} '.join(items) + f' {ws} "]"'
         item = self._sub(schema.get("items", {}), f"{name}-item")
         low = int(schema.get("minItems", 0))
-        high = int(schema.get("maxItems", 64))
+        high = int(schema.get("maxItems", max(64, low)))  # the default bound never undercuts minItems
         if high == 0:
             return f'"[" {ws} "]"'
         first = f"{item} ({ws} \",\" {ws} {item}){{{max(0, low - 1)},{high - 1}}}"

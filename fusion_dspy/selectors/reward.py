@@ -117,6 +117,8 @@ def _as_score(value: Any) -> float:
     """Coerce a reward to float; reject values that would silently corrupt the argmax."""
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, (str, bytes, bytearray)):  # float("42") works: a reward returning an answer would rank by it
+        raise TypeError(f"reward_fn returned {value!r} ({type(value).__name__}), not a number")
     try:
         score = float(value)
     except (TypeError, ValueError):

@@ -7,6 +7,7 @@ checks that everything it writes is allowed by the step's grammar.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Sequence
@@ -205,3 +206,18 @@ def test_random_replies_keep_every_promise(seed: int) -> None:
             assert written == value, (field.name, share)
         if written != value:
             assert field.name in reply.cut  # (a complete value cut at the next marker's first newline counts too)
+
+
+def test_a_json_value_shares_the_free_tokens_instead_of_starving() -> None:
+    """A JSON field (a list, an object) was promised 48 tokens whatever max_tokens was, and a cut JSON value is
+    rolled back, so a list longer than that ended every reply as truncated, even at max_tokens=4096."""
+    fields = [OutputField(name="numbers", kind="json", schema={"type": "array", "items": {"type": "integer"}}),
+              OutputField(name="answer")]
+    numbers = json.dumps(list(range(100, 160)))  # 300 characters: 300 tokens at one token per character
+    for max_tokens in (1024, 4096):
+        model = ScriptedModel(fields, [numbers, "Sixty numbers."])
+        reply = run(model, max_tokens)
+        assert not reply.length, (max_tokens, field_shares(fields, max_tokens))
+        assert values_of(fields, reply.text) == [numbers, "Sixty numbers."]
+        assert reply.completion_tokens <= max_tokens
+    assert sum(field_shares(fields, 1024)) + MARKER_TOKENS <= 1024

@@ -251,3 +251,37 @@ def test_free_text_budget_is_enforced() -> None:
     assert not grammar.fullmatch(_reply("x" * 41))
 
 
+
+
+class Quoted(dspy.Signature):
+    """Pick literal values that hold quotes and line breaks."""
+
+    question: str = dspy.InputField()
+    tone: Literal["plain", 'say "hi"'] = dspy.OutputField()
+    shape: Literal["a\nb", "c"] = dspy.OutputField()
+
+
+def test_literal_choices_keep_their_quotes_and_line_breaks() -> None:
+    """A Literal value ending in a quote kept it, and one with a line break kept the choices after it: the note
+    reader stripped a closing quote meant for JSON strings and stopped at the end of the line."""
+    request = capture(Quoted, dspy.ChatAdapter(use_json_adapter_fallback=False))
+    fields = chat_adapter_fields(request.system, request.messages[-1].text)
+    assert fields is not None
+    assert [f.choices for f in fields] == [("plain", 'say "hi"'), ("a\nb", "c")]
+    reply = '[[ ## tone ## ]]\nsay "hi"\n\n[[ ## shape ## ]]\na\nb\n\n[[ ## completed ## ]]'
+    assert gbnf_regex(chat_adapter_gbnf(fields)).fullmatch(reply)
+    parsed = dspy.ChatAdapter().parse(Quoted, reply)
+    assert parsed == {"tone": 'say "hi"', "shape": "a\nb"}
+    request = capture(Quoted, dspy.JSONAdapter())
+    fields = json_adapter_fields(request.system, request.messages[-1].text)
+    assert fields is not None
+    assert [f.choices for f in fields] == [("plain", 'say "hi"'), ("a\nb", "c")]
+
+
+def test_min_items_above_the_default_bound() -> None:
+    """minItems above the default maxItems of 64 gave the repetition {69,63}, which no reply can satisfy."""
+    grammar = json_schema_gbnf({"type": "array", "items": {"type": "integer"}, "minItems": 70})
+    low, high = map(int, re.search(r"\{(\d+),(\d+)\}", gbnf_rules(grammar)["root"]).groups())
+    assert low <= high, (low, high)
+    assert gbnf_regex(grammar).fullmatch(json.dumps(list(range(70))))
+    assert not gbnf_regex(grammar).fullmatch(json.dumps(list(range(69))))

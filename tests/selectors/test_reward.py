@@ -57,7 +57,7 @@ def test_a_raising_reward_scores_minus_inf_and_is_recorded(caplog):
     assert "reward blew up" in caplog.text
 
 
-@pytest.mark.parametrize("bad", [None, float("nan"), "high"])
+@pytest.mark.parametrize("bad", [None, float("nan"), "high", "0.9", b"7"])  # a numeric string is still a string
 def test_a_non_numeric_reward_counts_as_a_failure(bad):
     selection = RewardSelector(reward_fn=lambda i, p: bad if p.answer == "x" else 0.5).select(
         QA, INPUTS, answers("x", "y")
