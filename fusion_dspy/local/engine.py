@@ -65,6 +65,9 @@ _logger = logging.getLogger(__name__)
 _CUT_LOCK = threading.Lock()
 
 _BAD_GRAMMAR = "failed to parse grammar"
+#: The seed llama.cpp replaces with a random one, and the fixed seed sent in its place (one seed shares it).
+_LLAMA_DEFAULT_SEED = 0xFFFFFFFF
+_RANDOM_SEED_STANDIN = 0x7FFFFFFF
 
 
 class LlamaCppEngine:
@@ -347,7 +350,7 @@ class LlamaCppEngine:
             "cache_prompt": self.prompt_cache,
         }
         if config.seed is not None:
-            body["seed"] = int(config.seed) & 0xFFFFFFFF
+            body["seed"] = _llama_seed(config.seed)
         if config.stop:
             body["stop"] = list(config.stop)
         for name in ("top_p", "top_k", "frequency_penalty", "presence_penalty"):
@@ -450,6 +453,14 @@ def _summed_usage(usages: list[Mapping[str, Any]]) -> Usage:
         total_tokens=total("total_tokens"),
         cache_read_tokens=total("prompt_tokens_details", "cached_tokens"),
     )
+
+
+def _llama_seed(seed: int) -> int:
+    """``seed`` as llama.cpp's 32-bit sampling seed. llama.cpp reads 0xFFFFFFFF (``LLAMA_DEFAULT_SEED``) as "draw a
+    random seed", so the seeds that land there (``-1``, ``2**32 - 1``, ...) go to another fixed seed instead;
+    every other seed keeps the value it always had."""
+    value = int(seed) & 0xFFFFFFFF
+    return _RANDOM_SEED_STANDIN if value == _LLAMA_DEFAULT_SEED else value
 
 
 def _system_text(request: Request) -> str | None:

