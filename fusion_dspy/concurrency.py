@@ -131,7 +131,8 @@ def fuse_variant(fuse: Any, **changes: Any) -> Any:
     demos) rather than rewriting the shared one.
     """
     variant = copy.copy(fuse)
-    variant.config = FuseConfig(fuse.settings, fuse.pool, signature=fuse.config.signature)
+    variant.config = FuseConfig(fuse.settings, fuse.pool, signature=fuse.config.signature,
+                                types=getattr(fuse.config, "types", None))
     if "prompt" in changes:
         variant.fusor = copy.copy(fuse.fusor)
     return variant.configure(**changes) if changes else variant

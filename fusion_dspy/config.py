@@ -259,10 +259,16 @@ class FuseConfig(Parameter):
     another task or names an LM this process does not know fails at load time, not mid-run.
     """
 
-    def __init__(self, settings: FuseSettings, pool: Pool, signature: str | None = None) -> None:
+    def __init__(
+        self, settings: FuseSettings, pool: Pool, signature: str | None = None,
+        types: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.signature = signature
+        #: The task fields' types (``{"answer": "int"}``): ``signature`` names the fields only, so
+        #: without them a save of ``answer: int`` would load into ``answer: str`` unnoticed.
+        self.types = dict(types) if types is not None else None
 
     def reset(self) -> None:
         pass
@@ -271,6 +277,9 @@ class FuseConfig(Parameter):
         state = self.settings.model_dump(mode="json")
         if self.signature is not None:
             state["signature"] = self.signature
+        types = getattr(self, "types", None)  # absent on a FuseConfig pickled by an earlier version
+        if types is not None:
+            state["signature_types"] = dict(types)
         return state
 
     def load_state(self, state: dict[str, Any]) -> FuseConfig:
@@ -280,6 +289,16 @@ class FuseConfig(Parameter):
             raise ValueError(
                 f"The saved Fuse is for the signature {saved_signature!r}, but this Fuse is {self.signature!r}. "
                 f"Load it into Fuse({saved_signature!r}, ...) (the program that saved it)."
+            )
+        saved_types = state.pop("signature_types", None)  # absent in saves of earlier versions
+        types = getattr(self, "types", None)
+        if saved_types is not None and types is not None and dict(saved_types) != types:
+            differ = [*types, *(name for name in saved_types if name not in types)]
+            shown = ", ".join(f"{name}: {saved_types.get(name)} (saved) vs {types.get(name)} (here)"
+                              for name in differ if saved_types.get(name) != types.get(name))
+            raise ValueError(
+                f"The saved Fuse is for {self.signature or saved_signature!r} with other field types: {shown}. "
+                "Load it into a Fuse whose signature has the saved types (the program that saved it)."
             )
         settings = FuseSettings.validated(state, owner="Fuse.load", pool=self.pool)
         if (settings.selector, settings.selector_args) != (self.settings.selector, self.settings.selector_args):

@@ -20,6 +20,7 @@ from fusion_dspy.drivers import drive
 from fusion_dspy.fuse_call import FuseCall
 from fusion_dspy.fusion_signature import fusion_signature
 from fusion_dspy.fusion_signature import resolve_signature
+from fusion_dspy.fusion_signature import signature_types
 from fusion_dspy.pool import Pool
 from fusion_dspy.prediction import FusedPrediction
 from fusion_dspy.prompt import FusorPrompt
@@ -28,6 +29,7 @@ from fusion_dspy.selectors.registry import build_selector
 from fusion_dspy.selectors.registry import selector_spec
 from fusion_dspy.store import CandidateStore
 from fusion_dspy.teacher import Teacher
+from fusion_dspy.text_safety import clean_value
 
 __all__ = ["Fuse"]
 
@@ -134,7 +136,8 @@ class Fuse(dspy.Module):
             },
             pool=self.pool,  # Fail now, not at call time, on an unknown name or an impossible plan.
         )
-        self.config = FuseConfig(settings, self.pool, signature=self.signature.signature)
+        self.config = FuseConfig(settings, self.pool, signature=self.signature.signature,
+                                 types=signature_types(self.signature))
         self.generate = dspy.Predict(self.signature)
         fused_signature, self.fusion_fields = fusion_signature(self.signature, settings.prompt)
         self.fusor = dspy.Predict(fused_signature)
@@ -323,10 +326,10 @@ class Fuse(dspy.Module):
         """Record the steps the engine accepted in DSPy's trace, when DSPy is recording one."""
         trace = dspy.settings.trace
         if trace is not None and dspy.settings.max_trace_size > 0:
-            for entry in call.trace_entries:
+            for predictor, inputs, outputs in call.trace_entries:
                 if len(trace) >= dspy.settings.max_trace_size:
                     trace.pop(0)
-                trace.append(entry)
+                trace.append((predictor, inputs, _clean_outputs(outputs)))
         return prediction
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -372,6 +375,17 @@ class Fuse(dspy.Module):
             f"Fuse({self.signature.signature!r}, n={s.n}, mode={s.mode!r}, teachers={s.teachers}, "
             f"fusor={s.fusor!r}, selector={s.selector!r}{guard})"
         )
+
+
+def _clean_outputs(outputs: dspy.Prediction) -> dspy.Prediction:
+    """A traced step's outputs as the call returned them: lone surrogates and NULs made U+FFFD.
+
+    A step becomes a demo, and demos are saved: a raw fusor reply holding ``"\\ud800"`` would make
+    ``program.save`` fail, and would teach an answer the call never returned.
+    """
+    values = dict(outputs.items()) if isinstance(outputs, dspy.Prediction) else dict(outputs)
+    cleaned, changes = clean_value(values)
+    return dspy.Prediction(**cleaned) if changes else outputs
 
 
 def _as_teachers(teachers: Sequence[Teacher | dspy.BaseLM] | None) -> list[Teacher]:

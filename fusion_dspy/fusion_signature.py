@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ __all__ = [
     "fusion_signature",
     "render_fusor_inputs",
     "resolve_signature",
+    "signature_types",
     "task_instructions",
     "with_candidate_fence",
 ]
@@ -75,6 +77,23 @@ def resolve_signature(signature: str | type[dspy.Signature]) -> type[dspy.Signat
             f"Signature {resolved.signature!r} has no input fields; add the task's inputs before '->'."
         )
     return resolved
+
+
+def signature_types(signature: type[dspy.Signature]) -> dict[str, str]:
+    """Each field's type as stable text (``{"question": "str", "answer": "int"}``), saved with a Fuse.
+
+    Module paths are dropped (``list[Model]``, not ``list[__main__.Model]``), so a program saved from
+    a script loads in a notebook that defines the same model.
+    """
+    return {name: _type_text(field.annotation) for name, field in signature.fields.items()}
+
+
+def _type_text(annotation: Any) -> str:
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        text = annotation.__qualname__
+    else:
+        text = repr(annotation)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", text)
 
 
 def task_instructions(signature: type[dspy.Signature]) -> str:
