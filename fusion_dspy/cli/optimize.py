@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: in memory)")
     parser.add_argument("--study-name", default=None, help="study name (needed to resume or to add workers)")
     parser.add_argument("--worker", action="store_true",
-                        help="join an existing study as a worker and run queued trials (no output file)")
+                        help="join an existing study as a worker and run queued trials (no output file); needs a "
+                             "database --storage (sqlite:///... on one machine, postgresql://... across machines)")
     parser.add_argument("--objectives", default="quality", choices=["quality", "quality,cost"],
                         help="maximize quality, or find the quality/cost Pareto front")
     parser.add_argument("--max-cost", type=float, default=None, help="with quality,cost: pick the best under this cost")
