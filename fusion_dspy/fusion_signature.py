@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from typing import Any
 import dspy
 
 from fusion_dspy.candidate import Candidate
+from fusion_dspy.hashing import type_text
 from fusion_dspy.prompt import CANDIDATES_DESCRIPTION
 from fusion_dspy.prompt import FusorPrompt
 from fusion_dspy.strategies import comparison_description
@@ -85,15 +85,7 @@ def signature_types(signature: type[dspy.Signature]) -> dict[str, str]:
     Module paths are dropped (``list[Model]``, not ``list[__main__.Model]``), so a program saved from
     a script loads in a notebook that defines the same model.
     """
-    return {name: _type_text(field.annotation) for name, field in signature.fields.items()}
-
-
-def _type_text(annotation: Any) -> str:
-    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
-        text = annotation.__qualname__
-    else:
-        text = repr(annotation)
-    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", text)
+    return {name: type_text(field.annotation) for name, field in signature.fields.items()}
 
 
 def task_instructions(signature: type[dspy.Signature]) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["canonical_json", "signature_fingerprint", "stable_hash"]
+__all__ = ["canonical_json", "signature_fingerprint", "stable_hash", "type_text"]
 
 
 def canonical_json(value: Any) -> str:
@@ -54,14 +55,18 @@ def _fields(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
     described = []
     for name, field in fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, Mapping) else {}
-        described.append({"name": name, "type": _type_text(field.annotation), "desc": extra.get("desc"),
+        described.append({"name": name, "type": type_text(field.annotation), "desc": extra.get("desc"),
                           "prefix": extra.get("prefix")})
     return described
 
 
-def _type_text(annotation: Any) -> str:
-    """An annotation as text that is the same in every process: ``module.Name`` for a class,
-    the typing repr (``list[str]``, ``typing.Literal['yes', 'no']``) otherwise."""
+def type_text(annotation: Any) -> str:
+    """An annotation as text that is the same in every process and every module that defines the type:
+    a class's qualified name (``int``, ``Answer``), the typing repr otherwise (``list[Answer]``,
+    ``Literal['yes', 'no']``), module paths dropped (a program saved from a script loads in a notebook
+    that defines the same model). The one rule for a field's type in keys and saves."""
     if isinstance(annotation, type) and not typing.get_args(annotation):
-        return f"{annotation.__module__}.{annotation.__qualname__}"
-    return repr(annotation)
+        text = annotation.__qualname__
+    else:
+        text = repr(annotation)
+    return re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", text)
