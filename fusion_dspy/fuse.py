@@ -69,7 +69,8 @@ class Fuse(dspy.Module):
             LM never counts); a call still running then is dropped and reported as
             :class:`~fusion_dspy.TeacherTimeoutError`, and its late answer is stored and its usage
             added to the report when it arrives (see :mod:`fusion_dspy.drivers`).
-        seed: Base seed of the draws (seed + sample index) and of the candidate shuffle.
+        seed: Base seed of the draws (each draw's engine seed hashes it with the teacher's name and
+            sample index, :func:`~fusion_dspy.teacher.draw_seed`) and of the candidate shuffle.
         shuffle: Shuffle candidates before the fusor reads them (the paper saw a position bias).
         max_threads: Cap on this call's concurrent teacher calls (default: no cap beyond the per-LM
             bound, :func:`fusion_dspy.lm_slots.set_lm_concurrency`); the same in sync and async.

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["canonical_json", "signature_fingerprint", "stable_hash", "type_text"]
+__all__ = ["canonical_json", "derive_seed", "signature_fingerprint", "stable_hash", "type_text"]
 
 
 def canonical_json(value: Any) -> str:
@@ -32,6 +32,16 @@ def stable_hash(value: Any, *, length: int | None = None) -> str:
     """Hex sha256 of ``value``'s canonical JSON; ``length`` keeps only that many leading hex digits."""
     digest = hashlib.sha256(canonical_json(value).encode("utf-8", "surrogatepass")).hexdigest()
     return digest if length is None else digest[:length]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A sampling seed in ``[0, 2**31)`` derived from ``parts`` by :func:`stable_hash`.
+
+    Unlike ``base + offset``, two different tuples of parts almost never give the same seed, so
+    seed-derived streams do not overlap (``derive_seed(0, "a", 1)`` and ``derive_seed(1, "a", 0)``
+    differ), and the result is never negative (llama.cpp reads ``-1`` as "pick a random seed").
+    """
+    return int(stable_hash(list(parts), length=8), 16) & 0x7FFFFFFF
 
 
 def signature_fingerprint(signature: Any) -> str:

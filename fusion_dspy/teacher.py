@@ -7,7 +7,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Draw", "Teacher", "check_temperature", "plan_draws"]
+from fusion_dspy.hashing import derive_seed
+
+__all__ = ["Draw", "Teacher", "check_temperature", "draw_seed", "plan_draws"]
 
 #: Temperature used when a teacher does not set one (the paper samples at T=0.7).
 DEFAULT_TEMPERATURE = 0.7
@@ -114,9 +116,11 @@ def _rebuild_teacher(lm: Any, temperature: float, samples: int, name: str) -> Te
 class Draw:
     """One planned candidate: which teacher, which of its samples, and the sampling settings.
 
-    ``rollout_id`` and ``seed`` both derive from the sample index, so repeated draws from one
-    teacher are distinct samples (different cache key *and* different engine seed), while the
-    same call repeated is reproducible and hits the DSPy cache.
+    ``rollout_id`` is the sample index and ``seed`` is derived from the Fuse's base seed, the
+    teacher's name and the sample index (:func:`draw_seed`), so repeated draws from one teacher are
+    distinct samples (different cache key *and* different engine seed), two teachers over the same
+    LM do not send the same request, and two base seeds share no draw; the same call repeated is
+    reproducible and hits the DSPy cache.
     """
 
     index: int
@@ -135,6 +139,16 @@ class Draw:
         if self.teacher.temperature > 0:
             config["rollout_id"] = self.sample
         return config
+
+
+def draw_seed(seed: int, teacher: str, sample: int) -> int:
+    """The engine seed of one draw: a hash of the base ``seed``, the teacher's name and the sample index.
+
+    ``seed + sample`` made ``Fuse(seed=0)`` and ``Fuse(seed=1)`` share all but one draw, and gave two
+    teachers over one LM (same temperature) identical requests, so a pool listing one model twice
+    silently held duplicate candidates. The hash keeps every (seed, teacher, sample) its own stream.
+    """
+    return derive_seed("draw", seed, teacher, sample)
 
 
 def plan_draws(teachers: Sequence[Teacher], n: int, *, seed: int = 0) -> list[Draw]:
@@ -158,7 +172,8 @@ def plan_draws(teachers: Sequence[Teacher], n: int, *, seed: int = 0) -> list[Dr
         teacher = cycle[index % len(cycle)]
         sample = per_teacher.get(id(teacher), 0)
         per_teacher[id(teacher)] = sample + 1
-        draws.append(Draw(index=index, teacher=teacher, sample=sample, seed=seed + sample))
+        draws.append(Draw(index=index, teacher=teacher, sample=sample,
+                          seed=draw_seed(seed, teacher.name, sample)))
     for teacher in teachers:
         if teacher.temperature == 0 and per_teacher.get(id(teacher), 0) > 1:
             raise ValueError(

@@ -33,7 +33,8 @@ def fake_local(monkeypatch):
     answers = {0: 4.0, 1: 5.0, 2: 4.0}  # the teacher's samples: the majority is right
     made: list[tuple[str, dict]] = []
     engines: dict[str, FakeEngine] = {
-        "qwen2.5-0.5b": FakeEngine(name="t", responder=lambda r: {"reasoning": "r", "answer": answers[r.seed % 3]}),
+        "qwen2.5-0.5b": FakeEngine(name="t", responder=lambda r: {
+            "reasoning": "r", "answer": answers[r.sample("qwen2.5-0.5b") % 3]}),
         # The paper prompt writes a wrong 7; shown the vote tally, the fusor takes the majority.
         "qwen2.5-1.5b": FakeEngine(name="f", responder=lambda r: {
             "comparison": "c", "reasoning": "r", "answer": 4.0 if "Tally" in r.inputs["candidates"] else 7.0}),

@@ -74,7 +74,7 @@ def test_repeated_draws_are_distinct_and_reproducible_through_the_cache():
     first = fuse(question="same question")
     answers = [c.outputs["answer"] for c in first.fusion.candidates]
     assert len(set(answers)) == 3  # different seeds reached the engine
-    assert sorted(r.seed for r in engine.requests) == [0, 1, 2]
+    assert sorted(r.sample("a") for r in engine.requests) == [0, 1, 2]
     calls = engine.calls
     second = fuse(question="same question")
     assert engine.calls == calls  # every draw was a cache hit
@@ -83,6 +83,34 @@ def test_repeated_draws_are_distinct_and_reproducible_through_the_cache():
 
 
 # -- concurrency ------------------------------------------------------------------------------------
+
+
+def test_two_teachers_over_one_lm_draw_distinct_samples_even_through_the_cache():
+    """A pool listing one model twice (same temperature, two names) is two streams of samples. Seeds were
+    ``seed + sample``, so both teachers sent the same request and the second got the first's cached answers:
+    2 engine calls for 4 candidates, 2 distinct answers."""
+    engine = teacher_engine("m")
+    lm = engine.lm(cache=True)
+    fuse = Fuse("question -> answer", n=4, teachers=[Teacher(lm, temperature=0.9, name="x", samples=2),
+                                                     Teacher(lm, temperature=0.9, name="y", samples=2)],
+                fusor=fusor_engine().lm(), mode="select")
+    answers = [c.outputs["answer"] for c in fuse(question="a question only this test asks").fusion.candidates]
+    assert engine.calls == 4
+    assert len(set(answers)) == 4
+
+
+def test_two_base_seeds_share_no_draw():
+    """Fuse(seed=1) is a fresh set of samples, not Fuse(seed=0) shifted by one (which shared 3 of 4 draws)."""
+    engine = teacher_engine("a")
+    seeds = {}
+    for base in (0, 1):
+        fuse = Fuse("question -> answer", n=4, teachers=[Teacher(engine.lm(), temperature=0.9, name="a")],
+                    fusor=fusor_engine().lm(), mode="select", seed=base)
+        engine.reset()
+        fuse(question="q")
+        seeds[base] = {r.seed for r in engine.requests}
+    assert len(seeds[0]) == len(seeds[1]) == 4
+    assert not seeds[0] & seeds[1]
 
 
 def test_candidates_are_generated_concurrently():

@@ -28,9 +28,9 @@ class Solve(dspy.Signature):
 
 
 def _answers_engine(name: str, answers: list[str]) -> FakeEngine:
-    """A teacher whose k-th draw (seed k: the Fuse's seed 0 plus the sample index) writes ``answers[k]``,
+    """A teacher whose k-th draw (of teacher ``name`` under the Fuse's seed 0) writes ``answers[k]``,
     whatever order the draws run in."""
-    return FakeEngine(name=name, responder=lambda r: {"answer": answers[(r.seed or 0) % len(answers)]})
+    return FakeEngine(name=name, responder=lambda r: {"answer": answers[r.sample(name) % len(answers)]})
 
 
 def _fuse(answers: list[str], strategy: str, fusor: FakeEngine, **kwargs) -> Fuse:
@@ -143,7 +143,7 @@ def test_configure_switches_the_strategy_and_the_comparison_description():
 def test_vote_strategy_on_a_typed_signature():
     fusor = FakeEngine(name="fusor", responder=lambda r: {"comparison": "c", "reasoning": "r", "answer": 3.0})
     teacher = FakeEngine(name="t",
-                         responder=lambda r: {"reasoning": f"s{r.seed}", "answer": 3.0 if r.seed % 2 else 4.0})
+                         responder=lambda r: {"reasoning": f"s{r.seed}", "answer": 3.0 if r.sample("t") % 2 else 4.0})
     # guard=False: this is about what the fusor is shown and writes (MBR over these 2-character
     # reasonings would prefer a candidate's text to the fusor's "r").
     fuse = Fuse(Solve, 4, teachers=[Teacher(teacher.lm(), name="t", samples=4, temperature=0.8)], fusor=fusor.lm(),

@@ -6,6 +6,7 @@ import dspy
 import pytest
 
 from fusion_dspy import Teacher
+from fusion_dspy.teacher import draw_seed
 from fusion_dspy.teacher import plan_draws
 from tests.helpers import teacher_engine
 
@@ -23,8 +24,18 @@ def test_repeated_draws_get_distinct_rollout_and_seed():
     draws = plan_draws([t], 3, seed=10)
     configs = [d.config for d in draws]
     assert [c["rollout_id"] for c in configs] == [0, 1, 2]
-    assert [c["seed"] for c in configs] == [10, 11, 12]
+    assert [c["seed"] for c in configs] == [draw_seed(10, t.name, k) for k in range(3)]
+    assert len({c["seed"] for c in configs}) == 3
     assert all(c["temperature"] == 0.9 for c in configs)
+
+
+def test_draw_seeds_are_distinct_across_teachers_and_base_seeds_and_never_negative():
+    """``seed + sample`` gave teacher x's sample 1 under seed 0 the same seed as sample 0 under seed 1, and the
+    same seeds to every teacher; -1 (llama.cpp's "random") was reachable with a negative base seed."""
+    seeds = [draw_seed(base, name, sample) for base in (-1, 0, 1, 2) for name in ("x", "y") for sample in range(8)]
+    assert len(set(seeds)) == len(seeds)
+    assert all(0 <= s < 2**31 for s in seeds)
+    assert draw_seed(0, "x", 1) == draw_seed(0, "x", 1)  # stable within and across processes (a hash, not hash())
 
 
 def test_zero_temperature_teacher_drawn_twice_is_refused():

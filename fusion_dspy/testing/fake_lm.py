@@ -74,6 +74,24 @@ class FakeRequest:
     max_tokens: int | None
     call: int
 
+    def sample(self, teacher: str, *, seed: int = 0, limit: int = 256) -> int:
+        """Which of teacher ``teacher``'s draws this request is (0 for its first), under a Fuse's base ``seed``.
+
+        DSPy keeps the draw's ``rollout_id`` from the engine; the engine sees only the seed
+        :func:`fusion_dspy.teacher.draw_seed` derived from (``seed``, ``teacher``, sample), and this
+        inverts it, for fakes that answer a teacher's k-th draw in a set way.
+
+        Raises:
+            LookupError: if the request's seed is not one of ``teacher``'s first ``limit`` draws.
+        """
+        from fusion_dspy.teacher import draw_seed
+
+        for sample in range(limit):
+            if draw_seed(seed, teacher, sample) == self.seed:
+                return sample
+        raise LookupError(f"seed {self.seed!r} is none of teacher {teacher!r}'s first {limit} draws under "
+                          f"base seed {seed}; check the teacher's name and the Fuse's seed.")
+
     def digest(self, *extra: object) -> str:
         """A stable hex digest of the inputs, seed and temperature (and ``extra``), for varied answers."""
         return stable_hash([sorted(self.inputs.items()), self.seed, self.temperature, *map(str, extra)])

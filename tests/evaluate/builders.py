@@ -33,7 +33,7 @@ def teacher_engines(*, delayed=False):
         def respond(request):
             if delayed:
                 time.sleep(0.01 * ((int(request.inputs["tag"]) * 7) % 5))
-            position = {"a": [0, 2], "b": [1, 3]}[name][request.seed]
+            position = {"a": [0, 2], "b": [1, 3]}[name][request.sample(name)]
             return {"answer": ANSWERS[request.inputs["question"]][position]}
         return respond
     return FakeEngine(name="a", responder=responder("a")), FakeEngine(name="b", responder=responder("b"))

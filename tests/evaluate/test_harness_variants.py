@@ -36,7 +36,7 @@ def strategy_of(request) -> str:
 
 def engines(delay: float = 0.0):
     teacher = FakeEngine(name="t", delay=delay,
-                         responder=lambda r: {"answer": ANSWERS[r.inputs["question"]][r.seed]})
+                         responder=lambda r: {"answer": ANSWERS[r.inputs["question"]][r.sample("t")]})
 
     def fuse_answer(request):
         question, strategy = request.inputs["question"], strategy_of(request)

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     from fusion_dspy.testing import FakeEngine
 
     a = FakeEngine(name="a", delay=0.02, responder=lambda r: {"answer": str(int(r.inputs["question"]) % 3)})
-    b = FakeEngine(name="b", delay=0.02, responder=lambda r: {"answer": str((r.seed or 0) % 2)})
+    b = FakeEngine(name="b", delay=0.02, responder=lambda r: {"answer": str(r.sample("b") % 2)})
     fusor = FakeEngine(name="f", delay=0.04, responder=lambda r: {"comparison": "c", "answer": "1"})
     fuse = Fuse("question -> answer", 4, teachers=[Teacher(a.lm(), name="a", samples=2),
                                                     Teacher(b.lm(), name="b", samples=2)], fusor=fusor.lm())

@@ -17,7 +17,7 @@ from fusion_dspy.testing import FakeEngine
 
 def make_fuse(fail=False):
     a = FakeEngine(name="a", responder=lambda r: {"response": f"a says {r.inputs['prompt']}"})
-    b = FakeEngine(name="b", responder=lambda r: {"response": f"b{r.seed} says {r.inputs['prompt']}"})
+    b = FakeEngine(name="b", responder=lambda r: {"response": f"b{r.sample('b')} says {r.inputs['prompt']}"})
     fusor = FakeEngine(name="f", responder=lambda r: {"comparison": "b is longer", "response": "fused!"}, fail=fail)
     # guard=False: the records must carry the fusor's answers (a guard would return a teacher's).
     fuse = Fuse("prompt -> response", 3, teachers=[Teacher(a.lm(), name="a"), Teacher(b.lm(), name="b", samples=2)],
