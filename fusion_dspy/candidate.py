@@ -63,10 +63,10 @@ def render_candidates(candidates: Sequence[Candidate], fields: tuple[str, ...] |
     The fences cannot be forged from inside:
 
     * anything in a candidate that reads as a candidate tag once case, whitespace, invisible
-      characters (format controls, default-ignorables such as variation selectors), combining marks,
-      Unicode compatibility forms (NFKD: full-width, small-form, math letters) and common
-      look-alike letters are ignored (``</CANDIDATE>``, ``</ candidate>``, ``＜/candidate＞``,
-      ``</cаndidate>`` with a Cyrillic ``а``) has its ``<`` written as ``&lt;``;
+      characters (format controls, default-ignorables such as variation selectors, the blank
+      U+2800), combining marks, Unicode compatibility forms (NFKD: full-width, small-form, math
+      letters) and common look-alike letters are ignored (``</CANDIDATE>``, ``</ candidate>``,
+      ``＜/candidate＞``, ``</cаndidate>`` with a Cyrillic ``а``) has its ``<`` written as ``&lt;``;
     * DSPy field markers (``[[ ## answer ## ]]`` and their look-alikes) are broken the same way
       (:func:`neutralize_markers`);
     * a candidate with several output fields is rendered one field per line as ``name: value`` with
@@ -101,12 +101,12 @@ def neutralize_markers(text: str) -> str:
 
     Without this a candidate containing ``</candidate>`` would close its own data block early, and
     one containing ``[[ ## answer ## ]]`` would look, to the reading model, like the start of a new
-    prompt field. Matching ignores case, whitespace, invisible characters (format controls and every
-    default-ignorable code point: zero-width spaces, variation selectors, Hangul fillers), combining
-    marks, compatibility forms (NFKD) and common look-alike letters, over the whole text, so no
-    amount of padding hides a match. The first character of each match is replaced by an HTML
-    character reference (``<`` by ``&lt;``, ``[`` by ``&#91;``, ``#`` by ``&#35;``), which keeps the
-    text readable and is idempotent. Ordinary text (HTML, code, Markdown) is left alone.
+    prompt field. Matching ignores case, whitespace, invisible characters (format controls, every
+    default-ignorable code point: zero-width spaces, variation selectors, Hangul fillers; and the
+    Braille blank U+2800), combining marks, compatibility forms (NFKD) and common look-alike
+    letters, over the whole text, so no amount of padding hides a match. The first character of each
+    match is replaced by an HTML character reference (``<`` by ``&lt;``, ``[`` by ``&#91;``, ``#`` by
+    ``&#35;``), which keeps the text readable and is idempotent. Ordinary text (HTML, code, Markdown) is left alone.
     """
     if not _TRIGGER.search(text):
         return text
@@ -155,9 +155,11 @@ _CLOSE_MARKER = re.compile(r"#\s*\]\s*\]")
 
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties.txt, stable since 6.x) beyond the format
 # controls (Cf): variation selectors, the combining grapheme joiner, Hangul fillers, reserved ranges.
+# Plus U+2800 BRAILLE PATTERN BLANK: not default-ignorable and not whitespace, but it shows as a blank
+# like the Hangul fillers, so it could pad a fence the way a space does.
 _DEFAULT_IGNORABLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
-    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0000-\U000e0fff]"
 )
 
@@ -193,6 +195,7 @@ def _fold_char(ch: str) -> str:
 
 
 def _invisible(ch: str) -> bool:
-    """Whether ``ch`` is a format control (Cf), a default-ignorable code point or a combining mark (M*)."""
+    """Whether ``ch`` is a format control (Cf), a default-ignorable code point, the blank U+2800 or a
+    combining mark (M*)."""
     category = unicodedata.category(ch)
     return category == "Cf" or category.startswith("M") or _DEFAULT_IGNORABLE.match(ch) is not None

@@ -12,7 +12,8 @@ carries a credential is refused when it holds a literal value, wherever it sits:
 
 Instead, name the variable: ``<setting>_env = "VAR"`` (for example ``api_key_env``, or
 ``extra_headers = {Authorization_env = "MY_AUTH_HEADER"}``) and the value is read from the
-environment when the LM is built (:func:`resolve_env`). Values read that way are remembered
+environment when the LM is built (:func:`resolve_env`). A key that is only ``_env`` names no setting
+and is refused (:func:`env_setting`). Values read that way are remembered
 (:func:`remember_secret`) so :func:`redact` can blank them out of any text we print or record.
 
 Errors raised here name *where* the credential is (``teachers[0].settings.extra_headers.Authorization``)
@@ -32,6 +33,7 @@ __all__ = [
     "ENV_SUFFIX",
     "check_env_name",
     "credential_locations",
+    "env_setting",
     "is_credential_name",
     "redact",
     "remember_secret",
@@ -112,7 +114,7 @@ def credential_locations(value: Any, where: str) -> list[str]:
             name = str(key)
             place = f"{where}.{name}" if where else name
             if name.lower().endswith(ENV_SUFFIX):
-                continue  # checked by check_env_name when it is read
+                continue  # checked by env_setting and check_env_name (a bare "_env" is refused there)
             if is_credential_name(name) and _holds_text(item):
                 found.append(place)
                 continue
@@ -140,6 +142,28 @@ def _url_has_credentials(text: str) -> bool:
     if _URL_USERINFO.search(text):
         return True
     return "://" in text and any(is_credential_name(name) for name in _URL_QUERY.findall(text))
+
+
+def env_setting(key: Any, where: str) -> str | None:
+    """The setting a ``<setting>_env`` key reads from the environment (``api_key`` for ``api_key_env``).
+
+    Returns:
+        ``None`` when ``key`` is an ordinary setting (it does not end in ``_env``, in any case).
+
+    Raises:
+        ValueError: If ``key`` is only ``_env``: it names no setting to fill.
+    """
+    name = str(key)
+    if not name.lower().endswith(ENV_SUFFIX):
+        return None
+    setting = name[: -len(ENV_SUFFIX)]
+    if not setting:
+        raise ValueError(
+            f"{where} names no setting: a key <setting>{ENV_SUFFIX} reads <setting> from the environment "
+            f"variable it names. Put the setting's name before {ENV_SUFFIX}, e.g. api_key_env = \"OPENAI_API_KEY\" "
+            f"or extra_headers.Authorization_env = \"MY_AUTH\"."
+        )
+    return setting
 
 
 def check_env_name(name: Any, where: str) -> str:
@@ -181,15 +205,16 @@ def resolve_env(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
 
     Raises:
         ValueError: If a variable is not set (the message names it and the setting, never a value),
-            or if a ``*_env`` value is not a variable name.
+            if a ``*_env`` value is not a variable name, or if a key is only ``_env``.
     """
     resolved: dict[str, Any] = {}
     for key, item in settings.items():
         name = str(key)
         place = f"{where}.{name}" if where else name
-        if name.lower().endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
+        setting = env_setting(name, place)
+        if setting is not None:
             # Before any table: a *_env setting names one variable, a table under it is a literal value.
-            resolved[name[: -len(ENV_SUFFIX)]] = read_secret(check_env_name(item, place), place)
+            resolved[setting] = read_secret(check_env_name(item, place), place)
         elif isinstance(item, Mapping):
             resolved[name] = resolve_env(item, place)
         else:

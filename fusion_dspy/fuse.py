@@ -220,11 +220,14 @@ class Fuse(dspy.Module):
 
         ``fusors`` is a list (each named by its model string) or a mapping from the names you want,
         e.g. the names of a pool config file, to LMs.
+        All or nothing: when any teacher or fusor is refused, none of this call's is registered.
         """
-        self.pool.add_teachers(teachers)
+        pool = copy.deepcopy(self.pool)  # Staged: the objects land only if every one is accepted.
+        pool.add_teachers(teachers)
         named = fusors.items() if isinstance(fusors, Mapping) else ((None, lm) for lm in fusors)
         for name, lm in named:
-            self.pool.add_fusor(lm, name)
+            pool.add_fusor(lm, name)
+        self.pool.teachers, self.pool.fusors = pool.teachers, pool.fusors
         return self
 
     def configure(

@@ -65,9 +65,9 @@ from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic import model_validator
 
-from fusion_dspy.credentials import ENV_SUFFIX
 from fusion_dspy.credentials import check_env_name
 from fusion_dspy.credentials import credential_locations
+from fusion_dspy.credentials import env_setting
 from fusion_dspy.credentials import read_secret
 from fusion_dspy.credentials import resolve_env
 from fusion_dspy.limits import LMLimits
@@ -181,7 +181,7 @@ class LMSpec(BaseModel):
 
 def _check_env_names(settings: Mapping[str, Any], where: str) -> None:
     for key, item in settings.items():
-        if str(key).lower().endswith(ENV_SUFFIX):  # a table here is a literal value, refused without showing it
+        if env_setting(key, f"{where}.{key}") is not None:  # a table here is a literal value, refused unshown
             check_env_name(item, f"{where}.{key}")
         elif isinstance(item, Mapping):
             _check_env_names(item, f"{where}.{key}")

@@ -251,6 +251,35 @@ def test_ordinary_settings_are_not_mistaken_for_credentials():
     assert spec.settings["max_tokens"] == 5
 
 
+@pytest.mark.parametrize(
+    "settings, where",
+    [
+        ({"_env": "FUSION_TEST_KEY"}, "settings._env"),
+        ({"_ENV": "FUSION_TEST_KEY"}, "settings._ENV"),
+        ({"extra_headers": {"_env": "FUSION_TEST_AUTH"}}, "settings.extra_headers._env"),
+        ({"_env": {"Authorization": f"Bearer {SECRET}"}}, "settings._env"),
+    ],
+)
+def test_a_bare_env_key_names_no_setting_and_is_refused(tmp_path, monkeypatch, settings, where):
+    from fusion_dspy.credentials import resolve_env
+
+    monkeypatch.setenv("FUSION_TEST_KEY", SECRET)
+    monkeypatch.setenv("FUSION_TEST_AUTH", SECRET)
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps({"teachers": [{"name": "a", "model": "openai/x", "settings": settings}]}))
+    with pytest.raises(ConfigError) as caught:
+        load_pool_config(path)
+    message = str(caught.value)
+    assert where in message and "api_key_env" in message  # where it is, and what to write instead
+    assert SECRET not in message
+    with pytest.raises(ValueError) as caught:
+        LMSpec(name="a", model="openai/x", settings=settings)
+    assert where in str(caught.value) and SECRET not in str(caught.value)
+    # The rule holds where variables are read too: a bare _env never reaches the LM as a setting.
+    with pytest.raises(ValueError, match=r"_env"):
+        resolve_env(settings, "settings")
+
+
 def test_credentials_from_the_environment_reach_the_lm(monkeypatch):
     monkeypatch.setenv("FUSION_TEST_AUTH", f"Bearer {SECRET}")
     monkeypatch.setenv("FUSION_TEST_KEY", SECRET)

@@ -11,6 +11,7 @@ from fusion_dspy.config import SettingsError
 from fusion_dspy.config import check_setting
 from fusion_dspy.selectors import MajorityVote
 from fusion_dspy.store import MemoryStore
+from fusion_dspy.testing import FakeEngine
 from tests.helpers import make_fuse
 from tests.helpers import teacher_engine
 
@@ -63,6 +64,25 @@ def test_a_failed_configure_changes_nothing():
     with pytest.raises(ValueError, match="temperature 0"):
         fuse.configure(teachers=[Teacher(teacher_engine("z").lm(), name="z", temperature=0)])
     assert "z" not in fuse.pool.teachers and fuse.settings == before
+
+
+def test_a_failed_register_registers_nothing():
+    fuse = make_fuse(3)
+    before = (dict(fuse.pool.teachers), dict(fuse.pool.fusors))
+    newcomer = Teacher(teacher_engine("c").lm(), name="c")
+    impostor = Teacher(teacher_engine("other").lm(), name="a")  # a different teacher under a known name
+    fusor = FakeEngine(name="f2").lm()
+    with pytest.raises(ValueError, match="'a'"):
+        fuse.register(teachers=[newcomer, impostor])
+    with pytest.raises(TypeError, match="Teacher"):
+        fuse.register(teachers=[newcomer, "d"])
+    with pytest.raises(TypeError, match="fusor"):
+        fuse.register(teachers=[newcomer], fusors={"f2": fusor, "f3": "not an LM"})
+    with pytest.raises(ValueError, match="local/f9"):  # two different LMs under one name in one call
+        fuse.register(teachers=[newcomer], fusors=[FakeEngine(name="f9").lm(), FakeEngine(name="f9").lm()])
+    assert (dict(fuse.pool.teachers), dict(fuse.pool.fusors)) == before
+    fuse.register(teachers=[newcomer], fusors={"f2": fusor})  # a valid call still lands as a whole
+    assert fuse.pool.teachers["c"] is newcomer and fuse.pool.fusors["f2"] is fusor
 
 
 def test_configure_applies_everything_when_valid():

