@@ -3,8 +3,8 @@
 A Fuse call (and an LLM selector) is a sans-I/O generator: it yields :class:`Batch` (LM calls to make
 concurrently) and :class:`Invoke` (a blocking step such as a user's selector or a store wait) and is
 sent back the outcomes as :class:`~fusion_dspy.outcomes.Tracked` values. :func:`drive` serves those
-requests with threads, :func:`adrive` with asyncio tasks; nothing else differs between ``forward`` and
-``aforward``.
+requests with threads, :func:`adrive` on the event loop (asyncio tasks; a call with a timeout runs in
+a pool thread, see below); nothing else differs between ``forward`` and ``aforward``.
 
 This is the one statement of the timeout and bounds model, for sync and async alike (the modules that
 implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` and
@@ -15,24 +15,34 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
   ``on_lm_end`` callbacks), so neither waiting for a slot (below) nor the adapter's formatting and
   parsing counts; each request of a call (DSPy may retry with another adapter) gets the full timeout
   (an LM that reports no requests is timed from the moment the call got its slots). In async, time
-  the event loop is too busy to run a call's last steps (many calls answering at once) is queue
-  time too: it extends that call's deadline, by at most ``timeout``.
+  the event loop is too busy to take a call's answer (many calls answering at once) is queue time
+  too: it extends that call's deadline, by at most ``timeout``.
   A call still running at its deadline is reported as
   :class:`~fusion_dspy.outcomes.TeacherTimeoutError` and abandoned: its slots are freed at once, but
-  the call itself is not killed (a thread cannot be; an asyncio task is left running so that a
-  paid-for answer is not thrown away). When it answers, the batch's ``on_late`` hook receives it: the
-  Fuse stores it in its candidate store and adds its usage to the report
-  (``CandidateRecord.late_usage``). An asyncio task runs only while its event loop does: one still
-  running when ``asyncio.run`` returns is cancelled, and its answer is neither stored nor reported.
+  the call itself is not killed, so that a paid-for answer is not thrown away. When it answers, the
+  batch's ``on_late`` hook receives it: the Fuse stores it in its candidate store and adds its usage
+  to the report (``CandidateRecord.late_usage``). Only the process ending first loses it: then a
+  warning at exit (logger ``fusion_dspy.drivers``) says how many abandoned calls were still running.
+* **Where a call with a timeout runs.** In a pool thread, in async code too (the event loop only
+  awaits its answer and keeps its clock), because an abandoned call must outlive its caller: an
+  asyncio task would be cancelled when its loop ends (``asyncio.run`` returning first) and its
+  answer lost. So a late answer is stored and reported whenever it arrives while the process runs,
+  whatever became of the caller's loop. Likewise when an async caller is cancelled mid-batch (say by
+  ``asyncio.wait_for``): its timed calls are not stopped, and each one's answer, in already or still
+  to come, goes to ``on_late`` (the store keeps it; no report is left to count it). The cost: a timed
+  async call holds a thread while it runs, as in ``forward``, and uses the LM's sync path (every
+  ``dspy.LM`` has one; a custom ``BaseLM`` with only ``aforward`` must be used without a timeout).
+  Calls without a timeout are asyncio calls in async code: they end with the caller's await, and
+  cancelling the caller cancels them.
 * **Which bounds apply.** (1) Per LM, process-wide and shared by threads and event loops: at most
   :func:`~fusion_dspy.lm_slots.lm_concurrency` calls (default
   :data:`~fusion_dspy.lm_slots.DEFAULT_LM_CONCURRENCY`, change it with
   :func:`~fusion_dspy.lm_slots.set_lm_concurrency`) that are running and within their timeout. A slow
   or hung LM fills only its own slots, and an abandoned call frees its slot, so queued calls to that
   LM still get their turn. (2) Per batch: ``max_concurrency`` (a Fuse's ``max_threads``, a judge's
-  ``num_threads``). There is no process-wide pool size: sync calls run on the elastic pool of
-  :mod:`fusion_dspy.threads`, which starts a thread whenever none is idle, so hung calls of one Fuse
-  never delay the calls of another.
+  ``num_threads``). There is no process-wide pool size: sync calls (and timed async calls) run on the
+  elastic pool of :mod:`fusion_dspy.threads`, which starts a thread whenever none is idle, so hung
+  calls of one Fuse never delay the calls of another.
 * **Context.** Every call runs with the caller's ``dspy.context`` overrides, under its own usage
   tracker (so its usage is attributable), with DSPy trace recording off (the engine adds the steps it
   accepted to the trace itself). Usage of calls that return in time is merged into the caller's
@@ -46,8 +56,10 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Awaitable
@@ -82,6 +94,28 @@ T = TypeVar("T")
 _LOOP_LAG_S = 0.005
 #: The ``dspy.context`` key set by :func:`skip_response_cache` (a DSPy override, so threads carry it).
 _SKIP_CACHE = "fusion_dspy_skip_response_cache"
+
+_logger = logging.getLogger(__name__)
+
+#: Abandoned calls that have not answered yet, process-wide (their answers are still to be kept).
+_unanswered = 0
+_UNANSWERED_LOCK = threading.Lock()
+
+
+def _count_unanswered(delta: int) -> None:
+    global _unanswered
+    with _UNANSWERED_LOCK:
+        _unanswered += delta
+
+
+@atexit.register
+def _warn_unanswered_at_exit() -> None:
+    """The one loss left: the process ends while abandoned calls still run. Say so, with how many."""
+    if _unanswered > 0:
+        _logger.warning(
+            "fusion-dspy: %d LM call(s) abandoned at their timeout were still running when the process exited: "
+            "their answers are neither stored nor reported, though a provider may bill them.", _unanswered
+        )
 
 
 @contextlib.contextmanager
@@ -119,8 +153,9 @@ class LMCall:
 class Batch:
     """LM calls to run concurrently; the engine is sent back one :class:`Tracked` per call, in order.
 
-    ``on_late(position, tracked)`` receives the answer of a call that timed out, when it arrives
-    (from another thread, or as a callback on the event loop).
+    ``on_late(position, tracked)`` receives the answer of a call the caller abandoned (it timed out,
+    or an async caller was cancelled), when it arrives: from the call's thread, or on the event loop
+    for a call that had answered before its async caller was cancelled.
     """
 
     calls: tuple[LMCall, ...]
@@ -206,7 +241,7 @@ def _lm_of(call: LMCall) -> Any:
 
 
 class _Job:
-    """One call of a sync batch: queued, running (``clock``), finished (``result``) or abandoned."""
+    """One call of a batch: queued, running (``clock``), finished (``result``) or abandoned by its caller."""
 
     __slots__ = ("call", "position", "lm_slots", "clock", "result", "abandoned")
 
@@ -265,8 +300,12 @@ def _run_batch(batch: Batch) -> list[Tracked]:
             changed.notify_all()
         if not late:
             free(job)
-        elif batch.on_late is not None:
-            batch.on_late(job.position, result)
+            return
+        try:
+            if batch.on_late is not None:
+                batch.on_late(job.position, result)
+        finally:
+            _count_unanswered(-1)
 
     timeout = batch.timeout
     # Without a timeout the caller would only wait: it makes the first call itself (one thread hop less).
@@ -288,6 +327,7 @@ def _run_batch(batch: Batch) -> list[Tracked]:
                 if deadline is not None:
                     if deadline <= now:
                         job.abandoned = True
+                        _count_unanswered(1)
                         free(job)  # the slot goes to the next caller; the call runs on unobserved
                         continue
                     deadlines.append(deadline)
@@ -307,48 +347,126 @@ def _timed_out(timeout: float | None) -> Tracked:
 
 
 async def _arun_batch(batch: Batch) -> list[Tracked]:
-    parent = dspy.settings.usage_tracker
-    batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
+    """Serve a batch on the event loop: untimed calls as asyncio tasks, timed calls in pool threads.
 
-    async def one(position: int, call: LMCall, lm: Any) -> Tracked:
-        lm_slots = _slots_for(lm)
+    A timed call may outlive the caller (it is abandoned at its deadline, and the caller may return or
+    be cancelled before it answers), so it runs where the caller's event loop ending cannot cancel it:
+    on the elastic pool, as in :func:`_run_batch`. The loop only awaits its answer and keeps its clock.
+    """
+    parent = dspy.settings.usage_tracker
+    timeout = batch.timeout
+    batch_slots = _Slots(batch.max_concurrency) if batch.max_concurrency else None
+    jobs = []
+    for position, call in enumerate(_cache_policy(batch.calls)):
+        lm = _lm_of(call)
+        jobs.append(_Job(call, position, _slots_for(lm), _LMClock(lambda: None, reports=isinstance(lm, dspy.BaseLM))))
+    lock = threading.Lock()  # guards each job's result and abandoned flag (set by its thread and by the loop)
+
+    def time_out(job: _Job) -> Tracked | None:
+        """At ``job``'s deadline: its result if it answered meanwhile, else ``None`` and it is abandoned."""
+        with lock:
+            if job.result is None:
+                job.abandoned = True
+                _count_unanswered(1)
+            return job.result
+
+    def abandon(job: _Job) -> Tracked | None:
+        """The caller is gone: ``job`` answers on its own; its result if it had one not delivered yet."""
+        with lock:
+            if job.abandoned:
+                return None
+            job.abandoned = True
+            if job.result is None and job.clock.slotted is not None:  # started: it answers on its own
+                _count_unanswered(1)
+            return job.result
+
+    async def one(job: _Job) -> Tracked:
+        call = job.call
         if batch_slots is not None:
             await batch_slots.aacquire()
         try:
-            await lm_slots.aacquire()
+            await job.lm_slots.aacquire()
         except BaseException:
             if batch_slots is not None:
                 batch_slots.release()
             raise
         try:
-            if batch.timeout is None:  # nothing to time: no extra task
+            if timeout is None:  # the call cannot outlive this await: an asyncio call, no thread
                 return await _atracked(lambda: call.predict.acall(**call.kwargs))
             loop = asyncio.get_running_loop()
             wake = asyncio.Event()
-            clock = _LMClock(lambda: loop.call_soon_threadsafe(wake.set), reports=isinstance(lm, dspy.BaseLM))
-            clock.slotted = time.perf_counter()
-            with clock.watching():  # the task copies this context when it is created
-                task = asyncio.ensure_future(_atracked(lambda: call.predict.acall(**call.kwargs)))
-            try:
-                done = await _watch(task, clock, wake, batch.timeout)
-            except BaseException:
-                task.cancel()
-                raise
-        finally:  # the slots go to the next caller, also when the call is abandoned below
-            lm_slots.release()
+            answered: asyncio.Future[Tracked] = loop.create_future()
+            job.clock.on_change = lambda: _call_soon(loop, wake.set)
+            job.clock.slotted = time.perf_counter()
+            # bind_context: the task's dspy.context overrides apply in the thread too.
+            _POOL.submit(bind_context(lambda: _work_for_loop(job, lock, loop, answered, batch.on_late)))
+            if await _watch(answered, job.clock, wake, timeout):
+                return answered.result()
+            result = time_out(job)  # it may have answered while the loop was coming back here
+            return _timed_out(timeout) if result is None else result
+        finally:  # the slots go to the next caller, also when the call is abandoned above
+            job.lm_slots.release()
             if batch_slots is not None:
                 batch_slots.release()
-        if done:
-            return task.result()
-        if batch.on_late is not None:
-            on_late = batch.on_late
-            task.add_done_callback(lambda t: None if t.cancelled() else on_late(position, t.result()))
-        return _timed_out(batch.timeout)
 
-    runs = [one(i, call, _lm_of(call)) for i, call in enumerate(_cache_policy(batch.calls))]
-    results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
+    runs = [one(job) for job in jobs]
+    try:
+        results = [await runs[0]] if len(runs) == 1 else list(await asyncio.gather(*runs))
+    except BaseException:
+        # Cancelled (or interrupted): a timed call cannot be stopped, and its answer was paid for. One
+        # that answered already goes to on_late now; one still running, when it answers.
+        if timeout is not None and batch.on_late is not None:
+            for job in jobs:
+                result = abandon(job)
+                if result is not None:
+                    batch.on_late(job.position, result)
+        raise
+    _reraise_interrupts(results)
     merge_into_parent_tracker([r for r in results if not isinstance(r.error, TeacherTimeoutError)], parent)
     return results
+
+
+def _work_for_loop(
+    job: _Job,
+    lock: threading.Lock,
+    loop: asyncio.AbstractEventLoop,
+    answered: asyncio.Future[Tracked],
+    on_late: Callable[[int, Tracked], None] | None,
+) -> None:
+    """Make a timed call of an async batch (in a pool thread): its answer goes to the waiting loop,
+    or to ``on_late`` if the loop gave up on it (timed out, cancelled, or closed)."""
+    with job.clock.watching():
+        result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+    with lock:
+        job.result = result
+        late = job.abandoned
+    if not late:
+        if _call_soon(loop, _settle, answered, result):
+            return
+        with lock:  # the loop closed without giving up on the call (it stopped with the caller pending)
+            job.abandoned = True
+        if on_late is not None:
+            on_late(job.position, result)
+        return
+    try:
+        if on_late is not None:
+            on_late(job.position, result)
+    finally:
+        _count_unanswered(-1)
+
+
+def _settle(answered: asyncio.Future[Tracked], result: Tracked) -> None:
+    if not answered.done():
+        answered.set_result(result)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
+    """Schedule ``callback`` on ``loop`` from any thread; ``False`` if the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _watch(task: asyncio.Future[Tracked], clock: _LMClock, wake: asyncio.Event, timeout: float) -> bool:
