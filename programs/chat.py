@@ -17,6 +17,7 @@ from typing import Any
 from typing import Literal
 
 import dspy
+from fusion_dspy.programs.data import check_limit
 from fusion_dspy.programs.data import data_dir
 from fusion_dspy.programs.task import TaskSpec
 
@@ -142,8 +143,17 @@ def win_rate(scores: Sequence[float], *, confidence: float = 0.95, resamples: in
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not a JSON object ({error.msg}); "
+                                 "fix or remove the line.") from error
+    return rows
 
 
 def _answer_text(row: dict[str, Any]) -> str:
@@ -165,6 +175,7 @@ def load_arena_hard(
         reference_model: Whose answers are the reference (``gpt-4-0314`` is Arena-Hard's baseline).
         limit: Keep at most this many prompts.
     """
+    limit = check_limit(limit)
     if directory is None:
         root = data_dir()
         if root is None or not (root / "arena_hard_v0.1").is_dir():
@@ -181,6 +192,8 @@ def load_arena_hard(
     references = {row["uid"]: _answer_text(row) for row in _read_jsonl(answer_file)}
     examples = []
     for row in _read_jsonl(root / "question.jsonl"):
+        if limit is not None and len(examples) >= limit:
+            break
         prompt = row.get("prompt") or row["turns"][0]["content"]
         if row["uid"] not in references:
             continue
@@ -188,8 +201,6 @@ def load_arena_hard(
             dspy.Example(prompt=prompt, reference=references[row["uid"]], uid=row["uid"],
                          category=row.get("cluster") or row.get("category")).with_inputs("prompt")
         )
-        if limit is not None and len(examples) >= limit:
-            break
     return examples
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATA_DIR_ENV", "data_dir", "find_data_file", "load_rows"]
+__all__ = ["DATA_DIR_ENV", "check_limit", "data_dir", "find_data_file", "is_data_file", "load_rows"]
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +50,25 @@ def find_data_file(relative: str) -> Path | None:
         return None
     path = root / relative
     return path if path.exists() else None
+
+
+def is_data_file(data: str | os.PathLike[str]) -> bool:
+    """Whether a loader's ``data`` names a local file: it exists, or it ends in a data file extension
+    (``.jsonl``, ``.csv``...), so a missing file is reported as missing instead of asked of the hub."""
+    return os.path.exists(data) or Path(data).suffix.lower() in _FORMATS
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` when it is ``None`` or a whole number >= 0; else a ``ValueError`` naming it.
+
+    Every loader's ``limit`` goes through this: ``limit=0`` is no rows, and a negative, fractional or
+    boolean limit is refused (a slice would silently drop rows from the end).
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit={limit!r}: pass a whole number >= 0 (the most rows to keep), or None for all.")
+    return limit
 
 
 def load_rows(
@@ -88,6 +107,8 @@ def load_rows(
         )
     if data_files is not None:
         files = [os.fspath(f) for f in ([data_files] if isinstance(data_files, (str, os.PathLike)) else data_files)]
+        if not files:
+            raise ValueError("data_files=[] names no file: pass at least one path, or None to use hub=....")
         missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise FileNotFoundError(f"Data file(s) not found: {missing}.")

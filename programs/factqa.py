@@ -3,7 +3,8 @@
 GeoFact-X (arXiv 2507.05418) asks geography-bound factual questions in English, Hindi, Japanese,
 Swahili and Thai, with several accepted answers per question (``corrected_answer_list``). The metric
 accepts an answer that equals an accepted one after normalization, or contains one as a whole
-phrase ("The Delta blues is played on the slide guitar" contains "slide guitar"); a reference shorter
+phrase ("The Delta blues is played on the slide guitar" contains "slide guitar"; a phrase may touch
+Japanese, Chinese or Thai text, which has no spaces: "2013年です" contains "2013"); a reference shorter
 than three characters must match exactly, so "A" never matches everything.
 """
 
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import dspy
+from fusion_dspy.programs.data import check_limit
 from fusion_dspy.programs.data import find_data_file
+from fusion_dspy.programs.data import is_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.task import TaskSpec
 
@@ -71,18 +74,25 @@ def _contains_phrase(text: str, phrase: str) -> bool:
 
 
 def _in_word(ch: str) -> bool:
-    """Whether ``ch`` belongs to a word: a regex word character (``\\w``) or a combining mark (M*), as
-    Devanagari vowel signs and viramas are: "भारत" is not a whole word of "भारती"."""
+    """Whether ``ch`` continues the word next to it: a regex word character (``\\w``) or a combining mark
+    (M*), as Devanagari vowel signs and viramas are: "भारत" is not a whole word of "भारती". A character
+    of a script written without spaces does not: "2013" is a whole phrase of "2013年です"."""
+    if _UNSPACED.match(ch):
+        return False
     return _WORD.match(ch) is not None or unicodedata.category(ch).startswith("M")
 
 
 def answer_match(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
-    """1.0 when the predicted answer matches one of ``example.answers``, else 0.0 (see module docs)."""
+    """1.0 when the predicted answer matches one of ``example.answers``, else 0.0 (see module docs).
+
+    ``example.answers`` is a list of accepted answers; a single string is one accepted answer.
+    """
     raw = prediction.get("answer") if hasattr(prediction, "get") else prediction
     guess = normalize_value(raw if raw is not None else "")
     if not guess:
         return 0.0
-    for reference in example.answers:
+    references = example.answers
+    for reference in [references] if isinstance(references, str) else references:
         gold = normalize_value(reference)
         if not gold:
             continue
@@ -102,13 +112,20 @@ def load_geofactx(
     """GeoFact-X questions with their accepted answers (``answers``) and reference ``reasoning``.
 
     Reads ``geofactx/geofact_x_test.jsonl`` from the data directory unless ``data_files`` or ``hub`` is
-    given. ``languages`` filters by the ``language`` column (e.g. ``["english", "swahili"]``).
+    given. ``languages`` filters by the ``language`` column (e.g. ``["english", "swahili"]``; one name may
+    be a plain string).
+
+    Raises:
+        ValueError: When ``languages`` matches no row (the message lists the languages the data has).
     """
+    limit = check_limit(limit)
     files = data_files or (None if hub else find_data_file("geofactx/geofact_x_test.jsonl"))
     rows = load_rows(files, hub=hub, split="test", cache_dir=cache_dir)
-    wanted = set(languages) if languages is not None else None
+    wanted = None if languages is None else {languages} if isinstance(languages, str) else set(languages)
     examples = []
     for row in rows:
+        if limit is not None and len(examples) >= limit:
+            break
         if wanted is not None and row.get("language") not in wanted:
             continue
         answers = row.get("corrected_answer_list") or row.get("answer_list") or []
@@ -121,8 +138,9 @@ def load_geofactx(
                 topic=row.get("topic"),
             ).with_inputs("question")
         )
-        if limit is not None and len(examples) >= limit:
-            break
+    if wanted is not None and rows and not examples and limit != 0:
+        found = sorted({str(row.get("language")) for row in rows})
+        raise ValueError(f"languages={sorted(wanted)} matches no row; the data has {found}.")
     return examples
 
 
@@ -131,7 +149,7 @@ def _load(data: str | os.PathLike[str] | None = None, *, limit: int | None = Non
         return load_geofactx(limit=limit)
     if str(data) in GEOFACTX_LANGUAGES:
         return load_geofactx(languages=[str(data)], limit=limit)
-    if os.path.exists(data):
+    if is_data_file(data):
         return load_geofactx(data_files=data, limit=limit)
     return load_geofactx(hub=str(data), limit=limit)
 

@@ -24,7 +24,9 @@ import types
 from typing import Any
 
 import dspy
+from fusion_dspy.programs.data import check_limit
 from fusion_dspy.programs.data import find_data_file
+from fusion_dspy.programs.data import is_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.feedback import feedback
 from fusion_dspy.programs.feedback import path_note
@@ -98,22 +100,37 @@ class IFEvalScores:
 
 
 def ifeval_scores(example: dspy.Example, response: str) -> IFEvalScores:
-    """Score ``response`` against the example's instructions with IFEval's checkers."""
+    """Score ``response`` against the example's instructions with IFEval's checkers.
+
+    An empty response (also one that is only a ``<think>`` block) fails every instruction.
+
+    Raises:
+        ValueError: When ``example.instruction_id_list`` names an instruction IFEval does not know (the
+            checkers would skip it, so a typo would pass), or ``example.kwargs`` does not hold one dict
+            per instruction (the checkers would draw the missing thresholds at random).
+    """
     api = _checkers()
-    sample = api.IFEvalSample(
-        key=example.get("key", 0),
-        prompt=example.prompt,
-        instruction_id_list=list(example.instruction_id_list),
-        kwargs=[dict(kw) for kw in example.kwargs],
-    )
+    ids = list(example.instruction_id_list)
+    kwargs = [dict(kw) for kw in example.kwargs]
+    if len(kwargs) != len(ids):
+        raise ValueError(f"example.kwargs has {len(kwargs)} entries for {len(ids)} instructions in "
+                         "example.instruction_id_list: give one dict per instruction ({} when it takes none).")
+    unknown = [i for i in ids if i not in api.instructions]
+    if unknown:
+        raise ValueError(f"example.instruction_id_list names unknown IFEval instruction(s) {unknown}; "
+                         f"known ones look like {sorted(api.instructions)[:3]}.")
+    sample = api.IFEvalSample(key=example.get("key", 0), prompt=example.prompt, instruction_id_list=ids, kwargs=kwargs)
     results, scores = api.evaluate_output_for_sample("ifeval", sample, response or "")
-    approximate = not _has_punkt() and bool(PUNKT_INSTRUCTIONS & set(example.instruction_id_list))
+    passed = tuple((r.instruction_id, bool(r.strict_pass)) for r in results)
+    if not results:  # The checkers return no results at all for an empty response: every instruction failed.
+        passed = tuple((i, False) for i in ids)
+    approximate = not _has_punkt() and bool(PUNKT_INSTRUCTIONS & set(ids))
     return IFEvalScores(
         prompt_strict=float(scores.binary_strict),
         prompt_loose=float(scores.binary_loose),
         instruction_strict=float(scores.partial_strict),
         instruction_loose=float(scores.partial_loose),
-        passed=tuple((r.instruction_id, bool(r.strict_pass)) for r in results),
+        passed=passed,
         approximate=approximate,
     )
 
@@ -178,6 +195,7 @@ def _checkers() -> types.SimpleNamespace:
     try:
         from if_verifiable.api import evaluate_output_for_sample
         from if_verifiable.ifeval import instructions_util
+        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
         from if_verifiable.types import IFEvalSample
     except ImportError as error:
         raise ImportError(
@@ -190,7 +208,8 @@ def _checkers() -> types.SimpleNamespace:
         instructions_util._get_sentence_tokenizer = _offline_sentence_tokenizer
         # Only the IFEval utilities' view of nltk changes; nltk itself is left alone for everyone else.
         instructions_util.nltk = _OfflineNltk(instructions_util.nltk)
-    return types.SimpleNamespace(evaluate_output_for_sample=evaluate_output_for_sample, IFEvalSample=IFEvalSample)
+    return types.SimpleNamespace(evaluate_output_for_sample=evaluate_output_for_sample, IFEvalSample=IFEvalSample,
+                                 instructions=frozenset(INSTRUCTION_DICT))
 
 
 @functools.cache
@@ -228,10 +247,13 @@ def load_ifeval(
     Reads ``ifeval/input_data.jsonl`` from the data directory unless ``data_files`` or ``hub`` (e.g.
     ``"google/IFEval"``) is given.
     """
+    limit = check_limit(limit)
     files = data_files or (None if hub else find_data_file("ifeval/input_data.jsonl"))
     rows = load_rows(files, hub=hub, split="train", cache_dir=cache_dir)
     examples = []
     for row in rows:
+        if limit is not None and len(examples) >= limit:
+            break
         ids, kwargs = list(row["instruction_id_list"]), list(row["kwargs"])
         if len(ids) != len(kwargs):
             raise ValueError(f"IFEval row {row.get('key')!r} has {len(ids)} instructions but {len(kwargs)} kwargs.")
@@ -244,15 +266,13 @@ def load_ifeval(
                 kwargs=[{k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs],
             ).with_inputs("prompt")
         )
-        if limit is not None and len(examples) >= limit:
-            break
     return examples
 
 
 def _load(data: str | os.PathLike[str] | None = None, *, limit: int | None = None) -> list[dspy.Example]:
     if data is None:
         return load_ifeval(limit=limit)
-    if os.path.exists(data):
+    if is_data_file(data):
         return load_ifeval(data_files=data, limit=limit)
     return load_ifeval(hub=str(data), limit=limit)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+from fusion_dspy.programs.data import check_limit
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.feedback import feedback
@@ -162,11 +163,12 @@ def load_gsm8k(
 
     Reads ``gsm8k/test.jsonl`` from the data directory when ``data_files`` is not given, else the hub.
     """
+    limit = check_limit(limit)
     files = data_files or find_data_file(f"gsm8k/{split}.jsonl")
     rows = load_rows(files, hub=None if files else hub, hub_config="main", split=split, cache_dir=cache_dir)
     examples = []
     for row in rows[:limit]:
-        solution, _, final = row["answer"].rpartition("####")
+        solution, _, final = str(row["answer"]).rpartition("####")
         examples.append(
             dspy.Example(question=row["question"], answer=final.strip().replace(",", ""), solution=solution.strip())
             .with_inputs("question")
@@ -182,15 +184,13 @@ def load_mgsm(
     limit: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> list[dspy.Example]:
-    """MGSM problems in one language (TSV: question, numeric answer; no header)."""
+    """MGSM problems in one language (TSV: question, numeric answer; no header; blank lines are skipped)."""
     if language not in MGSM_LANGUAGES:
         raise ValueError(f"Unknown MGSM language {language!r}; choose one of {MGSM_LANGUAGES}.")
+    limit = check_limit(limit)
     files = data_files or find_data_file(f"mgsm/mgsm_{language}.tsv")
     if files:
-        # Plain csv, not the datasets csv builder: MGSM questions contain quote characters.
-        with open(files, encoding="utf-8", newline="") as handle:
-            rows = [{"question": q, "answer_number": a} for q, a in csv.reader(handle, delimiter="\t",
-                                                                             quoting=csv.QUOTE_NONE)]
+        rows = _read_mgsm_tsv(Path(files))
     else:
         rows = load_rows(None, hub=hub, hub_config=language, split="test", cache_dir=cache_dir)
     return [
@@ -200,16 +200,34 @@ def load_mgsm(
     ]
 
 
+def _read_mgsm_tsv(path: Path) -> list[dict[str, str]]:
+    rows = []
+    # Plain csv, not the datasets csv builder: MGSM questions contain quote characters.
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) != 2:
+                raise ValueError(f"{path}, line {reader.line_num}: {len(cells)} tab-separated columns; an MGSM row "
+                                 "is question<TAB>answer (no tab inside the question).")
+            rows.append({"question": cells[0], "answer_number": cells[1]})
+    return rows
+
+
 def load_math(data: str | os.PathLike[str] | None = None, *, limit: int | None = None) -> list[dspy.Example]:
     """``None`` or ``"gsm8k"``: GSM8K; ``"mgsm_<lang>"``: MGSM; a ``.jsonl``/``.tsv`` file: that file."""
     if data is None or str(data) == "gsm8k":
         return load_gsm8k(limit=limit)
     text = str(data)
-    if text.startswith("mgsm_") and not Path(text).exists():
+    if text.startswith("mgsm_") and not Path(text).suffix and not Path(text).exists():
         return load_mgsm(text.removeprefix("mgsm_"), limit=limit)
     path = Path(text)
     if path.suffix == ".tsv":
         language = path.stem.removeprefix("mgsm_")
+        if not path.exists():
+            raise FileNotFoundError(f"MGSM file {text!r} not found: pass an existing .tsv, or 'mgsm_<lang>' for the "
+                                    "data directory's copy.")
         return load_mgsm(language if language in MGSM_LANGUAGES else "en", data_files=path, limit=limit)
     return load_gsm8k(data_files=path, limit=limit)
 

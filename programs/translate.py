@@ -10,11 +10,13 @@ system under ``system-outputs/``), whose system outputs make a ready pool of rec
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dspy
+from fusion_dspy.programs.data import check_limit
 from fusion_dspy.programs.data import find_data_file
 from fusion_dspy.programs.data import load_rows
 from fusion_dspy.programs.feedback import feedback
@@ -85,6 +87,15 @@ class TranslationProgram(dspy.Module):
 # -- metrics ------------------------------------------------------------------------------------------
 
 
+def _aligned(examples: Sequence[dspy.Example], predictions: Sequence[Any]) -> list[str]:
+    """The predictions' hypotheses, after checking there is one per example (sacrebleu would score the
+    shorter list's pairs only, silently)."""
+    if len(examples) != len(predictions):
+        raise ValueError(f"A corpus score needs one prediction per example: got {len(examples)} examples but "
+                         f"{len(predictions)} predictions; pass them aligned, in the same order.")
+    return [_hypothesis(p) for p in predictions]
+
+
 def _hypothesis(prediction: Any) -> str:
     value = prediction.get("translation") if hasattr(prediction, "get") else prediction
     return "" if value is None else str(value).strip()
@@ -147,12 +158,12 @@ class CorpusChrF:
         return CHRF(word_order=self.word_order)
 
     def __call__(self, examples: Sequence[dspy.Example], predictions: Sequence[Any]) -> float:
-        hypotheses = [_hypothesis(p) for p in predictions]
+        hypotheses = _aligned(examples, predictions)
         return float(self._metric().corpus_score(hypotheses, [[e.target for e in examples]]).score)
 
     def statistics(self, examples: Sequence[dspy.Example], predictions: Sequence[Any]) -> list[list[int]]:
         """One row of chrF sufficient statistics (n-gram matches and totals) per segment."""
-        hypotheses = [_hypothesis(p) for p in predictions]
+        hypotheses = _aligned(examples, predictions)
         return self._metric()._extract_corpus_statistics(hypotheses, [[e.target for e in examples]])
 
     def from_statistics(self, totals: Sequence[int]) -> float:
@@ -167,11 +178,15 @@ corpus_chrf = CorpusChrF()
 def corpus_bleu(examples: Sequence[dspy.Example], predictions: Sequence[Any], *, target_language: str) -> float:
     """Corpus BLEU with the tokenizer the target language needs (CJK tokenizers for zh/ja/ko).
 
-    Japanese and Korean need ``pip install 'sacrebleu[ja,ko]'`` (MeCab dictionaries).
+    ``target_language`` is a code (``"zh_CN"``, ``"zh-CN"``, ``"ja"``) or a name as in :data:`LANGUAGES`
+    (``"Simplified Chinese"``, the examples' own ``target_language``). Japanese and Korean need
+    ``pip install 'sacrebleu[ja,ko]'`` (MeCab dictionaries).
     """
     from sacrebleu.metrics import BLEU
 
-    code = target_language.split("_")[0].lower()
+    names = {name.lower(): code for code, name in LANGUAGES.items()}
+    language = target_language.strip()
+    code = re.split(r"[-_]", names.get(language.lower(), language))[0].lower()
     tokenizer = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}.get(code, "13a")
     try:
         bleu = BLEU(tokenize=tokenizer)
@@ -179,7 +194,7 @@ def corpus_bleu(examples: Sequence[dspy.Example], predictions: Sequence[Any], *,
         raise ImportError(
             f"BLEU for {target_language} needs extra tokenizers: pip install 'sacrebleu[ja,ko]'."
         ) from error
-    hypotheses = [_hypothesis(p) for p in predictions]
+    hypotheses = _aligned(examples, predictions)
     return float(bleu.corpus_score(hypotheses, [[e.target for e in examples]]).score)
 
 
@@ -205,11 +220,14 @@ def load_wmt24pp(
     the hub dataset ``hub`` (configuration ``pair``). The canary row and rows flagged
     ``is_bad_source`` are skipped (WMT24++ marks sources that are not fit to translate).
     """
+    limit = check_limit(limit)
     files = data_files or find_data_file(f"wmt24pp/{pair}.jsonl")
     rows = load_rows(files, hub=None if files else hub, hub_config=pair, cache_dir=cache_dir)
     source_code, _, target_code = pair.partition("-")
     examples = []
     for row in rows:
+        if limit is not None and len(examples) >= limit:
+            break
         if row.get("domain") == "canary" or (skip_bad_source and row.get("is_bad_source")):
             continue
         lp = row.get("lp") or pair
@@ -224,8 +242,6 @@ def load_wmt24pp(
             domain=row.get("domain"),
         ).with_inputs(*_INPUTS)
         examples.append(example)
-        if limit is not None and len(examples) >= limit:
-            break
     return examples
 
 
@@ -253,6 +269,7 @@ def load_wmt_general(
         candidates a :func:`~fusion_dspy.programs.recorded.recorded_teachers` pool replays. The canary
         line is skipped.
     """
+    limit = check_limit(limit)
     if directory is None:
         directory = find_data_file(f"wmt24_general/{pair}")
         if directory is None:
@@ -273,6 +290,8 @@ def load_wmt_general(
     src_code, _, tgt_code = pair.partition("-")
     examples = []
     for line, source in enumerate(sources):
+        if limit is not None and len(examples) >= limit:
+            break
         domain, _, document = documents[line].partition("\t")
         if domain == "canary" or source.startswith("CANARY GUID"):
             continue
@@ -289,8 +308,6 @@ def load_wmt_general(
             system_outputs={name: outputs[name][line] for name in names},
         ).with_inputs(*_INPUTS)
         examples.append(example)
-        if limit is not None and len(examples) >= limit:
-            break
     return examples
 
 

@@ -96,3 +96,23 @@ def test_real_arena_hard(real_data):
         pytest.skip("no arena_hard_v0.1 in the data directory")
     examples = load_arena_hard(limit=3)
     assert len(examples) == 3 and all(e.reference for e in examples)
+
+
+def test_limit_zero_is_no_rows_and_a_negative_limit_is_refused(tmp_path):
+    (tmp_path / "question.jsonl").write_text("".join(json.dumps({"uid": f"u{i}", "prompt": f"P{i}"}) + "\n"
+                                                     for i in range(3)))
+    (tmp_path / "model_answer_m.jsonl").write_text("".join(
+        json.dumps({"uid": f"u{i}", "messages": [{"role": "assistant", "content": f"A{i}"}]}) + "\n" for i in range(3)))
+    assert load_arena_hard(tmp_path, reference_model="m", limit=0) == []  # was one row
+    assert len(load_arena_hard(tmp_path, reference_model="m", limit=2)) == 2
+    with pytest.raises(ValueError, match="limit"):
+        load_arena_hard(tmp_path, reference_model="m", limit=-1)
+
+
+def test_a_malformed_jsonl_line_names_the_file_and_line(tmp_path):
+    (tmp_path / "question.jsonl").write_text(json.dumps({"uid": "u1", "prompt": "P"}) + "\n{not json\n")
+    (tmp_path / "model_answer_m.jsonl").write_text(
+        json.dumps({"uid": "u1", "messages": [{"role": "assistant", "content": "A"}]}) + "\n")
+    # json's own message says "line 1 column 2" whatever the file line was, and names no file.
+    with pytest.raises(ValueError, match=r"question\.jsonl.*line 2"):
+        load_arena_hard(tmp_path, reference_model="m")

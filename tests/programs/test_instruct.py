@@ -130,3 +130,44 @@ def test_eval_cli_runs_the_instruct_task(tmp_path, capsys):
     assert report.task == "instruct" and report.examples == 2
     assert {m.method for m in report.methods} >= {"single:a", "bon-mbr", "fusion", "oracle"}
     assert "IFEval prompt strict" in capsys.readouterr().out
+
+
+def test_limit_zero_is_no_rows_and_a_negative_limit_is_refused(tmp_path):
+    path = tmp_path / "ifeval.jsonl"
+    path.write_text("".join(json.dumps({"key": i, "prompt": f"P{i}", "instruction_id_list": ["punctuation:no_comma"],
+                                        "kwargs": [{}]}) + "\n" for i in range(3)))
+    assert load_ifeval(data_files=path, limit=0) == []  # was one row
+    assert len(load_ifeval(data_files=path, limit=2)) == 2
+    with pytest.raises(ValueError, match="limit"):
+        load_ifeval(data_files=path, limit=-1)
+
+
+def test_an_unknown_instruction_is_refused_not_skipped():
+    # The checkers skip ids they do not know: a typo scored 1.0 on a response that follows the real instruction.
+    typo = example(["punctuation:no_comma", "punctuation:no_commas"], [{}, {}])
+    with pytest.raises(ValueError, match="punctuation:no_commas"):
+        ifeval_scores(typo, "no commas here")
+
+
+def test_missing_kwargs_are_refused_not_drawn_at_random():
+    # Without kwargs IFEval's checkers draw a random threshold: the same response scored 0 or 1 from call to call.
+    words = example(["length_constraints:number_words", "punctuation:no_comma"], [{}])
+    with pytest.raises(ValueError, match="kwargs"):
+        ifeval_scores(words, "hi there you go")
+
+
+def test_an_empty_response_fails_every_instruction_and_the_feedback_says_which():
+    from fusion_dspy.programs.instruct import instruction_feedback
+
+    for response in ("", "   ", None):
+        scores = ifeval_scores(NO_COMMA_LOWER, response)
+        assert scores.passed == (("punctuation:no_comma", False), ("change_case:english_lowercase", False))
+        assert scores.prompt_strict == scores.instruction_strict == 0.0
+        result = instruction_feedback(NO_COMMA_LOWER, dspy.Prediction(response=response))
+        # Was "Followed 0 of 0 instructions." with no failure named.
+        assert "0 of 2" in result.feedback and "punctuation:no_comma" in result.feedback and result.score == 0.0
+
+
+def test_a_missing_data_file_is_reported_as_a_file_not_a_hub_name():
+    with pytest.raises(FileNotFoundError, match="ifeval_typo.jsonl"):
+        get_task("instruct").load("ifeval_typo.jsonl")

@@ -106,3 +106,46 @@ def test_every_real_gold_answer_parses_as_written(real_data):
     golds = [e.answer for e in load_gsm8k()] + [e.answer for lang in MGSM_LANGUAGES for e in load_mgsm(lang)]
     assert len(golds) > 4000
     assert [g for g in golds if extract_number(g) != decimal.Decimal(g.replace(",", ""))] == []
+
+
+def _write_gsm(tmp_path, count=3):
+    path = tmp_path / "test.jsonl"
+    path.write_text("".join(json.dumps({"question": f"Q{i}?", "answer": f"#### {i}"}) + "\n" for i in range(count)))
+    mgsm = tmp_path / "mgsm_en.tsv"
+    mgsm.write_text("".join(f"Q{i}?\t{i}\n" for i in range(count)))
+    return path, mgsm
+
+
+def test_limit_zero_is_no_rows_and_a_negative_limit_is_refused(tmp_path):
+    gsm, mgsm = _write_gsm(tmp_path)
+    assert load_gsm8k(data_files=gsm, limit=0) == [] and load_mgsm("en", data_files=mgsm, limit=0) == []
+    assert len(load_gsm8k(data_files=gsm, limit=2)) == 2 and len(load_mgsm("en", data_files=mgsm, limit=5)) == 3
+    # A negative limit sliced rows off the end (limit=-1 kept all but the last problem).
+    for load in (lambda limit: load_gsm8k(data_files=gsm, limit=limit),
+                 lambda limit: load_mgsm("en", data_files=mgsm, limit=limit),
+                 lambda limit: load_math(gsm, limit=limit)):
+        with pytest.raises(ValueError, match="limit"):
+            load(-1)
+
+
+def test_mgsm_file_with_a_trailing_blank_line_loads_and_a_bad_row_names_its_line(tmp_path):
+    mgsm = tmp_path / "mgsm_en.tsv"
+    mgsm.write_text("Q1?\t3\nQ2?\t4\n\n", encoding="utf-8")  # was: "not enough values to unpack"
+    assert [(e.question, e.answer) for e in load_mgsm("en", data_files=mgsm)] == [("Q1?", "3"), ("Q2?", "4")]
+    mgsm.write_text("Q1?\t3\nQ2 has\ta tab?\t4\n", encoding="utf-8")  # was: "too many values to unpack"
+    with pytest.raises(ValueError, match=r"mgsm_en\.tsv.*line 2"):
+        load_mgsm("en", data_files=mgsm)
+
+
+def test_gsm8k_file_with_numeric_answers_loads(tmp_path):
+    # A JSON number as the answer raised AttributeError ('int' object has no attribute 'rpartition').
+    path = tmp_path / "own.jsonl"
+    path.write_text(json.dumps({"question": "9*2?", "answer": 18}) + "\n")
+    [example] = load_gsm8k(data_files=path)
+    assert exact_number_match(example, dspy.Prediction(answer=18.0)) == 1.0
+
+
+def test_a_missing_mgsm_file_is_reported_as_a_file_not_a_language(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="mgsm_de.tsv"):  # was: "Unknown MGSM language 'de.tsv'"
+        load_math("mgsm_de.tsv")

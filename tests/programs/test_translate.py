@@ -160,3 +160,36 @@ def test_corpus_chrf_statistics_sum_to_the_corpus_score():
     repeated = [a + a + c for a, c in zip(rows[0], rows[2], strict=True)]
     direct = corpus_chrf([examples[0], examples[0], examples[2]], [preds[0], preds[0], preds[2]])
     assert corpus_chrf.from_statistics(repeated) == pytest.approx(direct)
+
+
+def test_limit_zero_is_no_rows_and_a_negative_limit_is_refused(tmp_path):
+    path = tmp_path / "en-de_DE.jsonl"
+    path.write_text("".join(json.dumps({"lp": "en-de_DE", "source": f"S{i}", "target": f"T{i}"}) + "\n"
+                            for i in range(3)))
+    root = tmp_path / "en-de"
+    write_general(root, ["CANARY GUID x", "One.", "Two."], ["c", "Eins.", "Zwei."], {"A": ["c", "1", "2"]})
+    assert load_wmt24pp(data_files=path, limit=0) == [] and load_wmt_general(root, limit=0) == []  # were one row
+    assert len(load_wmt24pp(data_files=path, limit=2)) == 2 and len(load_wmt_general(root, limit=9)) == 2
+    for load in (lambda: load_wmt24pp(data_files=path, limit=-1), lambda: load_wmt_general(root, limit=-1),
+                 lambda: load_translation(path, limit=-1)):
+        with pytest.raises(ValueError, match="limit"):
+            load()
+
+
+@pytest.mark.parametrize("language", ["zh_CN", "zh-CN", "zh", "ZH-TW", "Chinese", "Simplified Chinese"])
+def test_corpus_bleu_reads_codes_with_hyphens_and_language_names(language):
+    refs = [example("我喜欢吃苹果。"), example("今天天气很好。")]
+    hyps = [dspy.Prediction(translation="我喜欢吃苹果。"), dspy.Prediction(translation="今天天气不错。")]
+    expected = BLEU(tokenize="zh").corpus_score([h.translation for h in hyps], [[r.target for r in refs]]).score
+    # "zh-CN" and the examples' own target_language ("Simplified Chinese") fell back to 13a: 0.0.
+    assert corpus_bleu(refs, hyps, target_language=language) == pytest.approx(expected)
+
+
+def test_corpus_metrics_refuse_misaligned_examples_and_predictions():
+    examples = [example("Hallo Welt."), example("Guten Tag.")]
+    one = [dspy.Prediction(translation="Hallo Welt.")]
+    # corpus chrF scored the one aligned pair (100.0) and dropped the other segment; BLEU gave 0.0.
+    for score in (lambda: corpus_chrf(examples, one), lambda: corpus_chrf.statistics(examples, one),
+                  lambda: corpus_bleu(examples, one, target_language="de")):
+        with pytest.raises(ValueError, match="2 examples but 1 predictions"):
+            score()
