@@ -45,9 +45,10 @@ MGSM_LANGUAGES: tuple[str, ...] = ("bn", "de", "en", "es", "fr", "ja", "ru", "sw
 
 _NUMBER = re.compile(
     r"(?P<sign>(?<![\w)\]])[-\u2212]\$?)?"  # a minus only where a number starts: "-5", "-$5", "−5"; not "5-3"
-    r"(?:(?P<numerator>\d+)/(?P<denominator>\d+)"  # a fraction: "3/4"
+    r"(?:(?:(?P<whole>\d+)[ \u00a0])?(?P<numerator>\d+)/(?P<denominator>\d+)"  # "3/4", "2 1/2"
     r"|(?P<dotted>\d{1,3}(?:\.\d{3}){2,})(?!\d)"  # dots as thousands separators: "1.000.000"
-    r"|(?P<plain>\d[\d,]*(?:\.\d+)?|\.\d+))"  # commas as thousands separators: "1,250.00"
+    r"|(?P<grouped>\d{1,3}(?:,\d{3})+(?:\.\d+)?)(?!\d)"  # commas as thousands separators: "1,250.00"
+    r"|(?P<plain>(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?))"  # "18", "0.5", ".5", "1.5e3"
 )
 
 
@@ -89,8 +90,9 @@ def extract_number(text: Any) -> decimal.Decimal | None:
     The *last* number, because models that ignore "one number only" usually end with the result
     (``"16 - 3 - 4 = 9 eggs, so 9 * 2 = 18"``). A number is read as written: ``-`` or ``−`` (U+2212)
     is its sign only where it starts (``"-5"``, ``"-$5"``; ``"5-3"`` ends with 3), ``a/b`` is a
-    fraction (``"3/4"`` -> 0.75; ``None`` over zero), commas separate thousands (``"1,000"``), and
-    so do dots when there are two or more of them (``"1.000.000"``).
+    fraction and ``"2 1/2"`` a mixed number (``"3/4"`` -> 0.75, ``"2 1/2"`` -> 2.5; ``None`` over zero),
+    commas separate thousands only in groups of three (``"1,000"``; ``"1,2,3"`` is a list and ends with 3),
+    dots do when there are two or more of them (``"1.000.000"``), and ``"1.5e3"`` is 1500.
     """
     if text is None:
         return None
@@ -103,10 +105,14 @@ def extract_number(text: Any) -> decimal.Decimal | None:
     try:
         if match["numerator"] is not None:
             value = decimal.Decimal(match["numerator"]) / decimal.Decimal(match["denominator"])
+            if match["whole"] is not None:
+                value += decimal.Decimal(match["whole"])
         elif match["dotted"] is not None:
             value = decimal.Decimal(match["dotted"].replace(".", ""))
+        elif match["grouped"] is not None:
+            value = decimal.Decimal(match["grouped"].replace(",", ""))
         else:
-            value = decimal.Decimal(match["plain"].replace(",", ""))
+            value = decimal.Decimal(match["plain"])
     except (decimal.InvalidOperation, decimal.DivisionByZero):
         return None
     return -value if match["sign"] else value

@@ -42,6 +42,16 @@ def test_extract_number_signs_fractions_and_thousands(text, number):
     assert extract_number(text) == decimal.Decimal(number)
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [("2 1/2", "2.5"), ("It takes 3 1/2 hours", "3.5"), ("-2 1/2", "-2.5"), ("1,2,3", "3"), ("1.5e3", "1500"),
+     ("2E-2", "0.02"), ("1,000, and 7", "7"), ("costs 1,000, so", "1000")],
+)
+def test_extract_number_mixed_numbers_lists_and_exponents(text, number):
+    """Before: "2 1/2" read 0.5, "1,2,3" (a list) read 123, "1.5e3" read 3."""
+    assert extract_number(text) == decimal.Decimal(number)
+
+
 def test_extract_number_of_a_fraction_over_zero_is_none():
     assert extract_number("3/0") is None
 
