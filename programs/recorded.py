@@ -184,13 +184,27 @@ def recorded_lm(
         key_fields: Input fields identifying a request.
         output_field: See :class:`RecordedEngine`.
         name: The engine's name.
+
+    Raises:
+        ValueError: No row has an output, or two rows share a key but record different outputs (a
+            request could replay only one of them: add a key field that tells the rows apart).
     """
     get = output if callable(output) else (lambda row: row[output])
     records: dict[tuple[Any, ...], Any] = {}
-    for row in examples:
+    first_row: dict[tuple[Any, ...], int] = {}
+    for number, row in enumerate(examples):
         value = get(row)
-        if value is not None:
-            records[tuple(row[f] for f in key_fields)] = value
+        if value is None:
+            continue
+        key = tuple(row[f] for f in key_fields)
+        if key in records and records[key] != value:
+            raise ValueError(
+                f"recorded_lm({name!r}): rows {first_row[key]} and {number} have the same key_fields "
+                f"{tuple(key_fields)} but different outputs, so a request could replay only one of them. Add a "
+                "field that tells them apart to key_fields (and to the signature's inputs)."
+            )
+        records[key] = value
+        first_row.setdefault(key, number)
     if not records:
         raise ValueError(f"recorded_lm({name!r}): no row had a recorded output.")
     return RecordedEngine(records, key_fields=key_fields, output_field=output_field, name=name).lm()

@@ -104,3 +104,12 @@ def test_real_wmt_system_outputs_as_recorded_pool(real_data):
         assert [c.outputs["translation"] for c in pred.fusion.candidates] == [
             example.system_outputs[s].strip() for s in systems
         ]
+
+
+def test_rows_with_one_key_and_different_outputs_are_refused_not_silently_overwritten():
+    """Before: the last row won, and the first row's recorded output could never be replayed."""
+    rows = [{"source": "Hi", "out": "Hallo"}, {"source": "Bye", "out": "Tschüss"}, {"source": "Hi", "out": "Servus"}]
+    with pytest.raises(ValueError, match="rows 0 and 2"):
+        recorded_lm(rows, "out")
+    same = [{"source": "Hi", "out": "Hallo"}, {"source": "Hi", "out": "Hallo"}]
+    assert recorded_lm(same, "out") is not None  # an exact duplicate row is harmless
