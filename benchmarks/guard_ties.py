@@ -78,9 +78,17 @@ def _rows(path: Path, order: Sequence[str], method: str, field: str) -> tuple[li
     for position, eid in enumerate(order, start=1):
         per = results.get(eid, {})
         fused_row, majority = per.get(method), per.get("bon-majority")
-        if fused_row is None or majority is None or not candidates.get(eid) or fused_row.get("error"):
+        journaled = per.get(f"{method}+guard")
+        if fused_row is None or majority is None or not candidates.get(eid):
             continue
-        fused = fused_row.get("output") or {}
+        if fused_row.get("error") or not fused_row.get("output"):
+            # No fused answer to judge (the fusor failed): every rule gives what the harness gave.
+            if journaled is not None:
+                rows.append({"position": position, "majority": majority["score"],
+                             **{rule: (journaled["score"], False) for rule in RULES}})
+                agree += 1
+            continue
+        fused = fused_row["output"]
         margin = _margin(candidates[eid], fused, field)
         row = {"position": position, "majority": majority["score"]}
         today = margin is None or margin <= 0
@@ -88,7 +96,6 @@ def _rows(path: Path, order: Sequence[str], method: str, field: str) -> tuple[li
                    "supported": today and _supported(candidates[eid], fused, field)}
         for rule, kept in kept_by.items():
             row[rule] = (fused_row["score"] if kept else majority["score"], kept)
-        journaled = per.get(f"{method}+guard")
         agree += journaled is not None and journaled["score"] == row["today"][0]
         rows.append(row)
     return rows, agree
