@@ -88,7 +88,9 @@ class GuardDecision:
         scores: The selector's score in the comparison per ``Candidate.index`` (the fused answer under
             :data:`FUSED_INDEX`), when the selector scores; ``None`` for rank-only selectors.
         margin: The pick's score minus the fused answer's (positive: the pick won), when scores exist.
-        rationale: The selector's explanation of the comparison, when it gives one.
+        rationale: The selector's explanation of the comparison, when it gives one, after a key to its
+            positions (``[0] fused, [1] #pick (pick), [2] #reference, ...``: the selector numbers the
+            answers it ranked, the other fields use ``Candidate.index``).
     """
 
     kept_fused: bool
@@ -130,20 +132,31 @@ def decide(selection: Selection, pool: Sequence[Candidate], *, source: int | Non
     if not 0 <= selection.position < len(pool):
         raise ValueError(f"The selector returned position {selection.position} for {len(pool)} answers.")
     pick, references = pool[1].index, tuple(c.index for c in pool[2:])
+    rationale = _keyed(selection.rationale, pick, references)
     if selection.scores is None:  # rank-only: the fused answer must be ranked first
         kept = selection.position == 0
         return GuardDecision(kept_fused=kept, index=FUSED_INDEX if kept else pick, pick=pick,
-                             references=references, source=source, rationale=selection.rationale)
+                             references=references, source=source, rationale=rationale)
     if len(selection.scores) != len(pool):
         raise ValueError(
             f"The selector returned {len(selection.scores)} scores for {len(pool)} answers; "
             "a selector must score every answer it is given."
         )
     scores = {answer.index: float(score) for answer, score in zip(pool, selection.scores, strict=True)}
-    margin = scores[pick] - scores[FUSED_INDEX]
-    kept = margin <= 0  # ties keep the fused answer
+    fused_score, pick_score = scores[FUSED_INDEX], scores[pick]
+    # Ties keep the fused answer, equal infinities included (inf - inf is NaN, not a tie); a NaN score never wins.
+    kept = fused_score >= pick_score
+    margin = 0.0 if fused_score == pick_score else pick_score - fused_score
     return GuardDecision(kept_fused=kept, index=FUSED_INDEX if kept else pick, pick=pick, references=references,
-                         source=source, scores=scores, margin=margin, rationale=selection.rationale)
+                         source=source, scores=scores, margin=margin, rationale=rationale)
+
+
+def _keyed(rationale: str | None, pick: int, references: Sequence[int]) -> str | None:
+    """The selector's rationale after a key from its positions in the comparison pool to ``Candidate.index``."""
+    if not rationale:
+        return rationale
+    key = ", ".join(["[0] fused", f"[1] #{pick} (pick)", *(f"[{p}] #{i}" for p, i in enumerate(references, start=2))])
+    return f"comparison positions: {key} | {rationale}"
 
 
 def guard_steps(
@@ -163,10 +176,17 @@ def guard_steps(
         fused_outputs: The fused answer's output fields.
 
     Raises:
-        ValueError: ``candidates`` is empty, or a selection does not fit what it ranked.
+        ValueError: ``candidates`` is empty, two of them share a ``Candidate.index`` (or one has
+            :data:`FUSED_INDEX`), or a selection does not fit what it ranked.
     """
     if not candidates:
         raise ValueError("guard_steps() needs at least one candidate to compare the fused answer with.")
+    indexes = [c.index for c in candidates]
+    if len(set(indexes)) != len(indexes) or FUSED_INDEX in indexes:
+        raise ValueError(
+            f"guard_steps() tells answers apart by Candidate.index, but the candidates have indexes {indexes}; "
+            f"give each candidate its own index (its draw's position, 0..n-1), never {FUSED_INDEX} (the fused answer)."
+        )
     pick = yield from selector.steps(signature, inputs, candidates)
     check_selection(pick, len(candidates), selector.name)
     chosen = candidates[pick.position]

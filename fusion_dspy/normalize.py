@@ -51,7 +51,8 @@ def normalize_value(value: Any) -> str:
     * ``None`` becomes ``""`` and booleans ``"true"``/``"false"``.
     * Numbers (and strings that are exactly a number) get one spelling: ``42``, ``42.0``, ``"42"``,
       ``"+42.00"`` and ``"42."`` all become ``"42"``; ``0.5`` and ``".5"`` become ``"0.5"``;
-      ``"1,000"`` becomes ``"1000"``. Non-finite floats become ``"nan"``, ``"inf"`` or ``"-inf"``.
+      ``"1,000"`` becomes ``"1000"``; a leading typeset minus (U+2212) is a minus. Non-finite
+      floats become ``"nan"``, ``"inf"`` or ``"-inf"``.
     * Strings are NFKC-normalized, casefolded, whitespace-collapsed, and stripped of matching
       surrounding quotes and trailing punctuation (``'"Paris."'`` becomes ``"paris"``).
     * Pydantic models, mappings and sequences become compact JSON with sorted keys whose leaves are
@@ -141,8 +142,9 @@ def _normalize_text(text: str) -> str:
         text = text.rstrip(_TRAILING_PUNCTUATION).rstrip()
         if len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
             text = text[1:-1].strip()
-    if _NUMBER.fullmatch(text) or _GROUPED_NUMBER.fullmatch(text):
-        return _canonical_number(text.replace(",", ""))
+    number = text.replace("\u2212", "-", 1) if text.startswith("\u2212") else text  # U+2212 MINUS SIGN, typeset
+    if _NUMBER.fullmatch(number) or _GROUPED_NUMBER.fullmatch(number):
+        return _canonical_number(number.replace(",", ""))
     return text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import dspy
@@ -55,6 +56,37 @@ def test_ties_keep_the_fused_answer():
     assert decision.kept_fused and decision.index == FUSED_INDEX and decision.margin == 0
 
 
+@pytest.mark.parametrize("score", [math.inf, -math.inf])
+def test_equal_infinite_scores_are_a_tie_and_keep_the_fused_answer(score):
+    # inf - inf is NaN, and "NaN <= 0" is False: the tie used to drop the fused answer with margin=nan.
+    a, b = _candidates("a", "b")
+    decision = decide(Selection(position=1, scores=(score, score, 0.0)), comparison_pool(fused_candidate({}), a, [b]))
+    assert decision.kept_fused and decision.index == FUSED_INDEX
+    assert decision.margin == 0
+
+
+def test_a_reward_of_inf_for_both_the_fused_answer_and_the_pick_keeps_the_fused_answer():
+    from fusion_dspy.selectors import RewardSelector
+
+    perfect = RewardSelector(reward_fn=lambda inputs, pred: math.inf if pred.answer in ("a", "f") else 0.0)
+    decision = _guard(perfect, _candidates("a", "b", "c"), "f")
+    assert decision.scores[FUSED_INDEX] == decision.scores[decision.pick] == math.inf
+    assert decision.kept_fused and decision.index == FUSED_INDEX and decision.margin == 0
+
+
+def test_the_rationale_says_which_answer_each_comparison_position_is():
+    # The selector explains the comparison by position in [fused, pick, *references] ("candidates [1, 2]"),
+    # while the record names draws by Candidate.index: without a key the report named the wrong draws.
+    cands = _candidates("Paris", "Lyon", "Paris", "Paris")
+    decision = _guard(MajorityVote(), cands, "Lyon")
+    assert not decision.kept_fused and decision.pick == 0 and decision.references == (2, 3)
+    legend, _, explanation = decision.rationale.partition("majority:")
+    assert explanation  # the selector's own explanation is kept
+    assert "fused" in legend
+    for position, index in enumerate((decision.pick, *decision.references), start=1):
+        assert f"[{position}] #{index}" in legend
+
+
 def test_rank_only_selectors_must_put_the_fused_answer_first():
     a, b = _candidates("a", "b")
     pool = comparison_pool(fused_candidate({"answer": "f"}), b, [a])
@@ -82,6 +114,16 @@ def test_malformed_inputs_are_refused_with_a_reason(selection, pool_ok, match):
 def test_guard_steps_refuses_an_empty_candidate_list():
     with pytest.raises(ValueError, match="at least one candidate"):
         _guard(MBRSelector(), [], "f")
+
+
+@pytest.mark.parametrize("indexes", [(0, 0, 0, 0), (0, 1, 1, 2), (FUSED_INDEX, 0, 1, 2)])
+def test_guard_steps_refuses_candidates_that_share_an_index_or_the_fused_one(indexes):
+    # The guard tells answers apart by Candidate.index: with all four draws at index 0, the references
+    # vanished and a fused minority answer outvoted a 3-of-4 majority.
+    cands = [Candidate(index=i, teacher="t", sample=0, outputs={"answer": a})
+             for i, a in zip(indexes, ["Paris", "Paris", "Paris", "Lyon"], strict=True)]
+    with pytest.raises(ValueError, match="candidates"):
+        _guard(MajorityVote(), cands, "Lyon")
 
 
 def test_mbr_replaces_an_outlier_fusion_with_the_consensus_pick():

@@ -31,6 +31,12 @@ def test_different_numbers_stay_different(left, right):
     assert normalize_value(left) != normalize_value(right)
 
 
+@pytest.mark.parametrize("value", [-4, -4.0, "-4", "\u22124", " \u22124.0 ", "\u22124."])
+def test_a_typeset_minus_sign_is_the_same_number(value):
+    # U+2212 MINUS SIGN, common in typeset model output; NFKC leaves it alone, so "\u22124" and -4 split a vote.
+    assert normalize_value(value) == "-4"
+
+
 def test_long_integers_keep_every_digit():
     big = 10**40 + 1
     assert normalize_value(big) == str(big)

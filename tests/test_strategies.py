@@ -116,6 +116,18 @@ def test_edit_strategy_marks_the_consensus_candidate_as_the_draft_and_lists_it_f
     assert "draft" in fusor.requests[0].system.lower()
 
 
+def test_edit_ranking_puts_the_earlier_of_two_verbatim_copies_first():
+    # Two identical candidates agree equally with the pool: the earlier shown one must be the draft
+    # (documented tie rule), whatever order their chrF values were summed in.
+    texts = ["a mat", "sat quickly away", "paris quickly cat cat paris", "a mat", "on slowly", "the dog the"]
+    ranking = agreement_ranking([Candidate(i, "t", i, {"answer": a}) for i, a in enumerate(texts)], ("answer",))
+    assert [position for position, _ in ranking[:2]] == [0, 3]
+    assert ranking[0][1] == ranking[1][1]
+    shown = render_strategy_candidates([Candidate(i, "t", i, {"answer": a}) for i, a in enumerate(texts)],
+                                       ("answer",), "edit")
+    assert "<candidate id=1 draft>" in shown
+
+
 def test_strategy_is_saved_and_loaded_with_the_configuration(tmp_path):
     fusor = fusor_engine("12")
     fuse = _fuse(["1", "1"], "vote", fusor)

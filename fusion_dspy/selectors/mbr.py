@@ -18,6 +18,7 @@ compared on the same relative regions, and the cost becomes O(N² · max_chars) 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -84,15 +85,17 @@ def mbr_scores(
     cache: dict[tuple[str, str], float] = {}
     scores = []
     for i, hypothesis in enumerate(texts):
-        total = 0.0
+        utilities = []
         for j, reference in enumerate(texts):
             if i == j:
                 continue
             key = (hypothesis, reference)
             if key not in cache:
                 cache[key] = scorer.sentence_score(hypothesis, [reference]).score
-            total += cache[key]
-        scores.append(total / (count - 1))
+            utilities.append(cache[key])
+        # fsum is exactly rounded, so the order of the terms cannot matter: two verbatim copies (which
+        # see the same utilities in another order) score exactly alike and tie to the lower position.
+        scores.append(math.fsum(utilities) / (count - 1))
     return scores
 
 
@@ -157,6 +160,14 @@ class MBRSelector(Selector):
             f"({scores[position]:.2f}) against the other {len(candidates) - 1} candidates"
         )
         return Selection(position=position, scores=tuple(scores), rationale=rationale)
+
+    def spec_args(self) -> dict[str, Any]:
+        """The JSON constructor arguments (see :func:`fusion_dspy.selectors.selector_spec`); ``max_chars``
+        only when it is not the default, so specs saved before it existed stay the same."""
+        args: dict[str, Any] = {"metric": self.metric}
+        if self.max_chars != MBR_MAX_CHARS:
+            args["max_chars"] = self.max_chars
+        return args
 
     def __repr__(self) -> str:
         bound = "" if self.max_chars == MBR_MAX_CHARS else f", max_chars={self.max_chars!r}"

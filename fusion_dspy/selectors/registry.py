@@ -47,7 +47,6 @@ SELECTOR_NAMES: tuple[str, ...] = ("mbr", "majority", "judge", "usc", "reward")
 #: JSON arguments of built-in selectors that do not define ``spec_args`` themselves (attribute
 #: names equal constructor arguments). LMs are never part of a spec: they resolve at call time.
 _BUILTIN_ARGS: dict[str, tuple[str, ...]] = {
-    "mbr": ("metric",),
     "judge": ("criteria", "scale", "num_threads"),
     "usc": (),
 }

@@ -16,14 +16,15 @@ candidate looks equally good) and :meth:`~SelectorContract.make_failing_lm` (eve
 Override them, or :meth:`~SelectorContract.make_failing_selector` for a selector whose failures
 come from somewhere else (e.g. a reward function that raises).
 
-The suite checks: a valid :class:`~fusion_dspy.selectors.Selection` (position in range, one
-finite score per candidate or none), one candidate, empty input (a clear ``ValueError``), ties
-(identical candidates: the lowest position), determinism, ``aselect`` agreeing with ``select``,
-failures (a valid selection anyway, or a :class:`~fusion_dspy.errors.FusionError`, never a raw
-exception), use inside a ``Fuse`` through both drivers (``forward`` and ``aforward``), and the
-``calls_lm`` declaration (a bool; a selector declaring ``calls_lm = False``, which turns the guard's
-auto default on, makes no LM call), and :meth:`~fusion_dspy.selectors.Selector.closest` (a verbatim
-copy's closest candidate is the one it copies; no LM call).
+The suite checks: a valid :class:`~fusion_dspy.selectors.Selection` (position in range, one score
+per candidate, a number but never NaN (``-inf`` may mark a failure), or none), one candidate, empty
+input (a clear ``ValueError``), ties (identical candidates: the lowest position), determinism,
+``aselect`` agreeing with ``select``, failures (a valid selection anyway, or a
+:class:`~fusion_dspy.errors.FusionError`, never a raw exception), use inside a ``Fuse`` through both
+drivers (``forward`` and ``aforward``), and the ``calls_lm`` declaration (a bool; a selector
+declaring ``calls_lm = False``, which turns the guard's auto default on, makes no LM call), and
+:meth:`~fusion_dspy.selectors.Selector.closest` (a verbatim copy's closest candidate is the one it
+copies; no LM call).
 """
 
 from __future__ import annotations

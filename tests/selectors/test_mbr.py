@@ -74,6 +74,15 @@ def test_ties_go_to_the_lower_position():
     assert MBRSelector().select(QA, INPUTS, symmetric).position == 0
 
 
+def test_identical_candidates_score_exactly_alike_so_the_tie_goes_to_the_lower_position():
+    # Found by search: summing the same chrF values in another order gave candidates[3] a score one ulp
+    # above its verbatim twin candidates[0], so MBR (and the "edit" ranking) preferred the later copy.
+    texts = ["a mat", "sat quickly away", "paris quickly cat cat paris", "a mat", "on slowly", "the dog the"]
+    scores = mbr_scores(texts)
+    assert scores[0] == scores[3] == max(scores)
+    assert MBRSelector().select(QA, INPUTS, answers(*texts)).position == 0
+
+
 def test_works_on_typed_and_multi_field_outputs():
     class Typed(dspy.Signature):
         """Count and list."""

@@ -94,6 +94,20 @@ def test_majority_fields_survive_save_and_load(tmp_path):
     assert fresh.selector.fields == ("reasoning",)  # today: MajorityVote() (every field votes)
 
 
+@pytest.mark.parametrize("max_chars", [500, None])
+def test_mbr_max_chars_survives_the_spec_and_save_and_load(tmp_path, max_chars):
+    from fusion_dspy.selectors import build_selector
+    from fusion_dspy.selectors import selector_spec
+
+    rebuilt = build_selector(*selector_spec(MBRSelector(metric="chrf++", max_chars=max_chars)))
+    assert (rebuilt.metric, rebuilt.max_chars) == ("chrf++", max_chars)
+    path = tmp_path / "fuse.json"
+    _fuse(MBRSelector(max_chars=max_chars)).save(str(path))
+    fresh = _fuse()
+    fresh.load(str(path))
+    assert isinstance(fresh.selector, MBRSelector) and fresh.selector.max_chars == max_chars
+
+
 def test_builtin_specs_round_trip():
     from fusion_dspy.selectors import build_selector
     from fusion_dspy.selectors import selector_spec
