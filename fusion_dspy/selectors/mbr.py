@@ -17,6 +17,7 @@ compared on the same relative regions, and the cost becomes O(N² · max_chars) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -77,10 +78,10 @@ def mbr_scores(
         One score per text; ``[100.0]`` for a single text (it agrees with itself), ``[]`` for none.
     """
     _check_max_chars(max_chars)
-    scorer = _make_scorer(metric)
     count = len(texts)
     if count <= 1:
         return [100.0] * count
+    scorer = _PairScorer(metric)
     texts = [excerpt(text, max_chars) for text in texts]
     cache: dict[tuple[str, str], float] = {}
     scores = []
@@ -91,7 +92,7 @@ def mbr_scores(
                 continue
             key = (hypothesis, reference)
             if key not in cache:
-                cache[key] = scorer.sentence_score(hypothesis, [reference]).score
+                cache[key] = scorer.score(hypothesis, reference)
             utilities.append(cache[key])
         # fsum is exactly rounded, so the order of the terms cannot matter: two verbatim copies (which
         # see the same utilities in another order) score exactly alike and tie to the lower position.
@@ -113,9 +114,9 @@ def closest_text(
     if not texts:
         raise ValueError("closest_text() needs at least one text to compare with, got none.")
     _check_max_chars(max_chars)
-    scorer = _make_scorer(metric)
+    scorer = _PairScorer(metric)
     hypothesis = excerpt(target, max_chars)
-    return best_position([scorer.sentence_score(hypothesis, [excerpt(text, max_chars)]).score for text in texts])
+    return best_position([scorer.score(hypothesis, excerpt(text, max_chars)) for text in texts])
 
 
 class MBRSelector(Selector):
@@ -191,3 +192,51 @@ def _make_scorer(metric: str) -> Any:
     from sacrebleu.metrics import CHRF  # lazy: sacrebleu pulls in regex/numpy at import time
 
     return CHRF(word_order=2 if metric == "chrf++" else 0)
+
+
+class _PairScorer:
+    """Sentence-level chrF of many pairs over few texts, each text's n-grams extracted once.
+
+    ``CHRF.sentence_score`` extracts both texts' n-grams on every call, so MBR over N texts extracts
+    each one 2(N-1) times; this extracts each once and runs sacrebleu's own match statistics and
+    F-score on the cached n-grams, which gives the same float. Those are sacrebleu's internal
+    methods: :func:`_fast_path_works` checks them once per process against ``sentence_score`` and,
+    if they are missing or disagree (another sacrebleu), every pair goes through ``sentence_score``.
+    """
+
+    def __init__(self, metric: str) -> None:
+        self.scorer = _make_scorer(metric)
+        self.fast = _fast_path_works(metric)
+        self._ngrams: dict[str, list[Any]] = {}
+
+    def score(self, hypothesis: str, reference: str) -> float:
+        """``CHRF.sentence_score(hypothesis, [reference]).score``."""
+        if not self.fast:
+            return float(self.scorer.sentence_score(hypothesis, [reference]).score)
+        stats: list[int] = []
+        for hyp, ref in zip(self._ngrams_of(hypothesis), self._ngrams_of(reference), strict=True):
+            stats.extend(self.scorer._get_match_statistics(hyp, ref))
+        return float(self.scorer._compute_f_score(stats))
+
+    def _ngrams_of(self, text: str) -> list[Any]:
+        ngrams = self._ngrams.get(text)
+        if ngrams is None:
+            segment = self.scorer._preprocess_segment(text)
+            ngrams = self._ngrams[text] = self.scorer._extract_reference_info([segment])["ref_ngrams"][0]
+        return ngrams
+
+
+@functools.cache
+def _fast_path_works(metric: str) -> bool:
+    """Whether :class:`_PairScorer`'s cached path gives ``sentence_score``'s floats with this sacrebleu."""
+    probes = [("Der Hund (bellt) laut.", "Der Hund bellt, laut!"), ("a", ""), ("", "b c"), ("Ça va ?", "ça  va")]
+    try:
+        fast = _PairScorer.__new__(_PairScorer)
+        fast.scorer, fast.fast, fast._ngrams = _make_scorer(metric), True, {}
+        agree = all(fast.score(h, r) == float(fast.scorer.sentence_score(h, [r]).score) for h, r in probes)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError):
+        agree = False
+    if not agree:
+        _logger.info("sacrebleu's internal chrF statistics differ from this library's expectation; MBR uses "
+                     "sentence_score for every pair (slower, same results).")
+    return agree

@@ -142,20 +142,13 @@ def test_three_one_megabyte_candidates_are_selected_fast(monkeypatch):
     from fusion_dspy.selectors import mbr as mbr_module
 
     seen: list[int] = []
-    make = mbr_module._make_scorer
+    score = mbr_module._PairScorer.score
 
-    def recording_scorer(metric):
-        scorer = make(metric)
-        score = scorer.sentence_score
+    def recording_score(self, hypothesis, reference):
+        seen.extend([len(hypothesis), len(reference)])
+        return score(self, hypothesis, reference)
 
-        def sentence_score(hypothesis, references):
-            seen.extend([len(hypothesis), *map(len, references)])
-            return score(hypothesis, references)
-
-        scorer.sentence_score = sentence_score
-        return scorer
-
-    monkeypatch.setattr(mbr_module, "_make_scorer", recording_scorer)
+    monkeypatch.setattr(mbr_module._PairScorer, "score", recording_score)
     texts = _long_texts(1_000_000)
     started = time.perf_counter()
     selection = MBRSelector().select(QA, INPUTS, answers(*texts))
@@ -187,3 +180,45 @@ def test_excerpt_spans_the_text_and_is_capped():
     assert excerpt("short", 1000) == "short" and excerpt(text, None) == text
     with pytest.raises(ValueError, match="max_chars"):
         MBRSelector(max_chars=0)
+
+
+@pytest.mark.parametrize("metric", ["chrf", "chrf++"])
+def test_cached_ngram_scores_equal_sacrebleu_sentence_scores_exactly(metric):
+    """MBR extracts each text's n-grams once instead of on every pair; the floats must be sacrebleu's."""
+    import random
+
+    from sacrebleu.metrics import CHRF
+
+    from fusion_dspy.selectors.mbr import _PairScorer
+    from fusion_dspy.selectors.mbr import _fast_path_works
+
+    assert _fast_path_works(metric)  # with the pinned sacrebleu the fast path is the one used
+    rng = random.Random(7)
+    alphabet = list("abcde fgh.,;!?()'\"-\n\tÄöüßçé日本語ह ") + ["  ", "..."]
+    texts = ["", " ", "a", "(hi)", "Der Hund bellt.", "der hund bellt"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 80))) for _ in range(60)]
+    reference = CHRF(word_order=2 if metric == "chrf++" else 0)
+    scorer = _PairScorer(metric)
+    for _ in range(800):
+        hypothesis, ref = rng.choice(texts), rng.choice(texts)
+        assert scorer.score(hypothesis, ref) == reference.sentence_score(hypothesis, [ref]).score
+
+
+def test_mbr_scores_are_the_same_when_sacrebleu_internals_are_unavailable(monkeypatch):
+    """Another sacrebleu without the internals the cached path uses: every pair goes through sentence_score."""
+    import fusion_dspy.selectors.mbr as mbr
+
+    texts = ["the cat sat on the mat", "a cat sat on a mat", "the dog ran", "the cat sat"]
+    fast = mbr.mbr_scores(texts)
+
+    def missing(self, text):
+        raise AttributeError("'CHRF' object has no attribute '_extract_reference_info'")
+
+    mbr._fast_path_works.cache_clear()
+    monkeypatch.setattr(mbr._PairScorer, "_ngrams_of", missing)
+    try:
+        assert not mbr._fast_path_works("chrf")
+        assert mbr.mbr_scores(texts) == fast
+        assert mbr.closest_text("the cat sat", texts) == 3
+    finally:
+        mbr._fast_path_works.cache_clear()
