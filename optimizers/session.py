@@ -28,6 +28,7 @@ from fusion_dspy.optimizers.search_space import FuseSpace
 from fusion_dspy.optimizers.search_space import InfeasibleConfigError
 from fusion_dspy.optimizers.search_space import SearchSpace
 from fusion_dspy.optimizers.search_space import resolve_space
+from fusion_dspy.optimizers.search_space import variant_name
 from fusion_dspy.optimizers.storage import OpenedStorage
 from fusion_dspy.optimizers.worker import BUDGET_ATTR
 
@@ -222,11 +223,16 @@ def _propose(proposer: InstructionProposer | None, template: dspy.Module, trains
         return {}
     settings = {}
     for space in spaces:
-        names = [t.name for t in space.teachers]
+        # The grounding run draws from every teacher at the temperature choice nearest its own (the pool
+        # knows only the variants when the teacher's own temperature is not a choice), in select mode, under
+        # a fusor name the space knows (the student's own may be named otherwise in the optimizer's pool).
+        names = [variant_name(t, min(space.temperature_choices(t), key=lambda c, t=t: abs(c - t.temperature)))
+                 for t in space.teachers]
+        fusor = space.base.fusor if space.base.fusor in space.fusors else space.fusors[0]
         try:
-            settings[space.path] = space.settings(n=max(2, len(names)), teachers=names, mode="select")
+            settings[space.path] = space.settings(n=max(2, len(names)), teachers=names, mode="select", fusor=fusor)
         except InfeasibleConfigError:
-            settings[space.path] = space.settings(n=len(names), teachers=names, mode="select")
+            settings[space.path] = space.settings(n=len(names), teachers=names, mode="select", fusor=fusor)
     proposals = proposer.propose(template, trainset, settings)
     return {s.path: proposals.get(s.path, []) for s in searched}
 

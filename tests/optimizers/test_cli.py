@@ -64,6 +64,19 @@ def test_optimize_searches_the_configs_named_pools(tmp_path, capsys):
                                                                                          ("beta",)}
 
 
+def test_optimize_runs_with_its_defaults_on_a_pool_like_the_readmes(tmp_path, capsys):
+    """Default instruction proposals and temperature choices, a teacher at T=0.8 (not a choice) and a named
+    fusor, as in the README's pool.toml: this failed before any trial ('Unknown teacher name(s)')."""
+    pool, data = write_inputs(tmp_path)
+    pool.write_text(POOL.replace('model = "fake/alpha"', 'model = "fake/alpha"\ntemperature = 0.8'))
+    code = main(["optimize", "--program", "tests.optimizers.cli_program:program", "--config", str(pool),
+                 "--valset", str(data), "--trainset", str(data), "--trials", "4", "--no-progress",
+                 "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "defaults"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "chosen configuration" in captured.out
+
+
 def test_optimize_reports_bad_input_as_one_line(tmp_path, capsys):
     pool, data = write_inputs(tmp_path)
     code = main(["optimize", "--program", "tests.optimizers.cli_program:nothing", "--config", str(pool),

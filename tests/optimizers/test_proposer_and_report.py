@@ -48,3 +48,21 @@ def test_report_has_a_row_per_trial_importances_and_png_plots(tmp_path, caplog):
     for name in ("history", "importances"):
         assert report.plots[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "bank:" in str(report)
+
+
+def test_proposals_run_when_a_teacher_temperature_is_not_a_choice_and_fusors_are_named():
+    """The README's pool (a teacher at T=0.8, temperature choices 0.3/0.7/1.0, named fusors) with default
+    proposals failed before any trial: 'Unknown teacher name(s)' (the grounding run named the teacher as it
+    is, but the pool only knows its variants), then 'Unknown fusor name' (the student's own fusor name)."""
+    from dataclasses import replace
+
+    problem = poisoned_pool()
+    problem = replace(problem, teachers=[t.replace(temperature=0.8) for t in problem.teachers])
+    teachers = problem.teachers
+    writer = FakeEngine(name="writer", responder=lambda r: {"instruction": "Check each candidate."})
+    opt = FusionOptimizer(metric=exact, teachers=teachers, fusors={"judge": problem.fusor_lm}, trials=4,
+                          search_space=SearchSpace(modes=("fuse",)), num_instructions=1, prompt_model=writer.lm())
+    compiled = opt.compile(problem.fuse(n=2), trainset=examples(2), valset=examples(3, prefix="v"))
+    assert writer.calls == 1
+    assert "Check each candidate." in opt.study.user_attrs["fusion_dspy.instructions"]["self"]
+    assert compiled is not None
