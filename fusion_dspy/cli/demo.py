@@ -36,7 +36,7 @@ FUSOR_MAX_TOKENS = 160
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=4, help="candidates per question (spread over the teachers)")
+    parser.add_argument("--n", type=positive_int, default=4, help="candidates per question (spread over the teachers)")
     parser.add_argument("--limit", type=positive_int, default=6,
                         help="number of demo questions (max 24; languages interleave)")
     parser.add_argument(

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="examples evaluated at once (default 1; with --ray: per actor); bound providers "
                              "with [limits] in --config")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
-                        help="run on Ray Data (pip install 'fusion-dspy[ray]'): 'local' starts a local runtime, "
-                             "'auto' joins this node's cluster, ray://host:10001 a remote one")
+                        help="run on Ray Data (the [ray] extra: pip install 'ray[data]>=2.60,<3'): 'local' starts "
+                             "a local runtime, 'auto' joins this node's cluster, ray://host:10001 a remote one")
     parser.add_argument("--actors", type=int, default=2,
                         help="with --ray: actors in the pool, each with --concurrency examples in flight")
 

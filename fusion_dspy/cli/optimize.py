@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from fusion_dspy.cli.argtypes import int_range
+from fusion_dspy.cli.argtypes import modes
 from fusion_dspy.cli.argtypes import positive_int
+from fusion_dspy.cli.argtypes import temperature_choices
 
 __all__ = ["add_arguments", "parse_pools", "run"]
 
@@ -46,12 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="join an existing study as a worker and run queued trials (no output file); needs a "
                              "database --storage (sqlite:///... on one machine, postgresql://... across machines)")
     parser.add_argument("--objectives", default="quality", choices=["quality", "quality,cost"],
+                        metavar="quality|quality,cost",
                         help="maximize quality, or find the quality/cost Pareto front")
     parser.add_argument("--max-cost", type=float, default=None, help="with quality,cost: pick the best under this cost")
     parser.add_argument("--n-range", type=int_range, default=(1, 8), help="inclusive range of N, e.g. 1,8")
-    parser.add_argument("--temperatures", default="0.3,0.7,1.0",
+    parser.add_argument("--temperatures", type=temperature_choices, default="0.3,0.7,1.0",
                         help="teacher temperature choices, or 'keep' for each teacher's own")
-    parser.add_argument("--modes", default="fuse,select,auto", help="modes to search")
+    parser.add_argument("--modes", type=modes, default="fuse,select,auto", help="modes to search")
     parser.add_argument("--pools", default=None,
                         help="named teacher pools to choose from instead of every subset, "
                              "e.g. 'diverse=qwen-0.5b,smollm2;strong=qwen-1.5b' (default: the config's [pools])")
@@ -95,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Give --trainset and/or --valset: the optimizer needs examples to score.")
 
     low, high = args.n_range
-    temperatures = None if args.temperatures == "keep" else tuple(float(t) for t in args.temperatures.split(","))
-    space = SearchSpace(temperatures=temperatures, modes=tuple(args.modes.split(",")),
+    space = SearchSpace(temperatures=args.temperatures, modes=args.modes,
                         pools=parse_pools(args.pools) if args.pools else pool.pools or None)
     progress = None if args.no_progress else _ProgressBar(args.trials)
     opt = FusionOptimizer(

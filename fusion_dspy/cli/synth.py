@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tries per prompt before it is written to failed.jsonl (default 3)")
     parser.add_argument("--retry-failed", action="store_true", help="try the prompts in failed.jsonl again")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
-                        help="run on Ray Data (pip install 'fusion-dspy[ray]'): 'local' starts a local runtime, "
-                             "'auto' joins this node's cluster, ray://host:10001 a remote one")
+                        help="run on Ray Data (the [ray] extra: pip install 'ray[data]>=2.60,<3'): 'local' starts "
+                             "a local runtime, 'auto' joins this node's cluster, ray://host:10001 a remote one")
     parser.add_argument("--actors", type=int, default=2,
                         help="with --ray: actors in the pool, each with --concurrency prompts in flight")
 

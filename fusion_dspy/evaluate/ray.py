@@ -5,7 +5,7 @@ evaluates batches of examples with ``concurrency`` threads; the journal entries 
 driver, which appends them to its ``results.jsonl``. So a Ray run resumes like a local one (either
 kind resumes the other) and writes the same report. The pool (address, actors, examples in flight
 per actor, batch size, CPUs per actor) is a :class:`~fusion_dspy.ray_options.RayOptions`. Install
-with ``pip install 'fusion-dspy[ray]'``.
+with ``pip install 'ray[data]>=2.60,<3'`` (the ``[ray]`` extra).
 
 Example:
     >>> from fusion_dspy.evaluate.ray import RayOptions, run_harness_ray

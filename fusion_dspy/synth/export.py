@@ -44,16 +44,23 @@ def read_records(out_dir: str | os.PathLike[str], *, prompts: Mapping[str, int] 
 
 
 def export_dataset(out_dir: str | os.PathLike[str], *, output_format: str = "records",
-                   prompts: Mapping[str, int] | None = None) -> Any:
+                   prompts: Mapping[str, int] | None = None, progress: bool = True) -> Any:
     """Write ``dataset/`` (``save_to_disk``), ``data.parquet``, ``data.jsonl`` and, for ``output_format="chat"``,
     ``sft.jsonl``; returns the ``datasets.Dataset``. ``prompts`` (``{id: index}``): export only the records of
-    these prompts (see :func:`read_records`); ``None``: every record in the directory.
+    these prompts (see :func:`read_records`); ``None``: every record in the directory. ``progress=False``
+    silences the ``datasets`` library's own progress bars while it writes (saving, parquet, JSON).
 
     The Arrow directory is written next to the old one and swapped in, so a kill during export never
     leaves a half-written dataset behind (the shards stay the source of truth; export again).
     """
     import datasets
 
+    if not progress and datasets.is_progress_bar_enabled():
+        datasets.disable_progress_bars()
+        try:
+            return export_dataset(out_dir, output_format=output_format, prompts=prompts, progress=False)
+        finally:
+            datasets.enable_progress_bars()
     out = Path(out_dir)
     records = read_records(out, prompts=prompts)
     if not records:

@@ -189,6 +189,7 @@ class RunDirectory:
         self.stopped: str | None = None
         self._journals: dict[int, Journal] = {}
         initial = len(self.skip) if total is None else min(total, len(self.skip))
+        self.progress = progress
         self._bar = _progress_bar(total, initial, progress)
 
     def pending(self, prompts: Iterable[Prompt]) -> Iterator[Prompt]:
@@ -244,7 +245,7 @@ class RunDirectory:
         complete = self.stopped is None  # else every prompt was read and has a record or a failed row
         if complete and export:
             if self.resumed + self.generated:
-                export_dataset(self.out, output_format=output_format, prompts=self.prompts)
+                export_dataset(self.out, output_format=output_format, prompts=self.prompts, progress=self.progress)
             if failed_total:
                 _logger.warning("%d prompt(s) failed and are left out (see %s/failed.jsonl); run again with "
                                 "retry_failed=True (--retry-failed) to try them again", failed_total, self.out)

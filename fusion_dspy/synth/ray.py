@@ -6,7 +6,8 @@ failed row comes back to the driver and is written by the same :class:`~fusion_d
 as a local run. So a Ray run has the same directory layout, resumes like a local run (either kind
 resumes the other), and exports the same ``datasets.Dataset``.
 
-Install with ``pip install 'fusion-dspy[ray]'``. The pool is a :class:`~fusion_dspy.ray_options.RayOptions`.
+Install with ``pip install 'ray[data]>=2.60,<3'`` (the ``[ray]`` extra). The pool is a
+:class:`~fusion_dspy.ray_options.RayOptions`.
 On one machine ``RayOptions(address=None)`` starts a local Ray runtime; on a cluster (Ray's cluster
 launcher, or KubeRay) pass ``address="auto"`` from the head node or ``"ray://<head>:10001"`` from
 outside. Each node must be able to build the Fuse: the package installed, the pool config at the
@@ -51,7 +52,7 @@ def _ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError as error:
-        raise ImportError("The Ray path needs Ray Data: pip install 'fusion-dspy[ray]'.") from error
+        raise ImportError("The Ray path needs Ray Data: pip install 'ray[data]>=2.60,<3', the [ray] extra.") from error
     return ray
 
 

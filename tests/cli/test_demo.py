@@ -187,3 +187,19 @@ def test_demo_reports_cuts_of_a_fusor_that_is_also_a_teacher(tmp_path, monkeypat
     printed = capsys.readouterr().out
     line = next(line for line in printed.splitlines() if line.startswith("Closed at their share"))
     assert "qwen2.5-0.5b answer x2" in line and "answer x1" in line, line
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_demo_n_must_be_positive(monkeypatch, capsys, n):
+    """`--n 0` passed argparse and only failed as `Fuse(n=0)` after the models were built; argparse refuses it now."""
+    from fusion_dspy import local
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the demo must not get as far as loading a model")
+
+    monkeypatch.setattr(local, "lm", no_model)
+    with pytest.raises(SystemExit) as caught:
+        main(["demo", "--n", n])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--n" in err and "expected a whole number >= 1" in err

@@ -301,3 +301,16 @@ def test_progress_shows_rate_eta_failures_and_tokens(tmp_path, capsys):
     final = [line for line in bar if "4/4" in line][-1]
     assert "row/s" in final and "<00:00" in final  # rate and ETA
     assert "failed=1" in final and "tokens=" in final and "tokens=0" not in final
+
+
+def test_no_progress_silences_the_export_progress_bars_too(tmp_path, capfd):
+    """``progress=False`` (``synth --no-progress``) still printed the datasets library's "Saving the dataset"
+    and "Creating parquet/json" bars from the export."""
+    import datasets as hf_datasets
+
+    fuse, _ = make_fuse()
+    capfd.readouterr()
+    synthesize(fuse, prompts(2), tmp_path, progress=False)
+    err = capfd.readouterr().err
+    assert "Saving the dataset" not in err and "Creating" not in err
+    assert hf_datasets.is_progress_bar_enabled()  # restored for the rest of the process
