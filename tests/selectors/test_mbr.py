@@ -189,8 +189,8 @@ def test_cached_ngram_scores_equal_sacrebleu_sentence_scores_exactly(metric):
 
     from sacrebleu.metrics import CHRF
 
-    from fusion_dspy.selectors.mbr import _PairScorer
     from fusion_dspy.selectors.mbr import _fast_path_works
+    from fusion_dspy.selectors.mbr import _PairScorer
 
     assert _fast_path_works(metric)  # with the pinned sacrebleu the fast path is the one used
     rng = random.Random(7)
