@@ -115,3 +115,26 @@ def test_exclude_run_holds_out_exactly_the_segments_another_run_journaled(tmp_pa
     assert [e.source for e in held] == ["s0", "s2", "s4"]
     with pytest.raises(SystemExit, match="--exclude-run: .* does not exist"):
         _bench()._held_out(examples, str(tmp_path / "nothing"))
+
+
+def test_guard_ties_rescores_a_math_run_under_each_tie_rule(tmp_path, monkeypatch, capsys, fake_local):
+    """benchmarks/guard_ties.py on a journal where the three draws all differ (4, 5, 6; the reference is 4): the
+    paper fusor's 7, which no draw gave, ties every answer at one vote, so today's rule keeps it (wrong); the
+    strict and 'supported' rules return majority's pick, the first draw's 4. The vote fusor's 4 is kept by all."""
+    _, engines = fake_local
+    engines["qwen2.5-0.5b"].responder = lambda r: {"reasoning": "r", "answer": 4.0 + r.sample("qwen2.5-0.5b")}
+    _main(monkeypatch, capsys, "math", "--problems", "3", "--samples", "3", "--strategies", "vote",
+          "--out", str(tmp_path))
+    script = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "guard_ties.py", "guard_ties")
+    monkeypatch.setattr(sys, "argv", ["guard_ties.py", str(tmp_path / "results.jsonl"), "--problems", "3",
+                                      "--held-out-from", "2"])
+    assert script.main() == 0
+    out = capsys.readouterr().out
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line.split("|")[4].strip()
+            for line in out.splitlines() if line.startswith("| `")}
+    assert rows[("`fusion` in-sample (1-1)", "today")] == "0.00"
+    assert rows[("`fusion` held out (2-3)", "today")] == "0.00"
+    for rule in ("strict", "supported"):
+        assert rows[("`fusion` held out (2-3)", rule)] == "1.00"
+    assert all(rows[("`fusion:vote` held out (2-3)", rule)] == "1.00" for rule in ("today", "supported"))
+    assert "matches the journaled `fusion+guard` score on 3 of 3 examples" in out
