@@ -37,7 +37,7 @@ import dspy
 
 from fusion_dspy import Candidate
 from fusion_dspy import guard_decision
-from fusion_dspy.journal import read_entries
+from fusion_dspy.evaluate.journal import read_run
 from fusion_dspy.selectors import MBRSelector
 from fusion_dspy.selectors import mbr_scores
 
@@ -52,15 +52,9 @@ def _bootstrap(deltas: Sequence[float], *, resamples: int = 2000, seed: int = 0)
 
 
 def _load(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
-    candidates: dict[str, list[dict[str, Any]]] = {}
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for entry in read_entries(path):  # read-only: the run may still be going, or was killed
-        if entry.get("kind") == "candidates":
-            candidates[entry["example"]] = [c for c in entry["candidates"] if c.get("outputs")]
-        elif entry.get("kind") == "result":
-            result = entry["result"]
-            results.setdefault(result["example"], {})[result["method"]] = result
-    return candidates, results
+    run = read_run(path)  # read-only: the run may still be going, or was killed
+    candidates = {eid: [c for c in pool if c.get("outputs")] for eid, pool in run.candidates.items()}
+    return candidates, run.results
 
 
 @functools.cache

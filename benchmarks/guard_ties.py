@@ -38,17 +38,11 @@ RULES = ("today", "strict", "supported")
 
 
 def _load(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, dict[str, Any]]]]:
-    from fusion_dspy.journal import read_entries
+    from fusion_dspy.evaluate.journal import read_run
 
-    candidates: dict[str, list[dict[str, Any]]] = {}
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for entry in read_entries(path):  # read-only: the run may still be going
-        if entry.get("kind") == "candidates":
-            candidates[entry["example"]] = [c for c in entry["candidates"] if c.get("outputs")]
-        elif entry.get("kind") == "result":
-            result = entry["result"]
-            results.setdefault(result["example"], {})[result["method"]] = result
-    return candidates, results
+    run = read_run(path)  # read-only: the run may still be going
+    candidates = {eid: [c for c in pool if c.get("outputs")] for eid, pool in run.candidates.items()}
+    return candidates, run.results
 
 
 def _supported(pool: list[dict[str, Any]], fused: dict[str, Any], field: str) -> bool:
