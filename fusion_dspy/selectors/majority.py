@@ -35,12 +35,14 @@ _logger = logging.getLogger(__name__)
 class MajorityVote(Selector):
     """Pick a candidate whose normalized answer most candidates share.
 
-    Candidates vote for the answer key of ``fields``. The winning group is the one with most votes;
+    Candidates vote for the answer key of ``fields``; an empty answer (``None``, ``""``, only
+    punctuation: empty once normalized) abstains, unless every answer is empty. The winning group is the
+    one with most votes;
     when several groups tie, the group whose members agree most with the whole pool (mean MBR chrF,
     computed over all output fields of all candidates) wins, then the group seen first. The chosen
     candidate is the winning group's first member (lowest position).
 
-    ``Selection.scores`` holds each candidate's vote share (its group's size / N).
+    ``Selection.scores`` holds each candidate's vote share (its group's size / N; 0 for an abstention).
 
     Args:
         fields: Output fields that make up the answer (e.g. ``["answer"]`` to ignore a ``reasoning``
@@ -69,10 +71,13 @@ class MajorityVote(Selector):
         groups: dict[tuple[str, ...], list[int]] = {}
         for position, candidate in enumerate(candidates):
             groups.setdefault(answer_key(candidate.outputs, vote_fields), []).append(position)
+        # An empty answer is no vote: two teachers that said nothing must not outvote one that answered.
+        empty = ("",) * len(vote_fields)
+        voting = {key: members for key, members in groups.items() if key != empty} or groups
 
         total = len(candidates)
-        top = max(len(members) for members in groups.values())
-        tied = [key for key, members in groups.items() if len(members) == top]  # in first-seen order
+        top = max(len(members) for members in voting.values())
+        tied = [key for key, members in voting.items() if len(members) == top]  # in first-seen order
         winner = tied[0]
         how = ""
         if len(tied) > 1:
@@ -85,7 +90,7 @@ class MajorityVote(Selector):
             )
         position = groups[winner][0]
         shares = [0.0] * total
-        for members in groups.values():
+        for members in voting.values():
             for member in members:
                 shares[member] = len(members) / total
         _logger.debug("majority groups %s -> position %d", groups, position)

@@ -70,3 +70,25 @@ def test_bad_fields_are_reported():
         MajorityVote(fields=[])
     with pytest.raises(KeyError, match="verdict"):
         MajorityVote(fields=["verdict"]).select(QA, INPUTS, answers("a", "b"))
+
+
+@pytest.mark.parametrize("empty", ["", None, "   ", "?", '""'])
+def test_empty_answers_abstain_instead_of_outvoting_a_real_one(empty):
+    """Two teachers that answered nothing outvoted the one that answered: an empty answer is no vote."""
+    selection = MajorityVote().select(QA, INPUTS, answers(empty, empty, "Paris"))
+    assert selection.position == 2
+    assert selection.scores == pytest.approx((0.0, 0.0, 1 / 3))
+
+
+def test_all_empty_answers_still_pick_one():
+    selection = MajorityVote().select(QA, INPUTS, answers("", None, ""))
+    assert selection.position == 0
+    assert selection.scores == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_the_guard_does_not_keep_an_empty_fused_answer_over_a_real_pick():
+    """With every draw answering differently, an empty fused answer used to tie at one vote and be kept."""
+    from fusion_dspy.guard import guard_decision
+
+    decision = guard_decision(MajorityVote(), QA, INPUTS, answers("Paris", "Lyon", "Nice"), {"answer": ""})
+    assert not decision.kept_fused and decision.index == decision.pick
