@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
     "load_arena_hard",
     "win_rate",
 ]
+
+_logger = logging.getLogger(__name__)
 
 
 class Respond(dspy.Signature):
@@ -191,16 +194,21 @@ def load_arena_hard(
         raise FileNotFoundError(f"No answers of {reference_model!r} in {root}; available: {found}.")
     references = {row["uid"]: _answer_text(row) for row in _read_jsonl(answer_file)}
     examples = []
+    unanswered = 0
     for row in _read_jsonl(root / "question.jsonl"):
         if limit is not None and len(examples) >= limit:
             break
         prompt = row.get("prompt") or row["turns"][0]["content"]
         if row["uid"] not in references:
+            unanswered += 1
             continue
         examples.append(
             dspy.Example(prompt=prompt, reference=references[row["uid"]], uid=row["uid"],
                          category=row.get("cluster") or row.get("category")).with_inputs("prompt")
         )
+    if unanswered:  # a partial answers file: say so, the examples are then not the whole benchmark
+        _logger.warning("load_arena_hard: %d prompt(s) have no %s answer in %s and are left out.", unanswered,
+                        reference_model, answer_file)
     return examples
 
 

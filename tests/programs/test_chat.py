@@ -60,7 +60,7 @@ def test_win_rate_counts_ties_and_has_a_sensible_ci():
         win_rate([])
 
 
-def test_load_arena_hard_joins_questions_and_reference_answers(tmp_path):
+def test_load_arena_hard_joins_questions_and_reference_answers(tmp_path, caplog):
     (tmp_path / "question.jsonl").write_text("\n".join(json.dumps(r) for r in [
         {"uid": "u1", "category": "arena-hard-v0.1", "cluster": "c1", "prompt": "Write a haiku."},
         {"uid": "u2", "category": "arena-hard-v0.1", "cluster": "c2", "prompt": "No answer for this one."},
@@ -68,8 +68,10 @@ def test_load_arena_hard_joins_questions_and_reference_answers(tmp_path):
     answer = {"uid": "u1", "model": "m", "messages": [{"role": "user", "content": "Write a haiku."},
                                                         {"role": "assistant", "content": {"answer": "Old pond..."}}]}
     (tmp_path / "model_answer_m.jsonl").write_text(json.dumps(answer) + "\n")
-    [example] = load_arena_hard(tmp_path, reference_model="m")
+    with caplog.at_level("WARNING"):
+        [example] = load_arena_hard(tmp_path, reference_model="m")
     assert (example.prompt, example.reference, example.category) == ("Write a haiku.", "Old pond...", "c1")
+    assert "1 prompt(s) have no m answer" in caplog.text  # a partial answers file is said, not silent
     with pytest.raises(FileNotFoundError, match="available: \\['m'\\]"):
         load_arena_hard(tmp_path, reference_model="other")
 
