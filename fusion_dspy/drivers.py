@@ -301,11 +301,7 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         if not late:
             free(job)
             return
-        try:
-            if batch.on_late is not None:
-                batch.on_late(job.position, result)
-        finally:
-            _count_unanswered(-1)
+        _deliver_late(batch.on_late, job, result)
 
     timeout = batch.timeout
     # Without a timeout the caller would only wait: it makes the first call itself (one thread hop less).
@@ -448,6 +444,11 @@ def _work_for_loop(
         if on_late is not None:
             on_late(job.position, result)
         return
+    _deliver_late(on_late, job, result)
+
+
+def _deliver_late(on_late: Callable[[int, Tracked], None] | None, job: _Job, result: Tracked) -> None:
+    """Hand an abandoned call's answer to ``on_late``; it no longer counts as unanswered, even if that raises."""
     try:
         if on_late is not None:
             on_late(job.position, result)
