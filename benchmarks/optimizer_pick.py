@@ -62,8 +62,10 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
         trials: int = 30, storage_dir: str | None = None, emit=print) -> dict:
     """Optimize on each split's valset and score its held-out half; ``emit`` gets the table lines.
 
-    With ``storage_dir`` each split's study (and the optimizer's candidate bank and memo) lives in
-    ``<storage_dir>/split-<k>.jsonl``, so a killed run resumes where it stopped.
+    With ``storage_dir`` each split's study lives in ``<storage_dir>/split-<k>.jsonl`` and its memo of
+    scores in ``<storage_dir>/banks/optimizer-pick-<k>/``; the splits share one candidate bank,
+    ``<storage_dir>/banks/splits/``, so a fusor prompt is paid for once across splits and a killed run
+    resumes where it stopped.
 
     Returns ``{"rows": [...], "pooled": {"chosen": [...], "single": [...], "mbr": [...]}, "studies": [...],
     "banks": [...]}`` (each split's :class:`~fusion_dspy.optimizers.BankStats`).
@@ -94,8 +96,11 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
         random.Random(split).shuffle(order)
         half = len(order) // 2
         val, held = [examples[i] for i in order[:half]], [examples[i] for i in order[half:]]
+        # One bank for every split: a segment's draws and fusor replies are paid for once, whichever split
+        # (valset or held-out half) asks first; each split keeps its own study and memo of scores.
         storage = {} if storage_dir is None else {
-            "storage": str(Path(storage_dir) / f"split-{split}.jsonl"), "study_name": f"optimizer-pick-{split}"}
+            "storage": str(Path(storage_dir) / f"split-{split}.jsonl"), "study_name": f"optimizer-pick-{split}",
+            "bank_dir": str(Path(storage_dir) / "banks"), "bank_name": "splits"}
         opt = FusionOptimizer(metric=chrf, teachers=teachers, search_space=space, trials=trials,
                               num_instructions=0, pruner=None, seed=split, confirm=3, **storage,
                               **({"fusors": {"fusor": fusor}} if fusor is not None else {}))
@@ -105,6 +110,7 @@ def run(examples, *, systems: list[str], fusor=None, strategies: tuple[str, ...]
         choice = opt.study.user_attrs[CHOICE_ATTR]
         val_single = {name: sum(_scores(p, val, chrf)) / len(val) for name, p in singles.items()}
         best_single = max(val_single, key=val_single.get)
+        compiled.store = opt.bank  # the held-out half's fusor replies are banked too (a resumed run re-uses them)
         chosen_held = _scores(compiled, held, chrf)
         single_held = _scores(singles[best_single], held, chrf)
         mbr_held = _scores(mbr, held, chrf)

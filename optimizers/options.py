@@ -75,6 +75,9 @@ class Storage(_Options):
         study_name: Needed to resume; defaults to ``"fusion-<program class>"``.
         bank: Share teacher draws between trials (``False`` re-samples every trial, for comparison).
         bank_dir: Where banks live (default: beside the study; see :mod:`~fusion_dspy.optimizers.storage`).
+        bank_name: The bank's folder under ``bank_dir`` (default: the study name). Studies that name
+            the same bank share its teacher draws and fusor replies, so splits, seeds or metrics over
+            one dataset pay for each draw once; each study keeps its own memo of scores.
         heartbeat_interval: Seconds between heartbeats of a running trial (database storages).
         grace_period: Seconds without heartbeat after which a trial counts as dead and is retried.
         max_retry: How often a dead worker's trial is retried (``None``: without limit).
@@ -84,9 +87,22 @@ class Storage(_Options):
     study_name: str | None = Field(default=None, min_length=1)
     bank: bool = True
     bank_dir: str | os.PathLike[str] | None = None
+    bank_name: str | None = None
     heartbeat_interval: int = Field(default=10, ge=1, strict=True)
     grace_period: int = Field(default=30, ge=1, strict=True)
     max_retry: int | None = Field(default=3, ge=0, strict=True)
+
+    @field_validator("bank_name")
+    @classmethod
+    def _plain_folder_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if value in ("", ".", "..") or value != value.strip() or any(c in value for c in "/\\\0"):
+            raise ValueError(
+                f"bank_name must be a plain folder name (no path separators, not '.' or '..', no surrounding "
+                f"spaces), got {value!r}; to put banks elsewhere, set bank_dir."
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_heartbeat(self) -> Storage:
@@ -132,6 +148,7 @@ class Shortcuts(TypedDict, total=False):
     study_name: str | None
     bank: bool
     bank_dir: str | os.PathLike[str] | None
+    bank_name: str | None
     heartbeat_interval: int
     grace_period: int
     max_retry: int | None

@@ -120,6 +120,7 @@ def build_session(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
     use_bank: bool,
+    bank_name: str | None,
     cost_model: CostModel,
     minibatch_size: int,
     num_threads: int,
@@ -134,10 +135,12 @@ def build_session(
     if not coordinator:
         _wait_for_budget(study, wait_timeout)
 
-    bank_dir = None if opened.bank_root is None else opened.bank_root / study_name
-    bank = CandidateBank.open(bank_dir / "draws.jsonl" if (use_bank and bank_dir) else None)
-    memo = EvaluationMemo(bank_dir / "evals.jsonl" if (use_bank and bank_dir) else None, enabled=use_bank)
-    if bank_dir is not None and use_bank:
+    # The draws live in the named bank (shared by every study naming it), the scores in the study's own folder.
+    root = opened.bank_root if use_bank else None
+    bank_dir = None if root is None else root / (bank_name or study_name)
+    bank = CandidateBank.open(None if bank_dir is None else bank_dir / "draws.jsonl")
+    memo = EvaluationMemo(None if root is None else root / study_name / "evals.jsonl", enabled=use_bank)
+    if bank_dir is not None:
         _logger.info("Candidate bank: %s", bank_dir)
 
     template = student.deepcopy()

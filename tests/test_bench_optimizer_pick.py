@@ -67,3 +67,26 @@ def test_a_stored_study_resumes_instead_of_starting_again(tmp_path):
                       emit=lambda line: None)
     assert len(again["studies"][0].trials) == len(first["studies"][0].trials)  # the budget was spent already
     assert again["rows"] == first["rows"]
+
+
+def test_the_splits_share_one_bank_so_no_fusor_prompt_is_paid_for_twice(tmp_path):
+    bench = load_script(BENCH, "optimizer_pick")
+    prompts: list[str] = []
+
+    def fusor(request):
+        prompts.append(request.system + request.user)
+        return {"translation": "Etwas ganz anderes.", "comparison": "x"}
+
+    engine = FakeEngine(responder=fusor, name="optimizer-pick-shared-bank")
+    lm = engine.lm(cache=False)  # no DSPy cache: every repeat below would be a paid call
+    examples = _examples(12)
+    bench.run(examples, systems=SYSTEMS, fusor=lm, splits=3, trials=10, storage_dir=str(tmp_path),
+              emit=lambda line: None)
+    # Three splits of the same 12 segments, each scoring its valset and its held-out half: one paid call a prompt.
+    assert prompts and len(prompts) == len(set(prompts))
+    assert (tmp_path / "banks" / "splits" / "draws.jsonl").is_file()
+    assert [(tmp_path / "banks" / f"optimizer-pick-{k}" / "evals.jsonl").is_file() for k in range(3)] == [True] * 3
+    paid = engine.calls
+    bench.run(examples, systems=SYSTEMS, fusor=lm, splits=3, trials=10, storage_dir=str(tmp_path),
+              emit=lambda line: None)
+    assert engine.calls == paid  # the resumed run, held-out scoring included, calls the fusor for nothing

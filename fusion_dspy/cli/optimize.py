@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace-period", type=int, default=30,
                         help="seconds without heartbeat before a trial counts as dead and is retried")
     parser.add_argument("--bank-dir", default=None, help="where the candidate bank lives (default: beside the study)")
+    parser.add_argument("--bank-name", default=None,
+                        help="the bank's folder under --bank-dir (default: the study name); studies naming one bank "
+                             "share its draws and fusor replies")
     parser.add_argument("--no-bank", action="store_true", help="re-sample every trial (for comparison only)")
     parser.add_argument("--output", default=None, help="write the compiled program here (JSON)")
     parser.add_argument("--plots", default=None, help="write PNG plots to this directory")
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         metric=metric, teachers=teachers, fusors=fusors, n_range=(low, high), trials=args.trials,
         storage=args.storage, study_name=args.study_name, objectives=tuple(args.objectives.split(",")),
         search_space=space, num_instructions=args.num_instructions, minibatch_size=args.minibatch_size,
-        max_cost=args.max_cost, bank=not args.no_bank, bank_dir=args.bank_dir, seed=args.seed, n_jobs=args.n_jobs,
+        max_cost=args.max_cost, bank=not args.no_bank, bank_dir=args.bank_dir, bank_name=args.bank_name,
+        seed=args.seed, n_jobs=args.n_jobs,
         num_threads=args.num_threads, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
         callbacks=[progress.callback] if progress else [],
     )

@@ -85,3 +85,45 @@ def test_concurrent_trials_share_draws_instead_of_generating_them_twice(tmp_path
     stats = opt.bank.stats()
     assert problem.teacher_calls == stats.generated == stats.size  # no draw paid for twice
     assert stats.misses == stats.generated
+
+
+def test_studies_that_name_one_bank_share_its_draws_and_keep_their_own_scores(tmp_path):
+    problem = poisoned_pool()
+    first = _optimizer(problem, tmp_path, study_name="split-0", bank_name="shared", trials=8)
+    first.compile(problem.fuse(), trainset=examples(5))
+    teacher_calls, fusor_calls = problem.teacher_calls, problem.fusor.calls
+    assert first.bank.stats().generated == teacher_calls > 0
+
+    # Another study (another seed, same examples): every draw and fusor prompt the first paid for is re-used.
+    scored = []
+
+    def counting(example, prediction, trace=None):
+        scored.append(1)
+        return exact(example, prediction)
+
+    second = _optimizer(problem, tmp_path, study_name="split-1", bank_name="shared", trials=8, seed=1,
+                        metric=counting)
+    second.compile(problem.fuse(), trainset=examples(5))
+    stats = second.bank.stats()
+    assert problem.teacher_calls - teacher_calls == stats.generated
+    assert stats.hits > 0 and stats.size >= first.bank.stats().size
+    assert problem.fusor.calls - fusor_calls == stats.fusor_stored
+    # The scores are the study's own: its metric ran (no memo of the other study answered it).
+    assert scored
+    root = tmp_path / "study.db.fusion"
+    assert (root / "shared" / "draws.jsonl").exists()
+    assert (root / "split-0" / "evals.jsonl").exists() and (root / "split-1" / "evals.jsonl").exists()
+    assert not (root / "split-1" / "draws.jsonl").exists()
+
+    # The same second study over a bank of its own pays for every draw again.
+    alone = poisoned_pool()
+    control = _optimizer(alone, tmp_path, study_name="control", trials=8, seed=1)
+    control.compile(alone.fuse(), trainset=examples(5))
+    assert stats.generated < control.bank.stats().generated
+    assert stats.fusor_stored < control.bank.stats().fusor_stored
+
+
+@pytest.mark.parametrize("bad", ["", "..", ".", "a/b", "a\\b", " x"])
+def test_a_bank_name_that_is_not_a_plain_folder_name_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="bank_name"):
+        _optimizer(poisoned_pool(), tmp_path, bank_name=bad)

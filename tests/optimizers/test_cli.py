@@ -77,6 +77,20 @@ def test_optimize_runs_with_its_defaults_on_a_pool_like_the_readmes(tmp_path, ca
     assert "chosen configuration" in captured.out
 
 
+def test_optimize_puts_the_draws_in_the_named_bank_and_refuses_a_path_for_a_name(tmp_path, capsys):
+    pool, data = write_inputs(tmp_path)
+    argv = ["optimize", "--program", "tests.optimizers.cli_program:program", "--config", str(pool),
+            "--valset", str(data), "--trials", "3", "--num-instructions", "0", "--temperatures", "keep",
+            "--no-progress", "--storage", f"sqlite:///{tmp_path / 'study.db'}"]
+    assert main([*argv, "--study-name", "one", "--bank-name", "shared"]) == 0
+    root = tmp_path / "study.db.fusion"
+    assert (root / "shared" / "draws.jsonl").exists() and (root / "one" / "evals.jsonl").exists()
+    assert not (root / "one" / "draws.jsonl").exists()
+    capsys.readouterr()
+    assert main([*argv, "--study-name", "two", "--bank-name", "../elsewhere"]) == 2
+    assert "bank_name" in capsys.readouterr().err
+
+
 def test_optimize_reports_bad_input_as_one_line(tmp_path, capsys):
     pool, data = write_inputs(tmp_path)
     code = main(["optimize", "--program", "tests.optimizers.cli_program:nothing", "--config", str(pool),
