@@ -34,6 +34,11 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
   ``dspy.LM`` has one; a custom ``BaseLM`` with only ``aforward`` must be used without a timeout).
   Calls without a timeout are asyncio calls in async code: they end with the caller's await, and
   cancelling the caller cancels them.
+* **An interrupted sync caller.** Ctrl-C (or ``SystemExit``) while :func:`drive` waits, or inside a
+  call the caller's own thread makes, stops the caller at once, and the batch's calls are abandoned
+  as at a timeout: each answer already in and not yet consumed goes to ``on_late`` now, each running
+  call's answer when it comes, and calls still waiting for their slots are not made at all. Only the
+  call that the interrupt itself hit is lost.
 * **Which bounds apply.** (1) Per LM, process-wide and shared by threads and event loops: at most
   :func:`~fusion_dspy.lm_slots.lm_concurrency` calls (default
   :data:`~fusion_dspy.lm_slots.DEFAULT_LM_CONCURRENCY`, change it with
@@ -113,7 +118,8 @@ def _warn_unanswered_at_exit() -> None:
     """The one loss left: the process ends while abandoned calls still run. Say so, with how many."""
     if _unanswered > 0:
         _logger.warning(
-            "fusion-dspy: %d LM call(s) abandoned at their timeout were still running when the process exited: "
+            "fusion-dspy: %d LM call(s) abandoned at their timeout (or by an interrupted caller) were still running "
+            "when the process exited: "
             "their answers are neither stored nor reported, though a provider may bill them.", _unanswered
         )
 
@@ -243,7 +249,7 @@ def _lm_of(call: LMCall) -> Any:
 class _Job:
     """One call of a batch: queued, running (``clock``), finished (``result``) or abandoned by its caller."""
 
-    __slots__ = ("call", "position", "lm_slots", "clock", "result", "abandoned")
+    __slots__ = ("call", "position", "lm_slots", "clock", "result", "abandoned", "started")
 
     def __init__(self, call: LMCall, position: int, lm_slots: _Slots, clock: _LMClock) -> None:
         self.call = call
@@ -252,6 +258,7 @@ class _Job:
         self.clock = clock
         self.result: Tracked | None = None
         self.abandoned = False
+        self.started = False
 
 
 def _run_batch(batch: Batch) -> list[Tracked]:
@@ -287,6 +294,11 @@ def _run_batch(batch: Batch) -> list[Tracked]:
         if batch_slots is not None:
             batch_slots.acquire()
         job.lm_slots.acquire()
+        with changed:
+            if job.abandoned:  # the caller was interrupted while this call waited for its slots: not made
+                free(job)
+                return
+            job.started = True
         if timeout is None:
             result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
         else:
@@ -309,8 +321,25 @@ def _run_batch(batch: Batch) -> list[Tracked]:
     for job in jobs:
         if job is not inline:
             _POOL.submit(bind_context(lambda job=job: work(job)))
-    if inline is not None:
-        work(inline)
+    try:
+        if inline is not None:
+            work(inline)
+            _reraise_interrupts([inline.result])  # Ctrl-C stopped the call the caller made: stop now
+        _wait_for_jobs(jobs, changed, timeout, free)
+        results = [job.result if not job.abandoned else _timed_out(timeout) for job in jobs]
+        _reraise_interrupts(results)
+    except BaseException:
+        # Interrupted (Ctrl-C, SystemExit): calls that answered are paid for and go to on_late now, running
+        # ones when they answer; calls still queued for their slots are not made.
+        _abandon_all(jobs, changed, free, batch.on_late)
+        raise
+    merge_into_parent_tracker(results, parent)
+    return results  # type: ignore[arg-type, return-value]
+
+
+def _wait_for_jobs(jobs: list[_Job], changed: threading.Condition, timeout: float | None,
+                   free: Callable[[_Job], None]) -> None:
+    """Wait until every job has answered or is abandoned at its deadline (its slots freed at once)."""
     with changed:
         while True:
             now = time.perf_counter()
@@ -331,10 +360,27 @@ def _run_batch(batch: Batch) -> list[Tracked]:
             if not waiting:
                 break
             changed.wait(min(deadlines) - now if deadlines else None)
-    results = [job.result if not job.abandoned else _timed_out(timeout) for job in jobs]
-    _reraise_interrupts(results)
-    merge_into_parent_tracker(results, parent)
-    return results  # type: ignore[arg-type, return-value]
+
+
+def _abandon_all(jobs: list[_Job], changed: threading.Condition, free: Callable[[_Job], None],
+                 on_late: Callable[[int, Tracked], None] | None) -> None:
+    """The sync caller is gone (interrupted): hand every answer it will not consume to ``on_late``."""
+    answered: list[tuple[int, Tracked]] = []
+    with changed:
+        for job in jobs:
+            if job.abandoned:  # timed out already: its answer goes to on_late when it comes
+                continue
+            job.abandoned = True
+            if job.result is not None:
+                answered.append((job.position, job.result))
+            elif job.started:  # running: it answers on its own (work() delivers it); its slots go now
+                _count_unanswered(1)
+                free(job)
+    if on_late is None:
+        return
+    for position, result in answered:
+        if result.error is None or isinstance(result.error, Exception):  # not the interrupt itself
+            on_late(position, result)
 
 
 def _timed_out(timeout: float | None) -> Tracked:

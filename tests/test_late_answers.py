@@ -111,4 +111,78 @@ def test_exiting_while_an_abandoned_call_runs_is_reported(tmp_path, call):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "1 LM call(s) abandoned at their timeout were still running when the process exited" in done.stderr
+    assert "1 LM call(s) abandoned at their timeout" in done.stderr
+    assert "were still running when the process exited" in done.stderr
+
+
+# -- Ctrl-C in a sync call (a notebook cell interrupted while its teachers answer) ------------------------------
+
+def _ctrl_c_after(seconds):
+    """Send SIGINT to the main thread after ``seconds``, as Ctrl-C does (it wakes a blocked wait)."""
+    import signal
+    import threading
+
+    main = threading.main_thread().ident
+    timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_answers_in_flight_at_a_ctrl_c_are_stored_when_they_arrive(timeout):
+    """Ctrl-C while four draws run (the caller waits, or runs a draw itself when there is no timeout)."""
+    store = MemoryStore()
+    engine = teacher_engine("t", delay=0.6)
+    fuse = make_fuse(4, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store, timeout=timeout)
+    timer = _ctrl_c_after(0.15)
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        fuse(question="q")
+    timer.join()
+    stopped = time.perf_counter() - started
+    # The draws the caller did not run itself answer on their own and are kept (when the caller ran one, Ctrl-C
+    # stopped that one: it is the only draw lost).
+    kept = 4 if timeout is not None else 3
+    assert _wait_for(lambda: len(store) >= kept), f"{len(store)} of {kept} paid-for answers were stored"
+    assert stopped < 0.6 or timeout is None  # with a timeout the caller only waited: Ctrl-C stopped it at once
+    calls = engine.calls
+    again = fuse(question="q")
+    assert engine.calls - calls == 4 - kept  # the next call pays only for what Ctrl-C really stopped
+    assert len(again.fusion.succeeded) == 4
+
+
+def test_draws_still_queued_at_a_ctrl_c_are_not_started():
+    store = MemoryStore()
+    engine = teacher_engine("t", delay=0.4)
+    fuse = make_fuse(4, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store, timeout=5.0,
+                     max_threads=1)
+    timer = _ctrl_c_after(0.15)
+    with pytest.raises(KeyboardInterrupt):
+        fuse(question="q")
+    timer.join()
+    assert _wait_for(lambda: len(store) == 1)
+    time.sleep(0.6)  # long enough for a queued draw to start and answer, had it been started
+    assert engine.calls == 1 and len(store) == 1
+
+
+def test_an_interrupt_raised_inside_one_draw_keeps_the_others_answers():
+    interrupted = []
+
+    def respond(request):
+        if request.sample("t") == 0 and not interrupted:
+            interrupted.append(True)
+            assert _wait_for(lambda: engine.gauge.current == 4, 2.0)  # the three others are running
+            raise KeyboardInterrupt
+        time.sleep(0.3)
+        return {"answer": f"a-{request.seed}"}
+
+    from fusion_dspy.testing import FakeEngine
+
+    store = MemoryStore()
+    engine = FakeEngine(name="t", responder=respond)
+    fuse = make_fuse(4, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store)
+    with pytest.raises(KeyboardInterrupt):
+        fuse(question="q")
+    assert _wait_for(lambda: len(store) == 3), f"{len(store)} of 3 paid-for answers were stored"
+    again = fuse(question="q")
+    assert engine.calls == 5 and len(again.fusion.succeeded) == 4
