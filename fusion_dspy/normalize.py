@@ -106,7 +106,8 @@ def _is_container(value: Any) -> bool:
 def _normalize_tree(value: Any) -> Any:
     """Replace every leaf of a JSON-like tree with its normalized string."""
     if hasattr(value, "model_dump") and not isinstance(value, type):
-        return _normalize_tree(value.model_dump(mode="json"))
+        # Python mode keeps sets as sets (JSON mode lists them in iteration order, which equal sets need not share).
+        return _normalize_tree(value.model_dump(mode="python"))
     if isinstance(value, Mapping):
         return {str(key): _normalize_tree(item) for key, item in value.items()}
     if isinstance(value, Set):

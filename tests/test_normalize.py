@@ -119,3 +119,29 @@ def test_answer_key_errors_say_what_is_wrong():
         answer_key({"reasoning": "x"}, ["answer"])
     with pytest.raises(ValueError, match="at least one field"):
         answer_key({"answer": 1}, [])
+
+
+class Tagged(BaseModel):
+    tags: set[str]
+    label: str = "x"
+
+
+def _same_set_iterating_differently() -> tuple[list[str], list[str]]:
+    """Two orders of the same strings whose sets iterate differently (colliding hashes keep insertion order).
+
+    This is what two teachers writing the same JSON list in another order give after parsing.
+    """
+    for start in range(0, 4000, 6):
+        words = [f"tag-{i}" for i in range(start, start + 6)]
+        if list(set(words)) != list(set(reversed(words))):
+            return words, words[::-1]
+    pytest.skip("no two iteration orders found for this hash seed")
+
+
+def test_a_set_inside_a_pydantic_answer_votes_by_its_members_not_its_iteration_order():
+    one, other = _same_set_iterating_differently()
+    first, second = Tagged(tags=one), Tagged(tags=other)  # validated from lists, as DSPy parses a reply
+    assert first == second and list(first.tags) != list(second.tags)
+    assert normalize_value(first) == normalize_value(second)
+    assert normalize_value({"tags": set(one)}) == normalize_value({"tags": set(other)})
+    assert normalize_value(first) != normalize_value(Tagged(tags=[*one, "epsilon"]))
