@@ -1,7 +1,7 @@
 """One stable hash for every key the library derives from data (draw keys, memo keys, digests).
 
 ``stable_hash(value)`` is the sha256 of ``value``'s canonical JSON: keys sorted, no ASCII
-escaping, objects JSON does not know written as ``str(obj)``. Equal values give equal keys across
+escaping, sets as sorted lists, other objects JSON does not know written as ``str(obj)``. Equal values give equal keys across
 processes, machines and Python versions (``hash()`` does not), so keys written to a file by one
 run are found by the next. Text that UTF-8 cannot encode (a lone surrogate from an API reply)
 is hashed by its code points instead of crashing.
@@ -25,7 +25,13 @@ __all__ = ["canonical_json", "derive_seed", "signature_fingerprint", "stable_has
 
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of ``value`` that :func:`stable_hash` digests."""
-    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return json.dumps(value, sort_keys=True, default=_unknown_to_json, ensure_ascii=False)
+
+
+def _unknown_to_json(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):  # equal sets need not iterate alike: order them by content
+        return sorted(value, key=canonical_json)
+    return str(value)
 
 
 def stable_hash(value: Any, *, length: int | None = None) -> str:
