@@ -1,10 +1,10 @@
 """One stable hash for every key the library derives from data (draw keys, memo keys, digests).
 
 ``stable_hash(value)`` is the sha256 of ``value``'s canonical JSON: keys sorted, no ASCII
-escaping, sets as sorted lists, other objects JSON does not know written as ``str(obj)``. Equal values give equal keys across
-processes, machines and Python versions (``hash()`` does not), so keys written to a file by one
-run are found by the next. Text that UTF-8 cannot encode (a lone surrogate from an API reply)
-is hashed by its code points instead of crashing.
+escaping, sets as sorted lists, other objects JSON does not know written as ``str(obj)``. Equal
+values give equal keys across processes, machines and Python versions (``hash()`` does not), so
+keys written to a file by one run are found by the next. Text that UTF-8 cannot encode (a lone
+surrogate from an API reply) is hashed by its code points instead of crashing.
 
 ``signature_fingerprint(signature)`` is the one statement of what identifies a DSPy signature in a
 key (the candidate store's draw and fusor keys use it): everything of it that reaches the prompt or
