@@ -67,7 +67,7 @@ class JudgeSignature(dspy.Signature):
 class LLMJudge(Selector):
     """Score each candidate with one LM call and pick the highest score (ties: lower position).
 
-    A judge call that fails (transport error, unparsable answer, NaN score) scores that candidate
+    A judge call that fails (transport error, unparsable answer, NaN or infinite score) scores that candidate
     ``-inf`` and is named in the rationale; if every call fails, :class:`SelectionError` is raised.
     Scores outside ``1..scale`` are clamped. With a single candidate no call is made.
 
@@ -150,8 +150,8 @@ class LLMJudge(Selector):
                 if isinstance(result, BaseException):
                     raise result
                 score = float(result.score)
-                if math.isnan(score):
-                    raise ValueError("the judge returned a NaN score")
+                if not math.isfinite(score):  # NaN or infinity: no rating at all, not an extreme one
+                    raise ValueError(f"the judge returned a non-finite score ({score})")
             except Exception as error:
                 teacher = candidates[position].teacher
                 _logger.warning("judge call failed for candidates[%d] (%s): %r", position, teacher, error)

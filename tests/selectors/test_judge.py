@@ -145,6 +145,18 @@ def test_out_of_scale_scores_are_clamped_and_noted():
     assert "clamped" in selection.rationale
 
 
+@pytest.mark.parametrize("wild", ["inf", "Infinity", "-inf"])
+def test_a_non_finite_score_is_a_failed_judge_call_not_a_top_score(wild):
+    def judge(request):
+        (body,) = candidate_blocks(request.inputs["candidate"]).values()
+        return {"reasoning": "r", "score": wild if body == "broken" else 6}
+
+    selection = LLMJudge(lm=FakeEngine(responder=judge).lm(), scale=10).select(QA, INPUTS, answers("broken", "fine"))
+    assert selection.position == 1
+    assert selection.scores[0] == -math.inf and selection.scores[1] == 6.0
+    assert "judge call failed" in selection.rationale and "non-finite" in selection.rationale
+
+
 def test_single_candidate_makes_no_call():
     engine = judge_engine()
     assert LLMJudge(lm=engine.lm()).select(QA, INPUTS, answers("quality 1")).position == 0
