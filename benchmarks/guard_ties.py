@@ -19,7 +19,9 @@ again on the journaled candidates and fused answer (majority vote needs no LM ca
 The pick is ``bon-majority``'s answer (the same selector over the same candidates), so its score is that
 row's. Each rule is paired against ``bon-majority`` (mean, delta with a 95% bootstrap CI, W/T/L, share of
 fused answers kept), over the examples before ``--held-out-from`` (in-sample) and from it on (held out),
-in the order of the data. No LM is loaded.
+in the order of the data, and the registered decision on the held-out examples is printed: adopt
+``supported`` only if its lower bound against majority is above today's rule's and its mean is not
+lower. No LM is loaded.
 
 Usage::
 
@@ -109,6 +111,19 @@ def _line(label: str, rows: list[dict[str, Any]], rule: str) -> str:
             f"{kept:.0%} |")
 
 
+def _verdict(method: str, rows: list[dict[str, Any]]) -> str:
+    """The registered decision (RESULTS section 12) on held-out ``rows``: adopt 'supported' for vote selectors
+    only if its lower bound against majority is above today's rule's and its mean is not lower."""
+    from fusion_dspy.evaluate.stats import paired_bootstrap
+
+    baseline = [r["majority"] for r in rows]
+    today, supported = (paired_bootstrap([r[rule][0] for r in rows], baseline) for rule in ("today", "supported"))
+    adopt = supported.ci_low > today.ci_low and supported.diff >= today.diff
+    return (f"registered test, `{method}`, {len(rows)} held-out examples: lower bound vs bon-majority "
+            f"{supported.ci_low:+.2f} (supported) vs {today.ci_low:+.2f} (today), mean delta {supported.diff:+.2f} vs "
+            f"{today.diff:+.2f}: {'adopt' if adopt else 'do not adopt'} 'supported'")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("journal", type=Path, help="a math harness run's results.jsonl")
@@ -147,6 +162,8 @@ def main() -> int:
             first, last = part[0]["position"], part[-1]["position"]
             for rule in RULES:
                 print(_line(f"`{method}` {label} ({first}-{last})", part, rule))
+            if label == "held out":
+                checks.append(_verdict(method, part))
     print()
     for check in checks:
         print(f"- {check}.")

@@ -138,3 +138,7 @@ def test_guard_ties_rescores_a_math_run_under_each_tie_rule(tmp_path, monkeypatc
         assert rows[("`fusion` held out (2-3)", rule)] == "1.00"
     assert all(rows[("`fusion:vote` held out (2-3)", rule)] == "1.00" for rule in ("today", "supported"))
     assert "matches the journaled `fusion+guard` score on 3 of 3 examples" in out
+    # The registered decision, made by the script: 'supported' lifts plain fusion's lower bound, not the vote's.
+    assert "registered test, `fusion`, 2 held-out examples" in out
+    verdicts = [line for line in out.splitlines() if "registered test" in line]
+    assert verdicts[0].endswith(": adopt 'supported'.") and verdicts[1].endswith(": do not adopt 'supported'.")
