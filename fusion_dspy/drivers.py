@@ -31,7 +31,7 @@ implement parts of it, :mod:`fusion_dspy.lm_slots`, :mod:`fusion_dspy.threads` a
   ``asyncio.wait_for``): its timed calls are not stopped, and each one's answer, in already or still
   to come, goes to ``on_late`` (the store keeps it; no report is left to count it). The cost: a timed
   async call holds a thread while it runs, as in ``forward``, and uses the LM's sync path (every
-  ``dspy.LM`` has one; a custom ``BaseLM`` with only ``aforward`` must be used without a timeout).
+  ``dspy.LM`` has one; a custom ``BaseLM`` with only ``aforward`` is awaited on the thread's own loop).
   Calls without a timeout are asyncio calls in async code: they end with the caller's await, and
   cancelling the caller cancels them.
 * **An interrupted sync caller.** Ctrl-C (or ``SystemExit``) while :func:`drive` waits, or inside a
@@ -478,7 +478,7 @@ def _work_for_loop(
     """Make a timed call of an async batch (in a pool thread): its answer goes to the waiting loop,
     or to ``on_late`` if the loop gave up on it (timed out, cancelled, or closed)."""
     with job.clock.watching():
-        result = _tracked_in_thread(lambda: job.call.predict(**job.call.kwargs))
+        result = _tracked_in_thread(_from_a_thread(job.call))
     with lock:
         job.result = result
         late = job.abandoned
@@ -491,6 +491,18 @@ def _work_for_loop(
             on_late(job.position, result)
         return
     _deliver_late(on_late, job, result)
+
+
+def _from_a_thread(call: LMCall) -> Callable[[], Any]:
+    """``call`` as a pool thread makes it: on its LM's sync path, or, for a custom ``BaseLM`` that has only
+    ``aforward``, awaited on an event loop of the thread's own (the caller's loop must not run it: the
+    call may outlive that loop)."""
+    lm = _lm_of(call)
+    kind = type(lm)
+    async_only = kind.forward is dspy.BaseLM.forward and kind.aforward is not dspy.BaseLM.aforward
+    if isinstance(lm, dspy.BaseLM) and async_only:
+        return lambda: asyncio.run(call.predict.acall(**call.kwargs))
+    return lambda: call.predict(**call.kwargs)
 
 
 def _deliver_late(on_late: Callable[[int, Tracked], None] | None, job: _Job, result: Tracked) -> None:

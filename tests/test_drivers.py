@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 
+import dspy
 import pytest
 
 from fusion_dspy import CandidatesExhaustedError
@@ -180,3 +181,32 @@ def test_an_interrupted_sync_call_releases_its_store_claims():
         fuse(question="q")
     assert not store._in_flight
     assert kept.value is not None
+
+
+class _AsyncOnlyLM(dspy.BaseLM):
+    """A custom LM with only ``aforward`` (no sync path), as some provider wrappers are written."""
+
+    def __init__(self) -> None:
+        super().__init__(model="custom/async-only", model_type="chat", temperature=0.0, max_tokens=64, cache=False)
+        self.calls = 0
+
+    async def aforward(self, prompt=None, messages=None, **kwargs):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        text = f"[[ ## answer ## ]]\nok-{self.calls}\n\n[[ ## completed ## ]]"
+        message = SimpleNamespace(content=text, tool_calls=None)
+        return SimpleNamespace(choices=[SimpleNamespace(message=message, finish_reason="stop", logprobs=None)],
+                               usage={"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+                               model="custom/async-only")
+
+
+def test_a_timed_async_call_serves_an_lm_that_has_only_aforward():
+    """Timed async calls run in pool threads on the LM's sync path; an LM without one is awaited there instead
+    (before: every draw failed with NotImplementedError)."""
+    lm = _AsyncOnlyLM()
+    fuse = make_fuse(2, teachers=[Teacher(lm, name="custom")], mode="select", timeout=5.0)
+    pred = asyncio.run(fuse.acall(question="q"))
+    assert lm.calls == 2 and len(pred.fusion.succeeded) == 2
+    assert pred.fusion.usage["custom/async-only"].calls == 2
