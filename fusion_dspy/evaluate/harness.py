@@ -159,6 +159,27 @@ def _stale_guard(result: Mapping[str, Any]) -> bool:
     return str(result.get("method", "")).endswith(GUARD_SUFFIX) and result.get("guard_rule") != GUARD_RULE
 
 
+def _check_programs(programs: Any) -> dict[str, Callable[..., Any]]:
+    """Validate ``programs``: callables under names of their own (a harness method's name would make the
+    program's result pass for that method's, or be skipped as done)."""
+    if programs is None:
+        return {}
+    if not isinstance(programs, Mapping):
+        raise ValueError(f"programs must be a dict {{method name: callable}}, got {type(programs).__name__}.")
+    for name, program in programs.items():
+        taken = name in ("fusion", "random", "oracle", "candidates") or name.startswith(
+            ("fusion:", "bon-", "single:")) or name.endswith(GUARD_SUFFIX) if isinstance(name, str) else True
+        if taken or not name:
+            raise ValueError(
+                f"programs: {name!r} is not a usable method name (empty, not a string, or a harness method's: "
+                "fusion, fusion:<strategy>, bon-<selector>, random, oracle, single:<teacher>, candidates, "
+                f"<method>{GUARD_SUFFIX}); name it e.g. 'alone:<model>'."
+            )
+        if not callable(program):
+            raise ValueError(f"programs[{name!r}] must be a callable(**inputs) -> prediction, got {program!r}.")
+    return dict(programs)
+
+
 def _is_fused(method: str) -> bool:
     """``fusion`` and ``fusion:<strategy>``: the methods the guard re-ranks."""
     return (method == "fusion" or method.startswith("fusion:")) and not method.endswith(GUARD_SUFFIX)
@@ -209,7 +230,8 @@ class Harness:
     candidates (path ``"select"``; kept: path ``"fuse"``). Its tokens are the fusion's (plus the
     selector's own LM calls, none for mbr, majority or reward selectors), its time the fusion's plus
     the selector's. A fusion that did not fuse (path other than ``"fuse"``, or no output) passes
-    through unchanged. ``EvalReport.to_markdown`` says how often each guard kept the fused answer.
+    through unchanged; a guard whose selector fails gives no answer (score 0, the fault recorded), as a
+    Fuse's failing guard does. ``EvalReport.to_markdown`` says how often each guard kept the fused answer.
     """
 
     def __init__(
@@ -243,10 +265,16 @@ class Harness:
         self.fuse = fuse
         self.metric = metric
         self.examples = list(examples)
+        self._check_examples()
         self.ns = sorted(set(ns))
         self.selectors = [get_selector(s) if isinstance(s, str) else s for s in selectors]
         if not self.selectors:
             raise ValueError("selectors is empty; Best-of-N needs at least one selector (e.g. 'mbr').")
+        names = [s.name for s in self.selectors]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"selectors: {repeated!r} given more than once; each selector's results are journaled "
+                             "as bon-<name>, so give each selector once (or a distinct name).")
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.corpus_metric = corpus_metric
@@ -262,12 +290,32 @@ class Harness:
         self._lock = threading.Lock()
         self._tokens = 0
         self._errors = 0
-        self.programs = dict(programs or {})
+        self.programs = _check_programs(programs)
         if self.fuse.store is None:
             self.fuse.store = JsonlStore(self.out_dir / "draws.jsonl")
         self.fingerprint = self._fingerprint()
         self.journal = Journal(self.out_dir / "results.jsonl")
         self._check_journal()
+
+    def _check_examples(self) -> None:
+        """Every example a ``dspy.Example`` whose inputs are the Fuse's input fields (checked before any call)."""
+        fields = list(self.fuse.signature.input_fields)
+        call = f".with_inputs({', '.join(map(repr, fields))})"
+        for position, example in enumerate(self.examples):
+            if not isinstance(example, dspy.Example):
+                raise ValueError(f"examples[{position}] is a {type(example).__name__}, not a dspy.Example; build "
+                                 "rows as dspy.Example(...).with_inputs(...).")
+            try:
+                names = set(example.inputs().keys())
+            except ValueError:
+                raise ValueError(f"examples[{position}] has no inputs set; call {call} on every example.") from None
+            missing, extra = [f for f in fields if f not in names], sorted(names - set(fields))
+            if missing or extra:
+                raise ValueError(
+                    f"examples[{position}] "
+                    + (f"lacks the input field(s) {missing}" if missing else f"has extra input field(s) {extra}")
+                    + f" of the Fuse's signature (inputs: {fields}); set {call}."
+                )
 
     def _check_extra_methods(self, guard: Any, strategies: Any) -> tuple[bool, list[str]]:
         """Validate ``guard`` and ``strategies``; the strategies to run (deduplicated, not the Fuse's own)."""
@@ -301,13 +349,17 @@ class Harness:
         """Evaluate every example (skipping what the journal already has) and write the reports.
 
         Args:
-            time_budget_s: Start no new example after this many seconds; the report then covers the
-                examples finished so far, and a later ``run`` continues with the rest.
+            time_budget_s: Start no new example after this many seconds (a number >= 0, checked up front);
+                the report then covers the examples finished so far, and a later ``run`` continues with the rest.
 
         Raises:
             QuotaExhaustedError: An LM hit a hard quota (billing, auth). The examples in flight are
                 finished, the report of what was measured is written, and a later ``run`` resumes.
         """
+        if time_budget_s is not None and (isinstance(time_budget_s, bool) or not isinstance(time_budget_s, (int, float))
+                                          or not math.isfinite(time_budget_s) or time_budget_s < 0):
+            raise ValueError(f"time_budget_s must be None or a number of seconds >= 0 (e.g. 3600), "
+                             f"got {time_budget_s!r}.")
         done = self._done()
         ids = example_ids(self.examples)
         bar = self._bar(len(self.examples))
@@ -379,11 +431,13 @@ class Harness:
         """
         inputs = dict(example.inputs())
         largest = self.ns[-1]
-        candidates = done.get(("candidates", largest))
+        candidates, earlier = self._journaled_candidates(done, largest)
         if candidates is None or (self.include_fusion and ("fusion", largest) not in done):
             # The first call draws the largest N's candidates; with fusion it is also the fusion at that N.
+            # Candidates a previous run journaled (at this N, or a smaller one) replay their failures.
             first = self._variant(largest, "fuse" if self.include_fusion else "select")
-            prediction, report, _ = self._call(first, inputs)
+            known = candidates if candidates is not None else earlier
+            prediction, report, _ = self._call(first, inputs, self._example_store(inputs, known) if known else None)
             candidates = self._candidates_entry(report)
             self._write_candidates(eid, largest, candidates)
             done[("candidates", largest)] = candidates
@@ -419,6 +473,21 @@ class Harness:
             if (name, 1) not in done:
                 self._write_result(self._program_result(example, eid, name, program))
 
+    def _journaled_candidates(self, done: Mapping[tuple[str, int], Any],
+                              largest: int) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+        """The journaled candidates of the largest N, and those of the widest smaller N a run journaled.
+
+        The draws are prefix-stable (:func:`~fusion_dspy.teacher.plan_draws`), so a run at a larger N (an
+        earlier run with more N values) journaled the largest N's candidates as its first ``largest`` ones.
+        """
+        journaled = sorted(n for kind, n in done if kind == "candidates")
+        if largest in journaled:
+            return done[("candidates", largest)], None
+        wider = [n for n in journaled if n > largest]
+        if wider:
+            return self._first(done[("candidates", wider[0])], largest), None
+        return None, (done[("candidates", journaled[-1])] if journaled else None)
+
     def _record(self, result: MethodResult, done: dict[tuple[str, int], Any]) -> None:
         """Journal a fused method's result and keep it in ``done`` for the guard."""
         self._write_result(result)
@@ -452,14 +521,27 @@ class Harness:
         # The JSON form, as the candidates are and as a resumed run reads it back: the same decision either way.
         fused_outputs = fused.model_dump(mode="json")["output"]
         start = time.perf_counter()
+        failure: Exception | None = None
         with dspy.track_usage() as tracker:  # an LLM-judge baseline pays its calls; mbr/majority/reward make none
-            decision = drive(guard_steps(self.selectors[0], self.fuse.signature, dict(example.inputs()), drawn,
-                                         fused_outputs))
+            try:
+                decision = drive(guard_steps(self.selectors[0], self.fuse.signature, dict(example.inputs()), drawn,
+                                             fused_outputs))
+            except Exception as error:  # as a Fuse whose guard fails: no answer, scored 0 and reported
+                cause = stop_cause(error)
+                if cause is not None:
+                    raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume") from error
+                failure = error
         took = time.perf_counter() - start
         judged = _usage_sum([usage_from_tracker(tracker.usage_data)])
         self._count(judged.input_tokens + judged.output_tokens)
         changes = {"method": method, "usage": fused.usage + judged, "time_s": fused.time_s + took,
                    "guard_rule": GUARD_RULE}
+        if failure is not None:
+            name = self.selectors[0].name
+            _logger.warning("the guard's selector %r failed for one example: %s: %s", name, type(failure).__name__,
+                            str(failure).splitlines()[0] if str(failure) else "")
+            return MethodResult(example=fused.example, n=n, score=0.0, output=None, path=fused.path,
+                                error=f"selector {name!r} failed: {type(failure).__name__}", **changes)
         if decision.kept_fused:
             return fused.model_copy(update=changes)
         chosen = next(c for c in drawn if c.index == decision.index)
@@ -475,6 +557,9 @@ class Harness:
                 prediction = program(**dict(example.inputs()))
                 outputs = {k: prediction[k] for k in prediction.keys()}
             except Exception as exc:  # a failed call scores 0 and is reported, like a failed candidate
+                cause = stop_cause(exc)
+                if cause is not None:  # a hard quota: journal nothing, as for a draw; the resume asks again
+                    raise QuotaExhaustedError(f"{cause}; run again once the quota is back to resume") from exc
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         score, metric_error = self._score(example, outputs)
         return MethodResult(

@@ -23,7 +23,8 @@ class RunEntries:
 
     Attributes:
         candidates: Example id -> the journaled candidate records (failed draws included: a record
-            without ``outputs``), as every method of that example saw them.
+            without ``outputs``), as every method of that example saw them: the widest list journaled
+            (a run resumed with other N values journals more than one; each is a prefix of the widest).
         results: Example id -> method -> the journaled result (the last one, as a resume reads it).
     """
 
@@ -41,10 +42,13 @@ def read_run(path: str | os.PathLike[str]) -> RunEntries:
     if not os.path.exists(path):
         raise FileNotFoundError(f"No harness journal at {os.fspath(path)!r}; give a run's results.jsonl.")
     candidates: dict[str, list[dict[str, Any]]] = {}
+    widths: dict[str, int] = {}
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for entry in read_entries(path):
         if entry.get("kind") == "candidates":
-            candidates[entry["example"]] = list(entry["candidates"])
+            example, width = entry["example"], entry.get("n", len(entry["candidates"]))
+            if width >= widths.get(example, width):  # the widest N's, the last of them
+                candidates[example], widths[example] = list(entry["candidates"]), width
         elif entry.get("kind") == "result":
             result = entry["result"]
             results.setdefault(result["example"], {})[result["method"]] = result

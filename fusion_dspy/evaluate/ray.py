@@ -19,6 +19,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,20 @@ __all__ = ["RayOptions", "run_harness_ray"]
 class _EvalActor:
     """A Ray Data actor: a harness of its own (scratch ``out_dir``) whose journal entries are returned."""
 
-    def __init__(self, *, build_harness: Callable[[str], Harness], fingerprint: str, examples: int,
+    def __init__(self, *, build_harness: Callable[[str], Harness], fingerprint: str, examples: Sequence[str],
                  concurrency: int) -> None:
+        """``examples``: the driver's example ids, in its order (the batches give positions in that list)."""
         self.harness = build_harness(tempfile.mkdtemp(prefix="fusion-eval-actor-"))
-        if self.harness.fingerprint != fingerprint or len(self.harness.examples) != examples:
+        self._ids = example_ids(self.harness.examples)
+        if self.harness.fingerprint != fingerprint or self._ids != list(examples):
+            same = sum(mine == theirs for mine, theirs in zip(self._ids, examples, strict=False))
             raise ValueError(
                 f"this Ray worker builds another harness (fingerprint {self.harness.fingerprint}, "
-                f"{len(self.harness.examples)} examples; driver {fingerprint}, {examples}): install the same "
-                "fusion-dspy version, data and pool config on every node."
+                f"{len(self._ids)} examples; driver {fingerprint}, {len(examples)} examples; {same} at the same "
+                "position): install the same fusion-dspy version, data (in the same order) and pool config on "
+                "every node."
             )
         self.concurrency = concurrency
-        self._ids = example_ids(self.harness.examples)
         self._lock = threading.Lock()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -93,16 +97,17 @@ def run_harness_ray(
     runtime = _ray()
     harness = build_harness(str(Path(out_dir)))
     done = harness._done()
+    ids = example_ids(harness.examples)
     items = [
         {"position": position, "done_json": json.dumps([[k[0], k[1], v] for k, v in done.get(eid, {}).items()])}
-        for position, eid in enumerate(example_ids(harness.examples))
+        for position, eid in enumerate(ids)
     ]
     if not runtime.is_initialized():
         runtime.init(address=options.address, log_to_driver=False)
     dataset = runtime.data.from_items(items).map_batches(
         _EvalActor,
         fn_constructor_kwargs={"build_harness": build_harness, "fingerprint": harness.fingerprint,
-                               "examples": len(harness.examples), "concurrency": options.concurrency},
+                               "examples": ids, "concurrency": options.concurrency},
         batch_format="numpy",
         **options.map_batches_kwargs(),
     )

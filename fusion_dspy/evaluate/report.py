@@ -65,6 +65,8 @@ class MethodSummary(BaseModel):
     corpus: float | None = None
     corpus_ci_low: float | None = None
     corpus_ci_high: float | None = None
+    corpus_error: str | None = None
+    """Why the corpus metric gave no score for this method (it raised), or ``None``."""
     vs_baseline: dict[str, float] | None = None
     input_tokens: float = 0.0
     output_tokens: float = 0.0
@@ -109,7 +111,8 @@ class EvalReport(BaseModel):
         for m in self.methods:
             row = [m.method, str(m.n), f"{m.mean:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]"]
             if has_corpus:
-                corpus = "" if m.corpus is None else f"{m.corpus:.2f} [{m.corpus_ci_low:.2f}, {m.corpus_ci_high:.2f}]"
+                corpus = "failed" if m.corpus_error else "" if m.corpus is None else (
+                f"{m.corpus:.2f} [{m.corpus_ci_low:.2f}, {m.corpus_ci_high:.2f}]")
                 row.append(corpus)
             v = m.vs_baseline
             if v is None:
@@ -135,13 +138,16 @@ class EvalReport(BaseModel):
         return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n" + (f"\n{extra}\n" if extra else "")
 
     def fault_summary(self) -> str:
-        """The faults each method recorded, with counts; ``""`` when none did.
+        """The faults each method recorded, with counts, and a failed corpus metric; ``""`` when none did.
 
         A fault does not drop the example: its row scores what the method returned instead (a
         fusion whose fusor failed returns the selection), so the table alone would hide it.
         """
         lines = []
         for m in self.methods:
+            if m.corpus_error:
+                lines.append(f"`{m.method}` N={m.n}: the corpus metric failed ({_shorten(m.corpus_error)}); "
+                             "no corpus score.")
             if m.faults:
                 common = sorted(m.faults.items(), key=lambda kv: (-kv[1], kv[0]))
                 told = "; ".join(f"{count} x {_shorten(error)}" for error, count in common[:3])
@@ -180,7 +186,9 @@ class EvalReport(BaseModel):
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
         (out / "report.md").write_text(self.to_markdown(), encoding="utf-8")
-        if plots:
+        if plots and not self.methods:
+            _logger.info("no plots: no method has a result yet")
+        elif plots:
             try:
                 from fusion_dspy.evaluate.plots import plot_cost_quality
                 from fusion_dspy.evaluate.plots import plot_methods
@@ -280,9 +288,14 @@ def summarize(
         if corpus_metric is not None:
             chosen = [examples[i] for i, _ in rows]
             predictions = [dspy.Prediction(**(r.output or {})) for _, r in rows]
-            summary.corpus, summary.corpus_ci_low, summary.corpus_ci_high = _corpus_ci(
-                corpus_metric, chosen, predictions, resamples
-            )
+            try:
+                summary.corpus, summary.corpus_ci_low, summary.corpus_ci_high = _corpus_ci(
+                    corpus_metric, chosen, predictions, resamples
+                )
+            except Exception as error:  # like a failing per-example metric: reported, not the end of the report
+                summary.corpus_error = f"{type(error).__name__}: {error}"
+                _logger.error("corpus metric failed on %s N=%d (%s); no corpus score", method, n,
+                              summary.corpus_error)
         if method != baseline and not method.startswith("single:"):
             paired = [
                 (r.score, results[ids[i]][(baseline, n)].score)

@@ -33,6 +33,14 @@ def check_resamples(resamples: object) -> int:
     return resamples
 
 
+def _check_finite(values: Sequence[float], name: str) -> None:
+    """Refuse a NaN or infinite score: it would make the mean and interval NaN, and a paired test meaningless."""
+    for position, value in enumerate(values):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}[{position}] is {value!r}: every score must be a finite number "
+                             "(score a failed example 0, or leave it out).")
+
+
 def bootstrap_ci(
     values: Sequence[float],
     *,
@@ -62,6 +70,7 @@ def bootstrap_ci(
     count = len(values)
     if count == 0:
         raise ValueError("bootstrap_ci() needs at least one value.")
+    _check_finite(values, "values")
     data = numpy.asarray(values, dtype=float)
     if statistic is None:
         estimate = float(data.mean())
@@ -106,9 +115,15 @@ class PairedComparison:
 
 
 def sign_test(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided exact binomial sign test on paired scores; ties are dropped (1.0 if all tie)."""
+    """Two-sided exact binomial sign test on paired scores; ties are dropped (1.0 if all tie).
+
+    Raises:
+        ValueError: The lists differ in length, or a score is NaN or infinite.
+    """
     if len(a) != len(b):
         raise ValueError(f"sign_test() needs paired scores, got {len(a)} and {len(b)}.")
+    _check_finite(a, "a")
+    _check_finite(b, "b")
     wins = sum(x > y for x, y in zip(a, b, strict=True))
     losses = sum(x < y for x, y in zip(a, b, strict=True))
     trials = wins + losses
@@ -145,6 +160,8 @@ def paired_bootstrap(
         raise ValueError(f"paired_bootstrap() needs paired scores, got {len(a)} and {len(b)}.")
     if not a:
         raise ValueError("paired_bootstrap() needs at least one pair.")
+    _check_finite(a, "a")
+    _check_finite(b, "b")
     diffs = numpy.asarray(a, dtype=float) - numpy.asarray(b, dtype=float)
     mean, low, high = bootstrap_ci(diffs.tolist(), confidence=confidence, resamples=resamples, seed=seed)
     if numpy.all(diffs == 0):

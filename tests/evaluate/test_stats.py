@@ -70,3 +70,17 @@ def test_paired_bootstrap_p_value_is_never_below_what_k_discordant_pairs_can_sho
 def test_paired_bootstrap_p_value_with_many_discordant_pairs_is_the_bootstrap_one():
     a, b = [1.0] * 6 + [0.0] * 94, [0.0] * 98 + [1.0] * 2  # W/T/L 6/92/2: 2^(1-8) is far below the bootstrap
     assert 0.1 < paired_bootstrap(a, b, resamples=2000).p_bootstrap < 0.3
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_score_is_refused_naming_the_position_not_turned_into_a_nan_interval(bad):
+    """A NaN gave a NaN mean and interval, and paired_bootstrap a p-value of 0.5 and one "win"; the sign test
+    silently counted it as a tie. Each refuses it instead, saying where it is."""
+    with pytest.raises(ValueError, match=r"values\[1\] is"):
+        bootstrap_ci([1.0, bad, 0.0])
+    with pytest.raises(ValueError, match=r"a\[1\] is"):
+        paired_bootstrap([1.0, bad, 0.0], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"b\[0\] is"):
+        paired_bootstrap([1.0, 1.0], [bad, 0.0])
+    with pytest.raises(ValueError, match=r"a\[1\] is"):
+        sign_test([1.0, bad], [0.0, 0.0])
