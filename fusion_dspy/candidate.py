@@ -42,9 +42,17 @@ def render_value(value: Any) -> str:
     if hasattr(value, "model_dump"):  # pydantic models
         value = value.model_dump(mode="json")
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for what ``json`` cannot encode: a pydantic model nested in a list or dict as its JSON
+    object (not its repr as a string); anything else as ``str``."""
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        return value.model_dump(mode="json")
+    return str(value)
 
 
 def render_outputs(outputs: Mapping[str, Any], fields: tuple[str, ...] | None = None) -> str:
@@ -127,8 +135,10 @@ def neutralize_markers(text: str) -> str:
 
 
 # Characters that fold (NFKD, casefold, look-alikes) to "<", "[" or "#": where a fence or marker can start.
-_ANGLES = "<\uff1c\ufe64\u2039\u3008\u27e8\u2329\u1438\u02c2\u276e\u29fc\u227a"
-_BRACKETS = "[\uff3b\u27e6\u298b\u301a\u2045"
+# Also those whose decomposition starts with one (marks dropped): ≮ and ⊀ (with a slash overlay) and the
+# vertical presentation forms U+FE3F (of 〈) and U+FE47 (of [).
+_ANGLES = "<\uff1c\ufe64\u2039\u3008\u27e8\u2329\u1438\u02c2\u276e\u29fc\u227a\u226e\u2280\ufe3f"
+_BRACKETS = "[\uff3b\u27e6\u298b\u301a\u2045\ufe47"
 _HASHES = "#\uff03\ufe5f\u266f"
 _TRIGGER = re.compile(f"[{re.escape(_ANGLES + _BRACKETS + _HASHES)}]")
 _LOOK_ALIKES = str.maketrans(

@@ -17,7 +17,8 @@ For each planned draw, in this order:
 Without a store every draw goes straight to its teacher. :func:`stored_call_steps` applies the same
 sources and rules to a single call, the fusor's. :func:`draw_steps` is a sans-I/O step of
 the call engine: it yields the requests of :mod:`fusion_dspy.drivers` and returns the outcomes.
-A draw that times out and answers later is stored then (it was paid for).
+A draw that times out and answers later is stored then (it was paid for), unless another call has
+stored that draw meanwhile or is generating it: a replay gives the candidates a call used.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _generate(
         try:
             if on_late is not None:
                 on_late(draws[position], result)
-            book.remember([DrawOutcome(draws[position], result)])
+            book.remember([DrawOutcome(draws[position], result)], late=True)
         except Exception as error:  # nobody is left to raise to: say so, once
             _logger.warning("Fuse: could not keep the late answer of draw #%d: %r", draws[position].index, error)
 
@@ -178,14 +179,18 @@ class _StoreBook:
         if not self._claims:
             return missing, []
         mine, theirs = [], []
-        for draw in missing:
-            if draw.index in self._stale:
-                mine.append(draw)
-            elif self.store.claim(self.keys[draw.index]):
-                self._claimed.add(draw.index)
-                mine.append(draw)
-            else:
-                theirs.append(draw)
+        try:
+            for draw in missing:
+                if draw.index in self._stale:
+                    mine.append(draw)
+                elif self.store.claim(self.keys[draw.index]):
+                    self._claimed.add(draw.index)
+                    mine.append(draw)
+                else:
+                    theirs.append(draw)
+        except BaseException:
+            self.release(mine)  # a claim that failed must not leave the ones before it held forever
+            raise
         return mine, theirs
 
     def release(self, draws: list[Draw]) -> None:
@@ -199,14 +204,41 @@ class _StoreBook:
         """Wait for other calls' results (see the module docs: the generating call bounds the wait)."""
         return [self.store.wait(self.keys[draw.index]) for draw in draws]
 
-    def remember(self, fresh: list[DrawOutcome]) -> None:
-        """Store fresh draws: answers and parse failures (transient faults are asked again next time)."""
+    def remember(self, fresh: list[DrawOutcome], *, late: bool = False) -> None:
+        """Store fresh draws: answers and parse failures (transient faults are asked again next time).
+
+        ``late``: answers of draws that timed out. Meanwhile a later call may have generated the draw
+        again and answered with it; its entry is kept (a replay must give the candidates a call used),
+        and the late answer is stored only where the store has no entry and no other call is making one.
+        """
         if self.store is None:
             return
         for outcome in fresh:
             entry = storable(outcome.result, self.signature)
-            if entry is not None:
-                self.store.put(self.keys[outcome.draw.index], entry)
+            if entry is None:
+                continue
+            key = self.keys[outcome.draw.index]
+            if late:
+                self._keep_late(outcome.draw.index, key, entry)
+            else:
+                self.store.put(key, entry)
+
+    def _keep_late(self, index: int, key: str, entry: StoredDraw) -> None:
+        """Store a late answer unless the draw was stored meanwhile or another call is generating it."""
+        if index in self._claimed or index in self._stale:  # still ours (claimed, or replacing a stale entry)
+            self.store.put(key, entry)
+            return
+        if isinstance(self.store, ClaimingStore):
+            if not self.store.claim(key):  # a claim, not a get: a counting layer sees no lookup
+                return
+            try:
+                self.store.put(key, entry)
+            finally:
+                self.store.release(key)
+            return
+        stored = self.store.get(key)
+        if stored is None or _replay(stored, self.signature, key) is None:
+            self.store.put(key, entry)
 
 
 def storable(result: Tracked, signature: type[dspy.Signature]) -> StoredDraw | None:

@@ -206,6 +206,7 @@ class MemoryStore:
             return self._entries.get(key)
 
     def put(self, key: str, draw: StoredDraw) -> None:
+        _check_entry(key, draw)
         with self._lock:
             self._entries[key] = draw
 
@@ -261,6 +262,15 @@ class JsonlStore(MemoryStore):
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"JsonlStore: path must be a file path (str or pathlib.Path), got {type(path).__name__}; "
+                            "e.g. JsonlStore('runs/bank.jsonl').")
+        if not os.fspath(path):
+            raise ValueError("JsonlStore: path is empty; give the .jsonl file to keep the draws in, "
+                             "e.g. JsonlStore('runs/bank.jsonl').")
+        if os.path.isdir(path):
+            raise ValueError(f"JsonlStore: path {os.fspath(path)!r} is a directory; give the .jsonl file in it, "
+                             f"e.g. JsonlStore({os.path.join(os.fspath(path), 'bank.jsonl')!r}).")
         super().__init__()
         self.journal = Journal(path)
         self.path = self.journal.path
@@ -292,6 +302,7 @@ class JsonlStore(MemoryStore):
         JsonlStore.__init__(self, state["path"])
 
     def put(self, key: str, draw: StoredDraw) -> None:
+        _check_entry(key, draw)
         record = {
             "key": key,
             "outputs": draw.outputs,
@@ -304,10 +315,27 @@ class JsonlStore(MemoryStore):
             self._entries[key] = draw
 
 
+def _check_entry(key: Any, draw: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"put(key, draw): key must be a str (draw_key(...) or fusor_key(...)), "
+                        f"got {type(key).__name__}.")
+    if not isinstance(draw, StoredDraw):
+        raise TypeError(f"put(key, draw): draw must be a StoredDraw(outputs=..., usage=...), "
+                        f"got {type(draw).__name__}.")
+
+
 def _draw_from_record(record: Mapping[str, Any]) -> StoredDraw:
+    """The draw of one journal line; ``TypeError``/``ValueError``/``KeyError`` for a line of another shape."""
+    outputs, usage = record["outputs"], record["usage"]
+    if not isinstance(record["key"], str):
+        raise TypeError(f"the key must be a string, got {type(record['key']).__name__}")
+    if outputs is not None and not isinstance(outputs, Mapping):
+        raise TypeError(f"outputs must be an object or null, got {type(outputs).__name__}")
+    if not isinstance(usage, Mapping) or not all(isinstance(u, Mapping) for u in usage.values()):
+        raise TypeError("usage must be an object of {lm: {input_tokens, output_tokens, calls}}")
     return StoredDraw(
-        outputs=record["outputs"],
-        usage={name: TokenUsage(**u) for name, u in record["usage"].items()},
+        outputs=None if outputs is None else dict(outputs),
+        usage={name: TokenUsage(**u) for name, u in usage.items()},
         latency_s=float(record.get("latency_s", 0.0)),
         error=record.get("error"),
         error_type=record.get("error_type"),

@@ -155,3 +155,43 @@ def test_a_stored_entry_that_no_longer_fits_the_signature_is_generated_again(cap
     assert len(stale) == 3 and sum(FUSOR_KEY_PREFIX in r.getMessage() for r in stale) == 1  # each entry, once
     again = fuse(question="q")  # the entries were replaced by the new answers
     assert teacher.calls == 4 and fusor.calls == 2 and again.fusion.fusor.cached
+
+
+def test_json_lines_that_are_no_draw_are_skipped_not_fatal(tmp_path):
+    """A line that parses as JSON but has the wrong shape (written by hand, or by another tool) is skipped
+    and counted; it must not make the whole bank unreadable."""
+    path = tmp_path / "bank.jsonl"
+    good = '{"key": "good", "outputs": {"answer": "x"}, "usage": {}}\n'
+    bad = [
+        '{"key": "a", "outputs": null, "usage": null}\n',
+        '{"key": "b", "outputs": {"answer": "y"}, "usage": ["local/t"]}\n',
+        '{"key": "c", "outputs": {"answer": "y"}, "usage": {"local/t": [1, 2]}}\n',
+        '{"key": "d", "outputs": {"answer": "y"}, "usage": "lots"}\n',
+    ]
+    path.write_text(good + "".join(bad), encoding="utf-8")
+    store = JsonlStore(path)
+    assert store.get("good").outputs == {"answer": "x"}
+    assert len(store) == 1 and store.skipped_lines == 4
+    with path.open("a", encoding="utf-8") as handle:  # another process appends the same kinds of lines
+        handle.write(bad[0] + '{"key": "later", "outputs": {"answer": "z"}, "usage": {}}\n')
+    store.reload()
+    assert store.get("later").outputs == {"answer": "z"} and len(store) == 2 and store.skipped_lines == 5
+
+
+def test_bad_arguments_are_named_in_the_error(tmp_path):
+    import pytest
+
+    for bad in (None, 5, ""):
+        with pytest.raises(TypeError if bad != "" else ValueError, match="JsonlStore: path"):
+            JsonlStore(bad)
+    with pytest.raises(ValueError, match="JsonlStore: path .* is a directory"):
+        JsonlStore(tmp_path)
+    draw = StoredDraw(outputs={"answer": "x"}, usage={})
+    for store in (MemoryStore(), JsonlStore(tmp_path / "bank.jsonl")):
+        with pytest.raises(TypeError, match=r"put\(key, draw\): draw must be a StoredDraw"):
+            store.put("k", {"answer": "x"})
+        with pytest.raises(TypeError, match=r"put\(key, draw\): key must be a str"):
+            store.put(5, draw)
+        assert len(store) == 0 and store.get("k") is None
+    bank = tmp_path / "bank.jsonl"
+    assert not bank.exists() or bank.read_text() == "", "a rejected put must write nothing"
