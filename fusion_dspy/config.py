@@ -183,8 +183,8 @@ class CallOptions(BaseModel):
     )
     store: Any = Field(
         default=None,
-        description="store must be a CandidateStore such as fusion_dspy.JsonlStore('bank.jsonl') or "
-        "MemoryStore(), or None.",
+        description="store must be a CandidateStore such as fusion_dspy.store.JsonlStore('bank.jsonl') or "
+        "fusion_dspy.store.MemoryStore(), or None.",
     )
 
     @field_validator("store")

@@ -25,7 +25,7 @@ from tests.helpers import teacher_engine
         ({"max_threads": 0}, "max_threads=0", "int >= 1"),
         ({"max_threads": -1}, "max_threads=-1", "int >= 1"),
         ({"max_threads": 2.5}, "max_threads=2.5", "int >= 1"),
-        ({"store": "bank.jsonl"}, "store='bank.jsonl'", "JsonlStore('bank.jsonl')"),
+        ({"store": "bank.jsonl"}, "store='bank.jsonl'", "fusion_dspy.store.JsonlStore('bank.jsonl')"),
         ({"n": True}, "n=True", "int >= 1"),
         ({"n": "3"}, "n='3'", "int >= 1"),
         ({"seed": "0"}, "seed='0'", "seed must be an int"),
