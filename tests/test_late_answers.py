@@ -117,28 +117,39 @@ def test_exiting_while_an_abandoned_call_runs_is_reported(tmp_path, call):
 
 # -- Ctrl-C in a sync call (a notebook cell interrupted while its teachers answer) ------------------------------
 
-def _ctrl_c_after(seconds):
-    """Send SIGINT to the main thread after ``seconds``, as Ctrl-C does (it wakes a blocked wait)."""
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c(seconds)`` sends SIGINT to the main thread after ``seconds``, as Ctrl-C does (it wakes a blocked
+    wait), with Python's own SIGINT handler in place for the test (a library loaded by another test may have
+    installed its own) and the previous one restored after it."""
     import signal
     import threading
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     main = threading.main_thread().ident
-    timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
-    timer.start()
-    return timer
+    timers = []
+
+    def after(seconds):
+        timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
+        timers.append(timer)
+        timer.start()
+
+    yield after
+    for timer in timers:
+        timer.join()
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("timeout", [None, 5.0])
-def test_answers_in_flight_at_a_ctrl_c_are_stored_when_they_arrive(timeout):
+def test_answers_in_flight_at_a_ctrl_c_are_stored_when_they_arrive(timeout, ctrl_c):
     """Ctrl-C while four draws run (the caller waits, or runs a draw itself when there is no timeout)."""
     store = MemoryStore()
     engine = teacher_engine("t", delay=0.6)
     fuse = make_fuse(4, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store, timeout=timeout)
-    timer = _ctrl_c_after(0.15)
+    ctrl_c(0.15)
     started = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         fuse(question="q")
-    timer.join()
     stopped = time.perf_counter() - started
     # The draws the caller did not run itself answer on their own and are kept (when the caller ran one, Ctrl-C
     # stopped that one: it is the only draw lost).
@@ -151,15 +162,14 @@ def test_answers_in_flight_at_a_ctrl_c_are_stored_when_they_arrive(timeout):
     assert len(again.fusion.succeeded) == 4
 
 
-def test_draws_still_queued_at_a_ctrl_c_are_not_started():
+def test_draws_still_queued_at_a_ctrl_c_are_not_started(ctrl_c):
     store = MemoryStore()
     engine = teacher_engine("t", delay=0.4)
     fuse = make_fuse(4, teachers=[Teacher(engine.lm(), name="t")], mode="select", store=store, timeout=5.0,
                      max_threads=1)
-    timer = _ctrl_c_after(0.15)
+    ctrl_c(0.15)
     with pytest.raises(KeyboardInterrupt):
         fuse(question="q")
-    timer.join()
     assert _wait_for(lambda: len(store) == 1)
     time.sleep(0.6)  # long enough for a queued draw to start and answer, had it been started
     assert engine.calls == 1 and len(store) == 1
