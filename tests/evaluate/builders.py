@@ -6,6 +6,7 @@ the fusor always answers ``fusor_answer``.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import dspy
@@ -60,3 +61,17 @@ def toy_harness(out_dir, *, count=12, concurrency=1, delayed=True, resamples=300
 def ray_harness(out_dir):
     """:func:`toy_harness` as ``run_harness_ray`` builds it: 9 examples, no delays, the harness only."""
     return toy_harness(out_dir, count=9, delayed=False, resamples=200)[0]
+
+
+def fails_on_first_request(teacher):
+    """A ``FakeEngine(fail=...)`` predicate: ``teacher``'s first draw fails the first time each question asks
+    for it (a transient fault, not stored), and succeeds when asked again."""
+    seen, lock = set(), threading.Lock()
+
+    def fails(request):
+        with lock:
+            first = (request.inputs["question"], request.seed) not in seen
+            seen.add((request.inputs["question"], request.seed))
+        return first and request.sample(teacher) == 0
+
+    return fails

@@ -15,6 +15,7 @@ from fusion_dspy.evaluate import example_ids
 from fusion_dspy.selectors import MajorityVote
 from fusion_dspy.testing import FakeEngine
 from tests.evaluate.builders import GOLD
+from tests.evaluate.builders import fails_on_first_request
 from tests.evaluate.builders import metric
 from tests.evaluate.builders import more_examples
 from tests.evaluate.builders import teacher_engines
@@ -323,15 +324,7 @@ def test_a_transient_draw_failure_is_the_same_failure_for_every_method_and_is_no
     """Teacher b times out on its first request per question only. The first call's candidate set, failure
     included, is what every method of that example sees (Best-of-N at each N, fusion at the smaller N), and
     no draw is asked twice."""
-    import threading
-
-    seen, lock = set(), threading.Lock()
-
-    def b_fails(request):
-        with lock:
-            first = (request.inputs["question"], request.seed) not in seen
-            seen.add((request.inputs["question"], request.seed))
-        return first and request.sample("b") == 0
+    b_fails = fails_on_first_request("b")
 
     harness, (a, b, fusor) = _flaky_b_harness(tmp_path, b_fails)
     report = harness.run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 
+from tests.evaluate.builders import fails_on_first_request
 from tests.evaluate.builders import toy_harness
 
 
@@ -30,15 +31,7 @@ def test_a_rerun_with_a_larger_n_keeps_the_journaled_transient_failures_of_the_s
     """Teacher b times out on its first request per question (a transient fault: not stored). A run at N=2
     journals that failure and scores every N=2 method with it; adding N=4 must not ask b again for that draw
     and give the N=4 methods a candidate set in which it succeeded (the N=2 rows and single:b saw it fail)."""
-    import threading
-
-    seen, lock = set(), threading.Lock()
-
-    def b_fails(request):
-        with lock:
-            first = (request.inputs["question"], request.seed) not in seen
-            seen.add((request.inputs["question"], request.seed))
-        return first and request.sample("b") == 0
+    b_fails = fails_on_first_request("b")
 
     harness, (_, b, _) = toy_harness(tmp_path, count=3, delayed=False)
     b.fail = b_fails
